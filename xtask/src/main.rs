@@ -1,0 +1,104 @@
+//! `cargo xtask`: everything needed to build, boot and test memchan on a machine that cannot
+//! load kernel modules itself.
+//!
+//! Verbs: `setup`, `kernel`, `module`, `vm`, `demo`, `test`. Each one does the earlier steps it
+//! needs, and each of those is skipped when its result is already in the cache
+//! (`~/.cache/memchan`, or `$MEMCHAN_CACHE`).
+
+mod cache;
+mod demo;
+mod kernel;
+mod logscan;
+mod module;
+mod run;
+mod setup;
+mod test;
+mod vm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// memchan developer tooling.
+#[derive(Parser)]
+#[command(name = "cargo xtask", about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+/// Where the kernel tree comes from (shared by every verb that needs a kernel).
+#[derive(Args, Clone, Default)]
+pub struct KernelOpts {
+    /// Use this existing, already built Rust-enabled kernel build tree instead of the cached
+    /// test kernel (also read from $KDIR).
+    #[arg(long, env = "KDIR")]
+    kdir: Option<PathBuf>,
+    /// Configure and build the test kernel from this source tree instead of Debian's
+    /// linux-source package.
+    #[arg(long)]
+    src: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Install or fetch everything missing: host packages, kernel source, rust-src, bindgen,
+    /// libclang, virtme-ng.
+    Setup,
+    /// Configure and build the test kernel (skipped when nothing it depends on changed).
+    Kernel {
+        #[command(flatten)]
+        kernel: KernelOpts,
+    },
+    /// Build memchan.ko against the test kernel (or --kdir).
+    Module {
+        #[command(flatten)]
+        kernel: KernelOpts,
+    },
+    /// Boot the test kernel in QEMU with memchan loaded and run CMD (a shell without CMD).
+    Vm {
+        #[command(flatten)]
+        kernel: KernelOpts,
+        /// Kill the guest after this many seconds (0: never).
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+        /// Command to run in the guest, with the repository as working directory.
+        #[arg(last = true)]
+        cmd: Vec<String>,
+    },
+    /// Show a message going from `echo` to a blocked reader, in a guest.
+    Demo {
+        #[command(flatten)]
+        kernel: KernelOpts,
+    },
+    /// Run the host tests, then the guest test suite in one guest boot.
+    Test {
+        #[command(flatten)]
+        kernel: KernelOpts,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.verb {
+        Verb::Setup => setup::run().map(|_| 0),
+        Verb::Kernel { kernel } => kernel::ensure(&kernel).map(|_| 0),
+        Verb::Module { kernel } => module::ensure(&kernel).map(|_| 0),
+        Verb::Vm {
+            kernel,
+            timeout,
+            cmd,
+        } => vm::run_verb(&kernel, timeout, &cmd),
+        Verb::Demo { kernel } => demo::run(&kernel),
+        Verb::Test { kernel } => test::run(&kernel),
+    };
+    match result {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1).max(1)),
+        Err(err) => {
+            eprintln!("\nxtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

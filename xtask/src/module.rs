@@ -1,0 +1,62 @@
+//! `cargo xtask module`: build `memchan.ko` against the test kernel (or `--kdir`).
+//!
+//! The build output goes to `<build tree>/memchan-module/` (Kbuild's `MO=`), not into the
+//! repository: a module only loads into the kernel tree it was built against, so each tree
+//! keeps its own.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Result};
+
+use crate::kernel::{self, KernelTree};
+use crate::{cache, run, KernelOpts};
+
+/// A built module and the kernel it belongs to.
+pub struct Built {
+    /// Path of `memchan.ko`.
+    pub ko: PathBuf,
+    /// The kernel tree it was built against.
+    pub kernel: KernelTree,
+}
+
+/// Builds the module (Kbuild decides what is out of date) and returns it.
+pub fn ensure(opts: &KernelOpts) -> Result<Built> {
+    let kernel = kernel::ensure(opts)?;
+    let out = kernel.build.join("memchan-module");
+    cache::mkdir(&out)?;
+    let mut cmd = Command::new("make");
+    kernel.toolchain.apply(&mut cmd);
+    cmd.arg("-C")
+        .arg(&kernel.build)
+        .arg(format!("M={}", cache::repo().join("kernel").display()))
+        .arg(format!("MO={}", out.display()))
+        .arg("modules");
+    run::logged(
+        "building memchan.ko",
+        &mut cmd,
+        &run::log_path("module-build"),
+        "The compiler errors are in the log.",
+    )?;
+    let ko = out.join("memchan.ko");
+    if !ko.exists() {
+        bail!("the module build produced no {}", ko.display());
+    }
+    warnings(&run::log_path("module-build"));
+    Ok(Built { ko, kernel })
+}
+
+/// Prints compiler warnings from the module build: they must not go unnoticed.
+fn warnings(log: &std::path::Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let count = text.lines().filter(|l| l.starts_with("warning")).count();
+    if count > 0 {
+        println!("    {count} compiler warning(s) in the module build:");
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("warning") || l.trim_start().starts_with("-->"))
+        {
+            println!("    | {line}");
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! `cargo xtask test`: lint and host tests, then the whole guest suite in one guest boot.
+//!
+//! Ends with one line `memchan tests: N passed, M failed` (libtest's counts summed over host and
+//! guest) and a non-zero exit status if anything failed, including a guest that did not finish
+//! or a kernel report in the guest log.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cache, module, run, vm, KernelOpts};
+
+/// The crate whose tests need the real device (excluded from host `cargo test`).
+const GUEST_CRATE: &str = "memchan-guest-tests";
+
+/// The whole guest suite must finish within this time.
+const GUEST_TIMEOUT: Duration = Duration::from_secs(1200);
+
+/// Passed/failed counts from libtest summary lines.
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+}
+
+impl Counts {
+    /// Adds up every `test result: ... N passed; M failed; ...` line in `text`.
+    fn parse(text: &str) -> Self {
+        let mut c = Self::default();
+        for line in text.lines().filter(|l| l.contains("test result:")) {
+            c.passed += number_before(line, " passed");
+            c.failed += number_before(line, " failed");
+        }
+        c
+    }
+}
+
+/// The number right before `word` in `line` (0 if none).
+fn number_before(line: &str, word: &str) -> u64 {
+    line.split_once(word)
+        .and_then(|(head, _)| head.rsplit(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `cargo xtask test`.
+pub fn run(opts: &KernelOpts) -> Result<i32> {
+    let start = Instant::now();
+    lint()?;
+    let host = host_tests()?;
+    let exes = build_guest_tests()?;
+    let built = module::ensure(opts)?;
+    let body = exes
+        .iter()
+        .map(|e| {
+            format!(
+                "{} --test-threads=1 || rc=1",
+                vm::shell_quote(&e.to_string_lossy())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let guest = vm::boot(&built, &format!("rc=0\n{body}\nexit $rc"), GUEST_TIMEOUT)?;
+    let g = Counts::parse(&guest.log);
+    let passed = host.passed + g.passed;
+    let mut failed = host.failed + g.failed;
+    println!(
+        "\n==> host: {} passed, {} failed; guest: {} passed, {} failed ({} total)",
+        host.passed,
+        host.failed,
+        g.passed,
+        g.failed,
+        run::elapsed(start.elapsed())
+    );
+    if guest.code != 0 && g.failed == 0 {
+        println!(
+            "    the guest run itself failed (exit code {}): counted as one failure",
+            guest.code
+        );
+        failed += 1;
+    }
+    if g.passed + g.failed == 0 {
+        println!("    no guest test ran: counted as one failure");
+        failed += 1;
+    }
+    println!("memchan tests: {passed} passed, {failed} failed");
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+/// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
+fn lint() -> Result<()> {
+    run::stage("cargo fmt --check");
+    run::checked(
+        Command::new("cargo")
+            .args(["fmt", "--all", "--check"])
+            .current_dir(cache::repo()),
+    )
+    .context("formatting differs: run `cargo fmt --all`")?;
+    run::stage("cargo clippy (warnings are errors)");
+    run::checked(
+        Command::new("cargo")
+            .args([
+                "clippy",
+                "--quiet",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .current_dir(cache::repo()),
+    )
+    .context("clippy found problems")
+}
+
+/// Host-side tests: everything but the guest crate. Output is streamed and counted.
+fn host_tests() -> Result<Counts> {
+    run::stage("host tests: cargo test --workspace (without the guest suite)");
+    let mut child = Command::new("cargo")
+        .args(["test", "--workspace", "--exclude", GUEST_CRATE])
+        .current_dir(cache::repo())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut text = String::new();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    let status = child.wait()?;
+    let counts = Counts::parse(&text);
+    if !status.success() && counts.failed == 0 {
+        bail!("host `cargo test` failed before running tests ({status})");
+    }
+    Ok(counts)
+}
+
+/// Builds the guest test binaries and returns their paths.
+fn build_guest_tests() -> Result<Vec<PathBuf>> {
+    run::stage("building the guest test suite");
+    let out = Command::new("cargo")
+        .args([
+            "test",
+            "--package",
+            GUEST_CRATE,
+            "--no-run",
+            "--message-format=json",
+        ])
+        .current_dir(cache::repo())
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!("building the guest tests failed");
+    }
+    let exes: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["profile"]["test"].as_bool() == Some(true))
+        .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .collect();
+    if exes.is_empty() {
+        bail!("no guest test executables were built");
+    }
+    Ok(exes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_libtest_summaries() {
+        let text = "test a ... ok\ntest result: ok. 5 passed; 0 failed; 0 ignored\n\
+                    test result: FAILED. 2 passed; 1 failed; 0 ignored\n";
+        let c = Counts::parse(text);
+        assert_eq!((c.passed, c.failed), (7, 1));
+    }
+}

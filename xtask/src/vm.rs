@@ -1,0 +1,230 @@
+//! `cargo xtask vm`: boot the test kernel in QEMU (through virtme-ng) with memchan loaded.
+//!
+//! The guest sees the host's filesystem read-only (so host-built binaries run as they are), the
+//! repository as its working directory, and one writable scratch directory
+//! (`$MEMCHAN_SCRATCH`). The kernel console is logged to `<run dir>/console.log`; kernel lines
+//! are not echoed (except memchan's own), and any kernel report in them fails the run.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+
+use crate::module::{self, Built};
+use crate::{cache, logscan, run, setup, KernelOpts};
+
+/// Guest CPUs (benchmarks and concurrency tests want at least two).
+const CPUS: &str = "2";
+/// Guest memory.
+const MEMORY: &str = "1G";
+/// Exit code reported when the guest had to be killed.
+const TIMEOUT_CODE: i32 = 124;
+
+/// `cargo xtask vm [-- CMD...]`.
+pub fn run_verb(opts: &KernelOpts, timeout: u64, cmd: &[String]) -> Result<i32> {
+    let built = module::ensure(opts)?;
+    if cmd.is_empty() {
+        return interactive(&built);
+    }
+    let line = cmd
+        .iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(boot(&built, &line, Duration::from_secs(timeout))?.code)
+}
+
+/// How a guest run ended.
+pub struct Outcome {
+    /// Exit code of the guest command (non-zero too when the kernel reported a problem).
+    pub code: i32,
+    /// Everything the guest printed (command output and kernel log).
+    pub log: String,
+}
+
+/// Quotes `s` for `sh`.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// A fresh directory for one guest run, with a writable `scratch/` inside.
+fn run_dir() -> Result<PathBuf> {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let dir = cache::runs_dir().join(format!("{stamp}-{}", std::process::id()));
+    cache::mkdir(&dir.join("scratch"))?;
+    Ok(dir)
+}
+
+/// Writes the guest-side script: environment, `insmod`, then `body`.
+fn write_script(dir: &Path, built: &Built, body: &str) -> Result<PathBuf> {
+    let script = dir.join("guest.sh");
+    let text = format!(
+        "#!/bin/sh\n\
+         export MEMCHAN_GUEST=1 MEMCHAN_KO='{ko}' MEMCHAN_SCRATCH='{scratch}'\n\
+         export PATH=\"$PATH:/usr/sbin:/sbin\"\n\
+         echo \"[guest] Linux $(uname -r), $(nproc) CPUs; loading memchan.ko\"\n\
+         insmod \"$MEMCHAN_KO\" || {{ echo '[guest] insmod failed'; exit 125; }}\n\
+         {body}\n",
+        ko = built.ko.display(),
+        scratch = dir.join("scratch").display(),
+    );
+    std::fs::write(&script, text)?;
+    Ok(script)
+}
+
+/// The virtme-ng command line shared by batch and interactive runs.
+fn vng(built: &Built, dir: &Path) -> Command {
+    let mut cmd = Command::new(setup::vng());
+    cmd.arg("--run")
+        .arg(&built.kernel.bzimage)
+        .args(["--cpus", CPUS, "--memory", MEMORY, "--verbose"])
+        .arg("--cwd")
+        .arg(cache::repo())
+        .arg(format!("--rwdir={}", dir.join("scratch").display()));
+    if std::env::var("MEMCHAN_KVM").as_deref() != Ok("1") {
+        // Software emulation: KVM is present on these machines but not usable for guests.
+        cmd.arg("--disable-kvm");
+    }
+    cmd
+}
+
+/// Boots a guest, runs `body` (shell) after loading the module, and returns its exit code;
+/// a kernel report in the console log turns success into failure.
+pub fn boot(built: &Built, body: &str, timeout: Duration) -> Result<Outcome> {
+    let dir = run_dir()?;
+    let script = write_script(&dir, built, body)?;
+    let console_path = dir.join("console.log");
+    run::stage(&format!(
+        "booting the test kernel in QEMU (console log: {})",
+        console_path.display()
+    ));
+    let start = Instant::now();
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        vng(built, &dir)
+            .arg("--exec")
+            .arg(format!("sh {}", script.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .context("starting virtme-ng (run `cargo xtask setup`)")?
+    };
+    let console = Arc::new(Mutex::new(std::fs::File::create(&console_path)?));
+    let pumps: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|stream| {
+        let console = Arc::clone(&console);
+        std::thread::spawn(move || pump(stream, &console))
+    })
+    .collect();
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if !timeout.is_zero() && start.elapsed() > timeout {
+            eprintln!(
+                "[xtask] guest still running after {}: killing it",
+                run::elapsed(timeout)
+            );
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            timed_out = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for p in pumps {
+        let _ = p.join();
+    }
+    let mut code = if timed_out {
+        TIMEOUT_CODE
+    } else {
+        status.code().unwrap_or(1)
+    };
+    println!(
+        "==> guest finished in {} with exit code {code}",
+        run::elapsed(start.elapsed())
+    );
+    let log = std::fs::read_to_string(&console_path).unwrap_or_default();
+    let reports = logscan::reports(&log);
+    if !reports.is_empty() {
+        eprintln!(
+            "\n==> the guest kernel reported {} problem(s):",
+            reports.len()
+        );
+        for r in &reports {
+            eprintln!("----\n{r}\n----");
+        }
+        eprintln!("full console log: {}", console_path.display());
+        if code == 0 {
+            code = 1;
+        }
+    } else if code != 0 {
+        eprintln!("full console log: {}", console_path.display());
+    }
+    Ok(Outcome { code, log })
+}
+
+/// Copies guest output to the console log; echoes all but the kernel's lines (keeping
+/// memchan's own kernel messages, which tell the story of the run).
+fn pump(stream: Box<dyn std::io::Read + Send>, console: &Mutex<std::fs::File>) {
+    let mut out = std::io::stdout();
+    for line in BufReader::new(stream).split(b'\n').map_while(Result::ok) {
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches('\r');
+        if let Ok(mut f) = console.lock() {
+            let _ = writeln!(f, "{text}");
+        }
+        if !logscan::is_kernel_line(text) {
+            let _ = writeln!(out, "{text}");
+        } else if text.contains("memchan") {
+            let _ = writeln!(
+                out,
+                "  (kernel) {}",
+                text.split_once(']').map_or(text, |(_, b)| b.trim())
+            );
+        }
+    }
+}
+
+/// An interactive guest shell with the module loaded.
+fn interactive(built: &Built) -> Result<i32> {
+    let dir = run_dir()?;
+    let script = write_script(
+        &dir,
+        built,
+        "echo '[guest] memchan loaded; exit the shell to power off'\nexec ${SHELL:-/bin/sh} -i",
+    )?;
+    run::stage("booting the test kernel in QEMU (interactive)");
+    let status = vng(built, &dir)
+        .arg("--exec")
+        .arg(format!("sh {}", script.display()))
+        .status()
+        .context("starting virtme-ng (run `cargo xtask setup`)")?;
+    Ok(status.code().unwrap_or(1))
+}
