@@ -18,12 +18,23 @@ pub struct Built {
     pub ko: PathBuf,
     /// The kernel tree it was built against.
     pub kernel: KernelTree,
+    /// Number of compiler and clippy warnings in the build.
+    pub warnings: usize,
 }
 
 /// Builds the module (Kbuild decides what is out of date) and returns it.
 pub fn ensure(opts: &KernelOpts) -> Result<Built> {
+    build(opts, false)
+}
+
+/// Builds the module; with `fresh`, recompiles it even if nothing changed (so that all of its
+/// warnings are seen).
+pub fn build(opts: &KernelOpts, fresh: bool) -> Result<Built> {
     let kernel = kernel::ensure(opts)?;
     let out = kernel.build.join("memchan-module");
+    if fresh {
+        let _ = std::fs::remove_dir_all(&out);
+    }
     cache::mkdir(&out)?;
     let mut cmd = Command::new("make");
     kernel.toolchain.apply(&mut cmd);
@@ -31,6 +42,9 @@ pub fn ensure(opts: &KernelOpts) -> Result<Built> {
         .arg(&kernel.build)
         .arg(format!("M={}", cache::repo().join("kernel").display()))
         .arg(format!("MO={}", out.display()))
+        // Clippy runs as part of every module build: it costs a few seconds and its lints
+        // (undocumented unsafe blocks among them) are part of the coding standard.
+        .arg("CLIPPY=1")
         .arg("modules");
     run::logged(
         "building memchan.ko",
@@ -42,16 +56,23 @@ pub fn ensure(opts: &KernelOpts) -> Result<Built> {
     if !ko.exists() {
         bail!("the module build produced no {}", ko.display());
     }
-    warnings(&run::log_path("module-build"));
-    Ok(Built { ko, kernel })
+    let warnings = warnings(&run::log_path("module-build"));
+    Ok(Built {
+        ko,
+        kernel,
+        warnings,
+    })
 }
 
-/// Prints compiler warnings from the module build: they must not go unnoticed.
-fn warnings(log: &std::path::Path) {
+/// Prints the compiler and clippy warnings of the module build and returns how many there were.
+///
+/// Kbuild only recompiles when something changed, so warnings are shown by the build that
+/// produces them; `cargo xtask test` rebuilds from scratch and fails on any warning.
+fn warnings(log: &std::path::Path) -> usize {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let count = text.lines().filter(|l| l.starts_with("warning")).count();
     if count > 0 {
-        println!("    {count} compiler warning(s) in the module build:");
+        println!("    {count} compiler/clippy warning(s) in the module build:");
         for line in text
             .lines()
             .filter(|l| l.starts_with("warning") || l.trim_start().starts_with("-->"))
@@ -59,4 +80,5 @@ fn warnings(log: &std::path::Path) {
             println!("    | {line}");
         }
     }
+    count
 }

@@ -52,7 +52,7 @@ pub fn run(opts: &KernelOpts) -> Result<i32> {
     lint()?;
     let host = host_tests()?;
     let exes = build_guest_tests()?;
-    let built = module::ensure(opts)?;
+    let built = module::build(opts, true)?;
     let body = exes
         .iter()
         .map(|e| {
@@ -67,6 +67,13 @@ pub fn run(opts: &KernelOpts) -> Result<i32> {
     let g = Counts::parse(&guest.log);
     let passed = host.passed + g.passed;
     let mut failed = host.failed + g.failed;
+    if built.warnings > 0 {
+        println!(
+            "    the module build had {} warning(s): counted as one failure",
+            built.warnings
+        );
+        failed += 1;
+    }
     println!(
         "\n==> host: {} passed, {} failed; guest: {} passed, {} failed ({} total)",
         host.passed,
