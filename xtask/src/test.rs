@@ -168,6 +168,7 @@ fn build_guest_tests() -> Result<Vec<PathBuf>> {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["profile"]["test"].as_bool() == Some(true))
+        .filter(|v| v["target"]["kind"][0].as_str() == Some("test"))
         .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
         .collect();
     if exes.is_empty() {
