@@ -38,6 +38,11 @@ pub fn repo() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Cargo's target directory (`$CARGO_TARGET_DIR`, else `target/` in the repository).
+pub fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from)
+}
+
 /// Private apt state directory.
 pub fn apt_dir() -> PathBuf {
     root().join("apt")

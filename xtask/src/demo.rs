@@ -12,33 +12,49 @@ use crate::{cache, module, run, vm, KernelOpts};
 /// The guest side of the demo (POSIX sh). `$CLI` is the `memchan` tool built on the host.
 const SCRIPT: &str = r#"
 say() { printf '\n\033[1;36m[demo] %s\033[0m\n' "$*"; }
-blocked() { # wait until the reader sleeps in read()
+GOT="$MEMCHAN_SCRATCH/received"; : > "$GOT"
+blocked() { # wait until the reader sleeps in read() with /dev/memchan open
   i=0; while [ $i -lt 100 ]; do
     st=$(cut -d' ' -f3 /proc/$READER/stat 2>/dev/null)
     [ "$st" = S ] && ls -l /proc/$READER/fd 2>/dev/null | grep -q /dev/memchan && return 0
     sleep 0.1; i=$((i+1)); done
-  echo "[demo] reader did not block"; exit 1; }
+  echo "[demo] the reader did not block"; exit 1; }
+send() { # run "$@" (a writer), then wait until the reader has printed one more message
+  n=$(wc -l < "$GOT"); "$@" || { echo "[demo] writer failed"; exit 1; }
+  i=0; while [ "$(wc -l < "$GOT")" -le "$n" ]; do
+    i=$((i+1)); [ $i -gt 100 ] && { echo "[demo] the reader received nothing"; exit 1; }
+    sleep 0.1; done
+  blocked; }
 say "memchan is loaded; its device node:"
 ls -l /dev/memchan
+reader() { # start "$@" as a background reader; its output lines go through the formatter
+  rm -f "$MEMCHAN_SCRATCH/reader.pid"
+  { "$@" & echo $! > "$MEMCHAN_SCRATCH/reader.pid"; wait; } |
+    while IFS= read -r line; do
+      printf '         \033[1;32mreader received: %s\033[0m\n' "$line"; echo "$line" >> "$GOT"
+    done &
+  while [ ! -s "$MEMCHAN_SCRATCH/reader.pid" ]; do sleep 0.1; done
+  READER=$(cat "$MEMCHAN_SCRATCH/reader.pid"); }
 say "Starting a reader in the background: cat /dev/memchan"
-{ cat /dev/memchan & echo $! > "$MEMCHAN_SCRATCH/reader.pid"; wait; } |
-  while IFS= read -r line; do printf '         \033[1;32mreader received: %s\033[0m\n' "$line"; done &
-while [ ! -s "$MEMCHAN_SCRATCH/reader.pid" ]; do sleep 0.1; done
-READER=$(cat "$MEMCHAN_SCRATCH/reader.pid")
+reader cat /dev/memchan
 blocked
 say "The reader (pid $READER) is blocked in read(): state $(cut -d' ' -f3 /proc/$READER/stat)"
 say 'Another process writes: echo "aaaa" > /dev/memchan'
-sh -c 'echo "aaaa" > /dev/memchan'
-blocked
+send sh -c 'echo "aaaa" > /dev/memchan'
 say "A few more messages, each one write() from its own process:"
 for m in "hello from the shell" "bbbb" "cccc"; do
   echo "         \$ echo \"$m\" > /dev/memchan"
-  sh -c "echo \"$m\" > /dev/memchan"; blocked
+  send sh -c "echo \"$m\" > /dev/memchan"
 done
-say "The same with the memchan tool: memchan send 'sent by memchan send'"
-"$CLI" send 'sent by memchan send'; blocked
-kill $READER
-say "Done: every message reached the blocked reader."
+kill $READER; wait
+say "The memchan tool works both ways: a reader 'memchan recv' (one message per line) ..."
+reader "$CLI" recv
+blocked
+say "... and a writer: memchan send 'sent by memchan send' 'and a second message'"
+send "$CLI" send 'sent by memchan send'
+send "$CLI" send 'and a second message'
+kill $READER; wait
+say "Done: the blocked readers received all $(wc -l < "$GOT") messages."
 "#;
 
 /// `cargo xtask demo`.
@@ -49,7 +65,7 @@ pub fn run(opts: &KernelOpts) -> Result<i32> {
             .args(["build", "--quiet", "--package", "memchan-cli"])
             .current_dir(cache::repo()),
     )?;
-    let cli = cache::repo().join("target/debug/memchan");
+    let cli = cache::target_dir().join("debug/memchan");
     let built = module::ensure(opts)?;
     let body = format!("CLI={}\n{SCRIPT}", vm::shell_quote(&cli.to_string_lossy()));
     Ok(vm::boot(&built, &body, Duration::from_secs(600))?.code)

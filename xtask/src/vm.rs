@@ -217,17 +217,21 @@ fn pump(stream: Box<dyn std::io::Read + Send>, console: &Mutex<std::fs::File>) {
 }
 
 /// An interactive guest shell with the module loaded.
+///
+/// virtme-ng gives its own shell a proper console; the module is loaded by a wrapper that
+/// virtme-ng starts as the user's shell (`--shell`), which then becomes `bash`.
 fn interactive(built: &Built) -> Result<i32> {
     let dir = run_dir()?;
     let script = write_script(
         &dir,
         built,
-        "echo '[guest] memchan loaded; exit the shell to power off'\nexec ${SHELL:-/bin/sh} -i",
+        "echo '[guest] memchan loaded; exit the shell to power off'\nexec /bin/bash \"$@\"",
     )?;
-    run::stage("booting the test kernel in QEMU (interactive)");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    run::stage("booting the test kernel in QEMU (interactive; `exit` powers off)");
     let status = vng(built, &dir)
-        .arg("--exec")
-        .arg(format!("sh {}", script.display()))
+        .arg("--shell")
+        .arg(&script)
         .status()
         .context("starting virtme-ng (run `cargo xtask setup`)")?;
     Ok(status.code().unwrap_or(1))
