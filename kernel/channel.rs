@@ -1,122 +1,346 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The state of one channel and its message semantics.
+//! One channel: its ring, the wait queues, and the operations open files perform on it.
 //!
-//! This first version keeps the most recent message only (a mailbox): every write replaces it
-//! and bumps the channel's sequence number; a reader remembers the sequence number of the last
-//! message it received and blocks until a newer one exists. The per-reader ring with full
-//! broadcast semantics replaces the mailbox in a later version; the file operations only see
-//! [`Channel::send`] and [`Channel::recv`].
+//! Locking: one spinlock per channel guards the [`Ring`]. Under it the driver only copies
+//! between the ring pages and kernel buffers (bounded by the message limit); user copies,
+//! allocations and sleeping happen outside it. Readers (and pollers) wait on `readable`,
+//! writers of a `block` channel on `writable`; every wait is interruptible and re-checks the
+//! state under the lock, and pollers register before checking, so no wake-up is lost.
 
 use kernel::{
-    new_condvar,
+    fs::File,
+    mm::virt::VmaNew,
+    new_poll_condvar,
     new_spinlock,
     prelude::*,
     sync::{
+        poll::{
+            PollCondVar,
+            PollTable, //
+        },
         Arc,
-        CondVar,
         SpinLock, //
+    },
+    time::{
+        ClockSource,
+        Monotonic, //
     }, //
 };
 
-use crate::abi;
+use crate::{
+    abi,
+    pages::{
+        PageRing,
+        Pages, //
+    },
+    ring::{
+        Next,
+        Policy,
+        Ring, //
+    },
+    sys, //
+};
 
-/// Largest message, in bytes.
-pub(crate) const MSG_MAX: usize = abi::MSG_MAX as usize;
-
-/// The stored message, protected by the channel lock.
-struct Mailbox {
-    /// Sequence number of the stored message; 0 while nothing has been written.
-    seq: u64,
-    /// Length of the stored message in bytes (at most [`MSG_MAX`]).
-    len: usize,
-    /// Message storage, [`MSG_MAX`] bytes, allocated once when the channel is created so that
-    /// no allocation happens under the lock.
-    data: KVec<u8>,
+/// Validated parameters of a channel.
+#[derive(Clone, Copy)]
+pub(crate) struct ChannelConfig {
+    /// Channel index (0 is `/dev/memchan`).
+    pub(crate) index: u32,
+    /// Ring size in bytes (a power of two, a multiple of the page size).
+    pub(crate) ring_bytes: u64,
+    /// Largest message.
+    pub(crate) msg_max: u32,
+    /// Initial overflow policy.
+    pub(crate) policy: Policy,
+    /// Subscriber limit.
+    pub(crate) max_readers: usize,
 }
 
-/// What a successful [`Channel::recv`] delivered.
-pub(crate) struct Received {
-    /// Sequence number of the message.
+/// A message taken from the ring into a reader's buffer (not yet committed).
+pub(crate) struct Fetched {
+    /// Its sequence number.
     pub(crate) seq: u64,
-    /// Length of the message, copied to the front of the caller's buffer.
-    pub(crate) len: usize,
+    /// Its payload length.
+    pub(crate) len: u32,
+    /// Bytes placed in the buffer (payload, plus the header in record mode).
+    pub(crate) bytes: usize,
 }
 
-/// Whether a receiver may sleep until a message arrives.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Wait {
-    /// Sleep (interruptibly) until a message arrives.
-    Block,
-    /// Fail with `EAGAIN` when no message is available.
-    NonBlock,
-}
-
-/// One channel: the shared state behind a device node.
+/// One channel.
 #[pin_data]
 pub(crate) struct Channel {
-    /// The stored message.
+    /// Configuration it was created with.
+    cfg: ChannelConfig,
+    /// The ring's pages (for `mmap`; the ring writes them through its own reference).
+    pages: Arc<Pages>,
+    /// The ring.
     #[pin]
-    mailbox: SpinLock<Mailbox>,
-    /// Readers sleep here until a new message is stored.
+    ring: SpinLock<Ring<PageRing>>,
+    /// Readers and pollers wait here for messages.
     #[pin]
-    readable: CondVar,
+    readable: PollCondVar,
+    /// Writers and pollers of a `block` channel wait here for room.
+    #[pin]
+    writable: PollCondVar,
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds.
+fn now_ns() -> u64 {
+    u64::try_from(<Monotonic as ClockSource>::ktime_get()).unwrap_or(0)
 }
 
 impl Channel {
-    /// Creates an empty channel.
-    pub(crate) fn new() -> Result<Arc<Self>> {
-        let mut data = KVec::with_capacity(MSG_MAX, GFP_KERNEL)?;
-        data.resize(MSG_MAX, 0, GFP_KERNEL)?;
+    /// Creates a channel with a zeroed ring.
+    pub(crate) fn new(cfg: ChannelConfig) -> Result<Arc<Self>> {
+        let pages = Arc::new(Pages::new(cfg.ring_bytes)?, GFP_KERNEL)?;
+        let store = PageRing::new(pages.clone());
+        let ring = Ring::new(store, cfg.ring_bytes, cfg.msg_max, cfg.policy, cfg.max_readers)?;
         Arc::pin_init(
             try_pin_init!(Self {
-                mailbox <- new_spinlock!(Mailbox { seq: 0, len: 0, data }, "memchan::mailbox"),
-                readable <- new_condvar!("memchan::readable"),
+                cfg,
+                pages,
+                ring <- new_spinlock!(ring, "memchan::ring"),
+                readable <- new_poll_condvar!("memchan::readable"),
+                writable <- new_poll_condvar!("memchan::writable"),
             }),
             GFP_KERNEL,
         )
     }
 
-    /// Sequence number of the newest message (0 if none): a new reader's starting cursor.
-    pub(crate) fn head_seq(&self) -> u64 {
-        self.mailbox.lock().seq
+    /// Largest message.
+    pub(crate) fn msg_max(&self) -> u32 {
+        self.cfg.msg_max
     }
 
-    /// Stores `msg` as the newest message and wakes every waiting reader.
-    ///
-    /// `msg` must not be longer than [`MSG_MAX`] (`EMSGSIZE` otherwise).
-    pub(crate) fn send(&self, msg: &[u8]) -> Result<u64> {
-        let seq = {
-            let mut mb = self.mailbox.lock();
-            let dst = mb.data.get_mut(..msg.len()).ok_or(EMSGSIZE)?;
-            dst.copy_from_slice(msg);
-            mb.len = msg.len();
-            mb.seq = mb.seq.wrapping_add(1);
-            mb.seq
+    /// Registers an opening file: a subscriber slot if it reads, a writer count if it writes.
+    pub(crate) fn attach(&self, read: bool, write: bool) -> Result<Option<usize>> {
+        let mut ring = self.ring.lock();
+        let slot = if read { Some(ring.subscribe()?) } else { None };
+        if write {
+            ring.writers = ring.writers.wrapping_add(1);
+        }
+        Ok(slot)
+    }
+
+    /// Unregisters a closing file.
+    pub(crate) fn detach(&self, slot: Option<usize>, write: bool) {
+        let mut ring = self.ring.lock();
+        if let Some(i) = slot {
+            ring.unsubscribe(i);
+        }
+        if write {
+            ring.writers = ring.writers.wrapping_sub(1);
+        }
+        drop(ring);
+        // A slow subscriber leaving may make room for blocked writers.
+        self.writable.notify_all();
+    }
+
+    /// Appends one message; in `block` mode waits for room (unless `nonblock`: `EAGAIN`).
+    /// A signal ends the wait with `ERESTARTSYS`.
+    pub(crate) fn send(&self, payload: &[u8], nonblock: bool) -> Result<u64> {
+        let mut ring = self.ring.lock();
+        let mut counted = false;
+        let seq = loop {
+            match ring.push(payload, now_ns()) {
+                Err(e) if e == EAGAIN => {
+                    if nonblock {
+                        return Err(EAGAIN);
+                    }
+                    if !counted {
+                        counted = true;
+                        ring.stats.blocked_writes = ring.stats.blocked_writes.wrapping_add(1);
+                    }
+                    if self.writable.wait_interruptible(&mut ring) {
+                        return Err(ERESTARTSYS);
+                    }
+                }
+                other => break other?,
+            }
         };
+        drop(ring);
         self.readable.notify_all();
         Ok(seq)
     }
 
-    /// Copies the newest message into `buf` if it is newer than `cursor` (the sequence number of
-    /// the last message this reader received).
-    ///
-    /// `buf` must hold [`MSG_MAX`] bytes. With [`Wait::Block`] this sleeps until such a message
-    /// exists; a pending signal ends the wait with `ERESTARTSYS`. With [`Wait::NonBlock`] an
-    /// empty channel gives `EAGAIN`.
-    pub(crate) fn recv(&self, cursor: u64, buf: &mut [u8], wait: Wait) -> Result<Received> {
-        let mut mb = self.mailbox.lock();
-        while mb.seq == cursor {
-            if wait == Wait::NonBlock {
+    /// Waits until subscriber `slot` has a message or an overrun to report.
+    pub(crate) fn wait_readable(&self, slot: usize, nonblock: bool) -> Result {
+        let mut ring = self.ring.lock();
+        while matches!(ring.next(slot)?, Next::Empty) {
+            if nonblock {
                 return Err(EAGAIN);
             }
-            if self.readable.wait_interruptible(&mut mb) {
+            if self.readable.wait_interruptible(&mut ring) {
                 return Err(ERESTARTSYS);
             }
         }
-        let len = mb.len;
-        let src = mb.data.get(..len).ok_or(EINVAL)?;
-        buf.get_mut(..len).ok_or(EINVAL)?.copy_from_slice(src);
-        Ok(Received { seq: mb.seq, len })
+        Ok(())
+    }
+
+    /// Copies subscriber `slot`'s next message into `buf` (header first in record mode),
+    /// without consuming it. `None` if there is none; `EPIPE` (once) after an overrun;
+    /// `EMSGSIZE` if it needs more than `room` bytes.
+    pub(crate) fn fetch(&self, slot: usize, buf: &mut [u8], record: bool, room: usize) -> Result<Option<Fetched>> {
+        let ring = self.ring.lock();
+        let (h, pos) = match ring.next(slot)? {
+            Next::Empty => return Ok(None),
+            Next::Overrun => {
+                let mut ring = ring;
+                ring.clear_overrun(slot)?;
+                return Err(EPIPE);
+            }
+            Next::Record(h, pos) => (h, pos),
+        };
+        let len = h.len as usize;
+        let hsize = if record { abi::RECORD_HEADER_SIZE as usize } else { 0 };
+        let bytes = hsize.checked_add(len).ok_or(EINVAL)?;
+        if bytes > room {
+            return Err(EMSGSIZE);
+        }
+        let (head, body) = buf.get_mut(..bytes).ok_or(EINVAL)?.split_at_mut(hsize);
+        if record {
+            head.copy_from_slice(&crate::ring::header_bytes(&h));
+        }
+        ring.read_payload(pos, body)?;
+        Ok(Some(Fetched { seq: h.seq, len: h.len, bytes }))
+    }
+
+    /// Consumes message `seq` for subscriber `slot` after it reached userspace.
+    pub(crate) fn commit(&self, slot: usize, seq: u64, len: u32) -> Result {
+        let block = {
+            let mut ring = self.ring.lock();
+            ring.commit(slot, seq, len)?;
+            ring.policy == Policy::Block
+        };
+        if block {
+            self.writable.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Size `read()` would need for the next message (0 if none): `FIONREAD`.
+    pub(crate) fn next_size(&self, slot: usize, record: bool) -> Result<usize> {
+        let ring = self.ring.lock();
+        Ok(match ring.next(slot)? {
+            Next::Record(h, _) => h.len as usize + if record { abi::RECORD_HEADER_SIZE as usize } else { 0 },
+            _ => 0,
+        })
+    }
+
+    /// `poll` mask for an open file (`slot` if it subscribes).
+    pub(crate) fn poll(&self, file: &File, table: PollTable<'_>, slot: Option<usize>) -> u32 {
+        table.register_wait(file, &self.readable);
+        table.register_wait(file, &self.writable);
+        let ring = self.ring.lock();
+        let mut mask = 0;
+        if !ring.would_block(self.cfg.msg_max) {
+            mask |= sys::POLLOUT | sys::POLLWRNORM;
+        }
+        if let Some(i) = slot {
+            match ring.next(i) {
+                Ok(Next::Record(..)) => mask |= sys::POLLIN | sys::POLLRDNORM,
+                Ok(Next::Overrun) => mask |= sys::POLLERR | sys::POLLPRI,
+                Ok(Next::Empty) => {}
+                Err(_) => mask |= sys::POLLERR,
+            }
+        }
+        mask
+    }
+
+    /// `MEMCHAN_IOC_INFO`.
+    pub(crate) fn info(&self) -> abi::ChannelInfo {
+        let ring = self.ring.lock();
+        abi::ChannelInfo {
+            size: core::mem::size_of::<abi::ChannelInfo>() as u32,
+            abi_version: abi::ABI_VERSION,
+            index: self.cfg.index,
+            policy: ring.policy.to_abi(),
+            ring_bytes: ring.size(),
+            msg_max: ring.msg_max(),
+            record_header: abi::RECORD_HEADER_SIZE,
+            head_seq: ring.head().seq,
+            oldest_seq: ring.tail().seq,
+            subscribers: ring.subscribers(),
+            writers: ring.writers,
+            mmap_bytes: self.pages.mmap_bytes(),
+        }
+    }
+
+    /// `MEMCHAN_IOC_STATS`.
+    pub(crate) fn stats(&self) -> abi::ChannelStats {
+        let s = self.ring.lock().stats;
+        abi::ChannelStats {
+            size: core::mem::size_of::<abi::ChannelStats>() as u32,
+            reserved: 0,
+            messages: s.messages,
+            bytes: s.bytes,
+            overruns: s.overruns,
+            lost: s.lost,
+            blocked_writes: s.blocked_writes,
+            delivered: s.delivered,
+        }
+    }
+
+    /// `MEMCHAN_IOC_READER` (without the record-mode flag, which the file adds).
+    pub(crate) fn reader_state(&self, slot: usize) -> Result<abi::ReaderState> {
+        let mut st = self.ring.lock().reader_state(slot)?;
+        st.size = core::mem::size_of::<abi::ReaderState>() as u32;
+        Ok(st)
+    }
+
+    /// `MEMCHAN_IOC_SEEK`.
+    pub(crate) fn seek(&self, slot: usize, whence: u32) -> Result {
+        self.ring.lock().seek(slot, whence)?;
+        self.readable.notify_all();
+        self.writable.notify_all();
+        Ok(())
+    }
+
+    /// `MEMCHAN_IOC_CONSUME`.
+    pub(crate) fn consume(&self, slot: usize, upto: u64) -> Result {
+        self.ring.lock().consume(slot, upto)?;
+        self.writable.notify_all();
+        Ok(())
+    }
+
+    /// `MEMCHAN_IOC_SET_POLICY`.
+    pub(crate) fn set_policy(&self, policy: Policy) {
+        self.ring.lock().policy = policy;
+        // Writers blocked under `block` may proceed under `overwrite`.
+        self.writable.notify_all();
+    }
+
+    /// The policy's name (for fdinfo).
+    pub(crate) fn policy(&self) -> Policy {
+        self.ring.lock().policy
+    }
+
+    /// Index of this channel.
+    pub(crate) fn index(&self) -> u32 {
+        self.cfg.index
+    }
+
+    /// Maps the ring read-only into `vma` (see [`abi::RingControl`] for the layout).
+    ///
+    /// `EACCES` for a writable mapping, `EPERM` for an executable one, `EINVAL` for a wrong
+    /// length or offset. Clearing `VM_MAYWRITE`/`VM_MAYEXEC` also refuses later `mprotect`
+    /// upgrades; `VM_DONTEXPAND` refuses `mremap` growth.
+    pub(crate) fn mmap(&self, vma: &VmaNew) -> Result {
+        if vma.writable() {
+            return Err(EACCES);
+        }
+        if vma.executable() {
+            return Err(EPERM);
+        }
+        vma.try_clear_maywrite()?;
+        vma.try_clear_mayexec()?;
+        let len = vma.end().wrapping_sub(vma.start()) as u64;
+        if len != self.pages.mmap_bytes() || sys::vma_pgoff(vma) != 0 {
+            return Err(EINVAL);
+        }
+        vma.set_dontexpand();
+        // Inserting pages may sleep: no ring lock here (nor needed: only contents change).
+        self.pages.map(vma)
     }
 }

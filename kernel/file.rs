@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! File operations of an open `/dev/memchan*`.
+//! File operations of an open `/dev/memchan*` (the [`MiscDevice`] impl, plus `poll`).
 //!
-//! - `write()`: one call is one message, all or nothing; longer than [`MSG_MAX`] gives
+//! - `write()`: one call is one message, all or nothing; longer than the channel's limit gives
 //!   `EMSGSIZE`; a zero-length write stores nothing and returns 0 (a zero-length message would
-//!   read as end-of-file to `cat` and every other tool).
-//! - `read()`: returns exactly one message, newer than the last one this file received; blocks
-//!   until there is one, or gives `EAGAIN` with `O_NONBLOCK`. A buffer shorter than the message
-//!   gives `EMSGSIZE` and leaves the message unread.
+//!   read as end-of-file to `cat` and every other tool). In `block` mode a full ring makes it
+//!   wait (`EAGAIN` with `O_NONBLOCK`).
+//! - `read()`: exactly one message (in record mode: [`abi::RecordHeader`] + payload); blocks
+//!   until one arrives (`EAGAIN` with `O_NONBLOCK`); a buffer too small gives `EMSGSIZE` and the
+//!   message stays unread; after an overrun it fails once with `EPIPE`.
+//! - Opening with read access subscribes: the file receives every message written after it
+//!   opened. Write-only opens never hold the ring back.
 
 use kernel::{
     fs::{
@@ -22,84 +25,240 @@ use kernel::{
         MiscDevice,
         MiscDeviceRegistration, //
     },
+    mm::virt::VmaNew,
+    new_mutex,
     prelude::*,
+    seq_file::SeqFile,
+    seq_print,
     sync::{
         atomic::{
             Atomic,
             Relaxed, //
         },
-        Arc, //
-    }, //
+        poll::PollTable,
+        Arc,
+        Mutex, //
+    },
+    uaccess::UserSlice, //
 };
 
 use crate::{
-    channel::{
-        Channel,
-        Wait,
-        MSG_MAX, //
-    },
+    abi,
+    channel::Channel,
+    ring::Policy,
     sys, //
 };
 
+/// Access-mode bits of the open flags (`O_ACCMODE` in `asm-generic/fcntl.h`).
+const O_ACCMODE: u32 = 3;
+/// `O_WRONLY`.
+const O_WRONLY: u32 = 1;
+/// `O_RDWR`.
+const O_RDWR: u32 = 2;
+
 /// Per-open state of a `/dev/memchan*` file.
+#[pin_data(PinnedDrop)]
 pub(crate) struct MemchanFile {
     /// The channel this file was opened on.
     chan: Arc<Channel>,
-    /// Sequence number of the last message this file received (or the newest one at open time).
-    cursor: Atomic<u64>,
+    /// Subscriber slot, if opened with read access.
+    slot: Option<usize>,
+    /// Whether opened with write access.
+    writer: bool,
+    /// Record mode (1) or plain payloads (0).
+    record_mode: Atomic<u32>,
+    /// Bounce buffer for reads (header + largest message), allocated at open; its lock
+    /// serialises readers of this file but is never held while waiting for a message.
+    #[pin]
+    rbuf: Mutex<KVec<u8>>,
+    /// Bounce buffer for writes, allocated at open; taken with `try_lock` (a concurrent writer
+    /// on the same file uses a temporary buffer instead of waiting for it).
+    #[pin]
+    wbuf: Mutex<KVec<u8>>,
 }
 
-/// Allocates a zeroed bounce buffer of `len` bytes for copying a message to or from userspace.
-fn bounce(len: usize) -> Result<KVec<u8>> {
+/// A zeroed buffer of `len` bytes, charged to the caller's memory cgroup.
+fn buffer(len: usize) -> Result<KVec<u8>> {
     let mut buf = KVec::with_capacity(len, GFP_KERNEL_ACCOUNT)?;
     buf.resize(len, 0, GFP_KERNEL_ACCOUNT)?;
     Ok(buf)
 }
 
+/// Copies `v` to the user address `arg`.
+fn put_user<T: kernel::transmute::AsBytes>(arg: usize, v: &T) -> Result<isize> {
+    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>()).writer().write(v)?;
+    Ok(0)
+}
+
+impl MemchanFile {
+    /// The subscriber slot, or `EBADF` for a file not opened for reading.
+    fn slot(&self) -> Result<usize> {
+        self.slot.ok_or(EBADF)
+    }
+
+    /// `poll` (installed by [`sys::install_poll`]).
+    pub(crate) fn poll(&self, file: &File, table: PollTable<'_>) -> u32 {
+        self.chan.poll(file, table, self.slot)
+    }
+
+    /// Whether record mode is on.
+    fn record(&self) -> bool {
+        self.record_mode.load(Relaxed) != 0
+    }
+}
+
 #[vtable]
 impl MiscDevice for MemchanFile {
-    type Ptr = KBox<Self>;
+    type Ptr = Pin<KBox<Self>>;
 
-    fn open(_file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
+    fn open(file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Pin<KBox<Self>>> {
         let chan = sys::channel_of(misc).clone();
-        let cursor = Atomic::new(chan.head_seq());
-        Ok(KBox::new(Self { chan, cursor }, GFP_KERNEL_ACCOUNT)?)
+        let mode = file.flags() & O_ACCMODE;
+        let read = mode != O_WRONLY;
+        let write = mode == O_WRONLY || mode == O_RDWR;
+        let max = chan.msg_max() as usize;
+        let rbuf = buffer(if read { max + abi::RECORD_HEADER_SIZE as usize } else { 0 })?;
+        let wbuf = buffer(if write { max } else { 0 })?;
+        let slot = chan.attach(read, write)?;
+        let owned = chan.clone();
+        let me = KBox::pin_init(
+            try_pin_init!(Self {
+                chan: owned,
+                slot,
+                writer: write,
+                record_mode: Atomic::new(0),
+                rbuf <- new_mutex!(rbuf, "memchan::rbuf"),
+                wbuf <- new_mutex!(wbuf, "memchan::wbuf"),
+            }),
+            GFP_KERNEL_ACCOUNT,
+        );
+        match me {
+            Ok(me) => {
+                sys::install_poll(file);
+                Ok(me)
+            }
+            Err(e) => {
+                chan.detach(slot, write);
+                Err(e)
+            }
+        }
     }
 
     fn read_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterDest<'_>) -> Result<usize> {
+        let nonblock = sys::kiocb_nonblocking(&kiocb);
         let me = kiocb.file();
-        let wait = if sys::kiocb_nonblocking(&kiocb) {
-            Wait::NonBlock
-        } else {
-            Wait::Block
-        };
-        let mut buf = bounce(MSG_MAX)?;
-        let got = me.chan.recv(me.cursor.load(Relaxed), &mut buf, wait)?;
-        if iov.len() < got.len {
-            return Err(EMSGSIZE);
+        let slot = me.slot()?;
+        let record = me.record();
+        loop {
+            me.chan.wait_readable(slot, nonblock)?;
+            let mut buf = me.rbuf.lock();
+            // Another reader of this file may have taken the message meanwhile: wait again.
+            let Some(got) = me.chan.fetch(slot, &mut buf, record, iov.len())? else {
+                continue;
+            };
+            let data = buf.get(..got.bytes).ok_or(EINVAL)?;
+            if iov.copy_to_iter(data) != got.bytes {
+                return Err(EFAULT);
+            }
+            me.chan.commit(slot, got.seq, got.len)?;
+            return Ok(got.bytes);
         }
-        let msg = buf.get(..got.len).ok_or(EINVAL)?;
-        if iov.copy_to_iter(msg) != got.len {
-            return Err(EFAULT);
-        }
-        me.cursor.store(got.seq, Relaxed);
-        Ok(got.len)
     }
 
     fn write_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterSource<'_>) -> Result<usize> {
+        let nonblock = sys::kiocb_nonblocking(&kiocb);
         let me = kiocb.file();
         let len = iov.len();
-        if len > MSG_MAX {
+        if len > me.chan.msg_max() as usize {
             return Err(EMSGSIZE);
         }
         if len == 0 {
             return Ok(0);
         }
-        let mut buf = KVec::new();
-        if iov.copy_from_iter_vec(&mut buf, GFP_KERNEL_ACCOUNT)? != len {
+        let mut own = me.wbuf.try_lock();
+        let mut temp;
+        let buf = match own.as_mut() {
+            Some(guard) => guard.get_mut(..len).ok_or(EINVAL)?,
+            None => {
+                temp = buffer(len)?;
+                temp.as_mut_slice()
+            }
+        };
+        if iov.copy_from_iter(buf) != len {
             return Err(EFAULT);
         }
-        me.chan.send(&buf)?;
+        me.chan.send(buf, nonblock)?;
         Ok(len)
+    }
+
+    fn ioctl(me: Pin<&MemchanFile>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        match cmd {
+            abi::IOC_INFO => put_user(arg, &me.chan.info()),
+            abi::IOC_STATS => put_user(arg, &me.chan.stats()),
+            abi::IOC_READER => {
+                let mut st = me.chan.reader_state(me.slot()?)?;
+                if me.record() {
+                    st.flags |= abi::READER_RECORD_MODE;
+                }
+                put_user(arg, &st)
+            }
+            abi::IOC_SEEK => {
+                let whence = u32::try_from(arg).map_err(|_| EINVAL)?;
+                me.chan.seek(me.slot()?, whence)?;
+                Ok(0)
+            }
+            abi::IOC_SET_POLICY => {
+                if !me.writer {
+                    return Err(EPERM);
+                }
+                let policy = Policy::from_abi(u32::try_from(arg).map_err(|_| EINVAL)?)?;
+                me.chan.set_policy(policy);
+                Ok(0)
+            }
+            abi::IOC_RECORD_MODE => {
+                me.slot()?;
+                match arg {
+                    0 | 1 => me.record_mode.store(arg as u32, Relaxed),
+                    _ => return Err(EINVAL),
+                }
+                Ok(0)
+            }
+            abi::IOC_CONSUME => {
+                let slot = me.slot()?;
+                let upto: u64 = UserSlice::new(UserPtr::from_addr(arg), 8).reader().read()?;
+                me.chan.consume(slot, upto)?;
+                Ok(0)
+            }
+            abi::FIONREAD => {
+                let n = me.chan.next_size(me.slot()?, me.record())?;
+                put_user(arg, &i32::try_from(n).map_err(|_| EOVERFLOW)?)
+            }
+            _ => Err(ENOTTY),
+        }
+    }
+
+    fn mmap(me: Pin<&MemchanFile>, _file: &File, vma: &VmaNew) -> Result {
+        me.slot().map_err(|_| EACCES)?;
+        me.chan.mmap(vma)
+    }
+
+    fn show_fdinfo(me: Pin<&MemchanFile>, m: &SeqFile, _file: &File) {
+        seq_print!(m, "memchan_channel:\t{}\n", me.chan.index());
+        seq_print!(m, "memchan_policy:\t{}\n", me.chan.policy().name());
+        seq_print!(m, "memchan_writer:\t{}\n", u8::from(me.writer));
+        if let Some(Ok(st)) = me.slot.map(|s| me.chan.reader_state(s)) {
+            seq_print!(m, "memchan_cursor:\t{}\n", st.cursor_seq);
+            seq_print!(m, "memchan_lag:\t{}\n", st.lag);
+            seq_print!(m, "memchan_lost:\t{}\n", st.lost);
+            seq_print!(m, "memchan_pending_lost:\t{}\n", st.pending_lost);
+            seq_print!(m, "memchan_record_mode:\t{}\n", u8::from(me.record()));
+        }
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for MemchanFile {
+    fn drop(self: Pin<&mut Self>) {
+        self.chan.detach(self.slot, self.writer);
     }
 }

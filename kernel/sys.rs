@@ -7,19 +7,37 @@
 //!   embeds it; recover the embedding [`ChannelDev`] with `container_of!`.
 //! - [`kiocb_nonblocking`]: `Kiocb` does not expose `O_NONBLOCK` (`iocb_flags()` does not map
 //!   it), so read the flag from the `struct file` behind the kiocb.
+//! - [`page_write`] / [`page_read`]: `Page`'s raw accessors, for the ring pages.
+//! - [`install_poll`]: 7.3's `MiscDevice` has no `poll` hook; an open file is switched to a
+//!   copy of the generated file operations that adds one ([`MEMCHAN_FOPS`]).
+//! - `AsBytes` for the ABI structs copied to userspace.
+//! - [`vma_pgoff`]: `VmaNew` has no accessor for the mapping's file offset.
 
 use kernel::{
+    bindings,
     fs::{
         file,
+        File,
         Kiocb,
         LocalFile, //
     },
-    miscdevice::MiscDeviceRegistration,
-    sync::Arc,
+    miscdevice::{
+        MiscDeviceOptions,
+        MiscDeviceRegistration, //
+    },
+    mm::virt::VmaNew,
+    page::Page,
+    prelude::*,
+    sync::{
+        poll::PollTable,
+        Arc, //
+    },
+    transmute::AsBytes,
     types::ForeignOwnable, //
 };
 
 use crate::{
+    abi,
     channel::Channel,
     file::MemchanFile,
     ChannelDev, //
@@ -46,3 +64,99 @@ pub(crate) fn kiocb_nonblocking<T: ForeignOwnable>(kiocb: &Kiocb<'_, T>) -> bool
     let file = unsafe { LocalFile::from_raw_file((*kiocb.as_raw()).ki_filp) };
     file.flags() & file::flags::O_NONBLOCK != 0
 }
+
+/// Copies `src` into `page` at `offset` (`EINVAL` if out of the page).
+///
+/// Callers hold the owning channel's ring lock, which serialises every kernel access to the
+/// ring pages (the `&mut`/`&` receivers of `PageRing` encode that).
+pub(crate) fn page_write(page: &Page, offset: usize, src: &[u8]) -> Result {
+    // SAFETY: `src` is valid for reading `src.len()` bytes. No other kernel code reads or writes
+    // this page concurrently: ring pages are only accessed through `PageRing` under the ring
+    // lock. (Userspace may read the page through a read-only mapping; that is outside the Rust
+    // memory model, like any user access, and the ring's publication protocol covers it.)
+    unsafe { page.write_raw(src.as_ptr(), offset, src.len()) }
+}
+
+/// Copies from `page` at `offset` into `dst` (`EINVAL` if out of the page).
+pub(crate) fn page_read(page: &Page, offset: usize, dst: &mut [u8]) -> Result {
+    // SAFETY: `dst` is valid for writing `dst.len()` bytes; no concurrent kernel write to the
+    // page, as for `page_write`.
+    unsafe { page.read_raw(dst.as_mut_ptr(), offset, dst.len()) }
+}
+
+/// The mapping's offset into the file, in pages.
+pub(crate) fn vma_pgoff(vma: &VmaNew) -> usize {
+    // SAFETY: `vma` refers to a valid VMA under construction, and `vm_pgoff` is a plain field
+    // set by `mmap_region` before calling the driver's `mmap` hook; reading it is a plain load.
+    unsafe { (*vma.as_ptr()).vm_pgoff }
+}
+
+/// `poll` event bits (`include/uapi/asm-generic/poll.h`), as the VFS expects them.
+pub(crate) const POLLIN: u32 = bindings::POLLIN;
+/// See [`POLLIN`].
+pub(crate) const POLLPRI: u32 = bindings::POLLPRI;
+/// See [`POLLIN`].
+pub(crate) const POLLOUT: u32 = bindings::POLLOUT;
+/// See [`POLLIN`].
+pub(crate) const POLLERR: u32 = bindings::POLLERR;
+/// See [`POLLIN`].
+pub(crate) const POLLRDNORM: u32 = bindings::POLLRDNORM;
+/// See [`POLLIN`].
+pub(crate) const POLLWRNORM: u32 = bindings::POLLWRNORM;
+
+/// Immutable file operations: plain function pointers and the owning module.
+struct SyncFops(bindings::file_operations);
+
+// SAFETY: The table is never written after its (compile-time) initialisation and contains only
+// function pointers and a pointer to this module, which are safe to share between threads.
+unsafe impl Sync for SyncFops {}
+
+/// The `MiscDevice`-generated file operations of [`MemchanFile`] plus `poll`.
+static MEMCHAN_FOPS: SyncFops = SyncFops(bindings::file_operations {
+    poll: Some(memchan_poll),
+    // SAFETY: `into_raw` returns a `miscdevice` whose `fops` points to the `'static` constant
+    // vtable the `MiscDevice` machinery builds for `MemchanFile`; reading it at compile time
+    // copies that table.
+    ..unsafe { *MiscDeviceOptions { name: c"memchan" }.into_raw::<MemchanFile>().fops }
+});
+
+/// Switches `file`, while it is being opened, to [`MEMCHAN_FOPS`] so that it supports `poll`.
+///
+/// Must be the last step of `MemchanFile::open`, after everything that can fail.
+pub(crate) fn install_poll(file: &File) {
+    // SAFETY: We are inside `->open` for `file`: it is not yet in any file table, so nothing
+    // else reads `f_op` concurrently; `do_dentry_open` reads `f_op` again after `->open`
+    // returns (as it does after `misc_open` replaces it). The new table has the same owner
+    // module (so `fops_put` in `__fput` stays balanced) and the same `private_data` contract.
+    unsafe { (*file.as_ptr()).f_op = &MEMCHAN_FOPS.0 };
+}
+
+/// `poll` for memchan files (see [`install_poll`]).
+///
+/// # Safety
+///
+/// Called by the VFS with a valid open memchan `file` (whose `private_data` is the
+/// `Pin<KBox<MemchanFile>>` stored by the `MiscDevice` open trampoline) and a valid or null
+/// poll table.
+unsafe extern "C" fn memchan_poll(
+    file: *mut bindings::file,
+    wait: *mut bindings::poll_table_struct,
+) -> bindings::__poll_t {
+    // SAFETY: Per this function's contract `file` is valid and open, so `private_data` holds the
+    // foreign-owned `Pin<KBox<MemchanFile>>`, which lives until `release`, after any poll.
+    let me = unsafe { <Pin<KBox<MemchanFile>> as ForeignOwnable>::borrow((*file).private_data) };
+    // SAFETY: `file` is valid for the duration of this call; `poll` is not called inside an
+    // `fdget_pos` region, so `File` is appropriate.
+    let file = unsafe { File::from_raw_file(file) };
+    // SAFETY: `wait` is a valid (or null) poll table for the duration of this call.
+    let table = unsafe { PollTable::from_raw(wait) };
+    me.poll(file, table)
+}
+
+// SAFETY: Plain `#[repr(C)]` structs of integer fields without padding: any bit pattern is
+// valid, and every byte is initialised.
+unsafe impl AsBytes for abi::ChannelInfo {}
+// SAFETY: As above.
+unsafe impl AsBytes for abi::ChannelStats {}
+// SAFETY: As above.
+unsafe impl AsBytes for abi::ReaderState {}

@@ -4,7 +4,15 @@
 //!
 //! This file is compiled twice: as the body of the `memchan-abi` crate, and as a module of the
 //! kernel crate (`kernel/memchan.rs`). It must therefore use only `core` and contain nothing
-//! but plain constants and `#[repr(C)]` types with fixed-width fields.
+//! but plain constants, `const fn`s and `#[repr(C)]` types with fixed-width fields and explicit
+//! padding (so that 32-bit processes on 64-bit kernels see the same layout). The C header
+//! `abi/include/memchan.h` mirrors it; a host test keeps the two in sync.
+//!
+//! # Extension rule
+//!
+//! Every ioctl struct starts with `size`, the number of bytes the kernel filled in. New fields
+//! are only ever appended, so an old program reading a newer kernel's struct (and the other way
+//! round) sees the fields it knows. The struct size is also encoded in the ioctl number.
 
 /// Version of this ABI. Bumped on any incompatible change.
 pub const ABI_VERSION: u32 = 1;
@@ -12,10 +20,219 @@ pub const ABI_VERSION: u32 = 1;
 /// Name of the default channel's misc device (and of the kernel module).
 pub const DEVICE_NAME: &str = "memchan";
 
-/// Path of the default channel's device node.
+/// Path of the default channel's device node (channel 0).
+///
+/// Channel `i > 0` is `/dev/memchan<i>` (`/dev/memchan1`, `/dev/memchan2`, ...).
 pub const DEVICE_PATH: &str = "/dev/memchan";
 
-/// Largest message, in bytes, that one `write()` may carry.
-///
-/// Larger writes fail with `EMSGSIZE` and store nothing.
+/// Largest number of channels one module load can create (`channels` parameter).
+pub const CHANNELS_MAX: u32 = 16;
+
+/// Default message-size limit, in bytes (`msg_max` parameter).
 pub const MSG_MAX: u32 = 4096;
+
+/// Default ring size in KiB (`ring_kib` parameter): must be a power of two.
+pub const RING_KIB_DEFAULT: u32 = 64;
+
+/// Smallest and largest ring size in KiB.
+pub const RING_KIB_MIN: u32 = 4;
+/// Largest ring size in KiB (16 MiB).
+pub const RING_KIB_MAX: u32 = 16 * 1024;
+
+/// Overflow policy `block`: writers wait for the slowest subscriber; nothing is lost.
+pub const POLICY_BLOCK: u32 = 0;
+/// Overflow policy `overwrite`: writers never wait; lapped subscribers lose the oldest
+/// messages and are told so (`EPIPE` once, then the exact count by ioctl and in fdinfo).
+pub const POLICY_OVERWRITE: u32 = 1;
+
+/// `MEMCHAN_IOC_SEEK` argument: move to the oldest message still in the ring (replay).
+pub const SEEK_OLDEST: u32 = 0;
+/// `MEMCHAN_IOC_SEEK` argument: skip everything pending; read only new messages.
+pub const SEEK_NEWEST: u32 = 1;
+
+/// Header of every record, in the ring and (in record mode) in front of each `read()` payload.
+///
+/// In the ring, a record is this header, `len` payload bytes, then zero padding up to a
+/// multiple of [`RECORD_ALIGN`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// Per-channel sequence number, starting at 1 and increasing by 1 per message.
+    pub seq: u64,
+    /// `CLOCK_MONOTONIC` time of the `write()`, in nanoseconds.
+    pub timestamp_ns: u64,
+    /// Payload length in bytes.
+    pub len: u32,
+    /// Reserved for flags; 0.
+    pub flags: u32,
+}
+
+/// Size of [`RecordHeader`].
+pub const RECORD_HEADER_SIZE: u32 = 24;
+
+/// Records in the ring start at multiples of this.
+pub const RECORD_ALIGN: u32 = 8;
+
+/// Bytes a message of `len` bytes takes in the ring (header + payload + padding).
+pub const fn record_size(len: u32) -> u64 {
+    let raw = RECORD_HEADER_SIZE as u64 + len as u64;
+    let align = RECORD_ALIGN as u64;
+    raw.div_ceil(align) * align
+}
+
+/// Value of [`RingControl::magic`]: "MCHR".
+pub const RING_MAGIC: u32 = 0x5248_434d;
+
+/// The first page of a channel's mapping: where the ring is and how far it is filled.
+///
+/// Mapping layout (`mmap(NULL, info.mmap_bytes, PROT_READ, MAP_SHARED, fd, 0)`):
+/// page 0 is this control page; the `ring_bytes` of data follow at `data_offset` and are mapped
+/// **twice** in a row, so a record that wraps around the end of the ring is still contiguous:
+/// the record at ring position `pos` is at `data_offset + pos % ring_bytes` and extends up to
+/// `msg_max + header` bytes without wrapping.
+///
+/// Memory ordering: the kernel writes a record completely, then publishes it by a release
+/// store of `head_pos`/`head_seq` (`smp_store_release`). It discards the oldest records by
+/// first raising `tail_pos`/`tail_seq` (with a full barrier) and only then overwriting them.
+/// A reader therefore: loads `head_pos` with acquire; reads records below it; copies a record
+/// out; then loads `tail_pos` again (after an acquire fence) — if `tail_pos` passed the record's
+/// position the copy may be torn and must be discarded (the reader was lapped). Each record's
+/// `seq` must also equal the sequence number the reader expects.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingControl {
+    /// [`RING_MAGIC`].
+    pub magic: u32,
+    /// [`ABI_VERSION`].
+    pub abi_version: u32,
+    /// Ring size in bytes (a power of two).
+    pub ring_bytes: u64,
+    /// Offset of the (double-mapped) data area in the mapping.
+    pub data_offset: u64,
+    /// Ring position (bytes written since creation) where the next record goes.
+    pub head_pos: u64,
+    /// Sequence number the next record gets (so `head_seq - 1` is the newest message).
+    pub head_seq: u64,
+    /// Ring position of the oldest record still in the ring.
+    pub tail_pos: u64,
+    /// Sequence number of the oldest record still in the ring.
+    pub tail_seq: u64,
+}
+
+/// `MEMCHAN_IOC_INFO`: the channel's configuration and state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// Bytes of this struct the kernel filled in.
+    pub size: u32,
+    /// [`ABI_VERSION`].
+    pub abi_version: u32,
+    /// Channel index (0 is `/dev/memchan`).
+    pub index: u32,
+    /// [`POLICY_BLOCK`] or [`POLICY_OVERWRITE`].
+    pub policy: u32,
+    /// Ring size in bytes.
+    pub ring_bytes: u64,
+    /// Largest message in bytes.
+    pub msg_max: u32,
+    /// Size of the record header ([`RECORD_HEADER_SIZE`]).
+    pub record_header: u32,
+    /// Sequence number the next message will get.
+    pub head_seq: u64,
+    /// Sequence number of the oldest message still in the ring (== `head_seq` if none).
+    pub oldest_seq: u64,
+    /// Open files with read access (subscribers).
+    pub subscribers: u32,
+    /// Open files with write access.
+    pub writers: u32,
+    /// Length of the whole mapping (`mmap` must ask for exactly this).
+    pub mmap_bytes: u64,
+}
+
+/// `MEMCHAN_IOC_STATS`: counters since the channel was created.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    /// Bytes of this struct the kernel filled in.
+    pub size: u32,
+    /// Padding; 0.
+    pub reserved: u32,
+    /// Messages written.
+    pub messages: u64,
+    /// Payload bytes written.
+    pub bytes: u64,
+    /// Overruns: times a subscriber fell a whole ring behind (overwrite policy); each is
+    /// reported to it by one `EPIPE`.
+    pub overruns: u64,
+    /// Messages lost by subscribers in total (overwrite policy).
+    pub lost: u64,
+    /// Writes that had to wait for room (block policy).
+    pub blocked_writes: u64,
+    /// Messages delivered by `read()`, summed over subscribers.
+    pub delivered: u64,
+}
+
+/// Reader flag: this file is a subscriber (opened with read access).
+pub const READER_SUBSCRIBER: u32 = 1;
+/// Reader flag: record mode is on.
+pub const READER_RECORD_MODE: u32 = 2;
+/// Reader flag: an overrun is pending (the next `read()` fails with `EPIPE`).
+pub const READER_OVERRUN: u32 = 4;
+
+/// `MEMCHAN_IOC_READER`: this open file's position in the channel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReaderState {
+    /// Bytes of this struct the kernel filled in.
+    pub size: u32,
+    /// `READER_*` flags.
+    pub flags: u32,
+    /// Sequence number of the next message this reader will receive.
+    pub cursor_seq: u64,
+    /// Ring position of that message.
+    pub cursor_pos: u64,
+    /// Messages written but not yet received by this reader.
+    pub lag: u64,
+    /// Messages this reader lost to overwrites, in total.
+    pub lost: u64,
+    /// Messages lost in the overrun not yet reported by `EPIPE` (0 if none is pending).
+    pub pending_lost: u64,
+}
+
+/// ioctl "type" byte of memchan (`Documentation/userspace-api/ioctl/ioctl-number.rst`).
+pub const IOC_MAGIC: u32 = 0xB8;
+
+/// `_IOC` direction bits: none.
+const IOC_NONE: u32 = 0;
+/// `_IOC` direction bits: userspace writes (kernel reads).
+const IOC_WRITE: u32 = 1;
+/// `_IOC` direction bits: userspace reads (kernel writes).
+const IOC_READ: u32 = 2;
+
+/// Linux's generic `_IOC` encoding (x86, arm, arm64, riscv, ...): the kernel module asserts at
+/// compile time that this matches `kernel::ioctl`, and the C header test matches `<linux/ioctl.h>`.
+const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+    (dir << 30) | ((size as u32) << 16) | (IOC_MAGIC << 8) | nr
+}
+
+/// Read [`ChannelInfo`].
+pub const IOC_INFO: u32 = ioc(IOC_READ, 1, core::mem::size_of::<ChannelInfo>());
+/// Read [`ChannelStats`].
+pub const IOC_STATS: u32 = ioc(IOC_READ, 2, core::mem::size_of::<ChannelStats>());
+/// Read this file's [`ReaderState`].
+pub const IOC_READER: u32 = ioc(IOC_READ, 3, core::mem::size_of::<ReaderState>());
+/// Move this reader's cursor: argument (by value) [`SEEK_OLDEST`] or [`SEEK_NEWEST`].
+/// Clears a pending overrun.
+pub const IOC_SEEK: u32 = ioc(IOC_NONE, 4, 0);
+/// Set the channel's overflow policy: argument (by value) [`POLICY_BLOCK`] or
+/// [`POLICY_OVERWRITE`]. Needs write access to the channel.
+pub const IOC_SET_POLICY: u32 = ioc(IOC_NONE, 5, 0);
+/// Record mode on (argument 1) or off (0): in record mode each `read()` returns a
+/// [`RecordHeader`] followed by the payload.
+pub const IOC_RECORD_MODE: u32 = ioc(IOC_NONE, 6, 0);
+/// Advance this reader's cursor past every message with a sequence number below the `u64`
+/// the argument points to (the mmap reader's "release"): frees room in `block` mode.
+pub const IOC_CONSUME: u32 = ioc(IOC_WRITE, 7, core::mem::size_of::<u64>());
+
+/// `FIONREAD`: size of the next message's payload (record mode: plus the header), 0 if none.
+pub const FIONREAD: u32 = 0x541B;

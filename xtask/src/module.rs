@@ -70,12 +70,16 @@ pub fn build(opts: &KernelOpts, fresh: bool) -> Result<Built> {
 /// produces them; `cargo xtask test` rebuilds from scratch and fails on any warning.
 fn warnings(log: &std::path::Path) -> usize {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let count = text.lines().filter(|l| l.starts_with("warning")).count();
+    // rustc/clippy warnings, and objtool's (e.g. a panic path objtool cannot follow).
+    let is_warning = |l: &str| {
+        (l.starts_with("warning: ") && !l.contains("warnings emitted")) || l.contains(": warning: ")
+    };
+    let count = text.lines().filter(|l| is_warning(l)).count();
     if count > 0 {
-        println!("    {count} compiler/clippy warning(s) in the module build:");
+        println!("    {count} compiler/clippy/objtool warning(s) in the module build:");
         for line in text
             .lines()
-            .filter(|l| l.starts_with("warning") || l.trim_start().starts_with("-->"))
+            .filter(|l| is_warning(l) || l.trim_start().starts_with("-->"))
         {
             println!("    | {line}");
         }

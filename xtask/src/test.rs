@@ -164,13 +164,19 @@ fn build_guest_tests() -> Result<Vec<PathBuf>> {
     if !out.status.success() {
         bail!("building the guest tests failed");
     }
-    let exes: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
+    // Run in name order: `zz_module` reloads the module, so it goes last.
+    let mut exes: Vec<(String, PathBuf)> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["profile"]["test"].as_bool() == Some(true))
         .filter(|v| v["target"]["kind"][0].as_str() == Some("test"))
-        .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .filter_map(|v| {
+            let name = v["target"]["name"].as_str()?.to_string();
+            Some((name, PathBuf::from(v["executable"].as_str()?)))
+        })
         .collect();
+    exes.sort();
+    let exes: Vec<PathBuf> = exes.into_iter().map(|(_, p)| p).collect();
     if exes.is_empty() {
         bail!("no guest test executables were built");
     }

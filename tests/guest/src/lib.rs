@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rustix::fs::{Mode, OFlags};
+pub use rustix::io::Errno;
 
 /// The default channel's node.
 pub const DEV: &str = memchan_abi::DEVICE_PATH;
@@ -123,4 +124,107 @@ impl Output {
 pub fn kill(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Raw `ioctl` returning the result or the errno (tests pass hostile arguments on purpose).
+pub fn ioctl(fd: &OwnedFd, cmd: u32, arg: usize) -> Result<i32, Errno> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the kernel validates `arg`; a bad pointer must give EFAULT, which is under test.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), cmd as _, arg) };
+    if r < 0 {
+        Err(Errno::from_raw_os_error(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        ))
+    } else {
+        Ok(r)
+    }
+}
+
+/// Reads a struct the kernel fills in with ioctl `cmd`.
+pub fn get<T: Default>(fd: &OwnedFd, cmd: u32) -> Result<T, Errno> {
+    let mut v = T::default();
+    ioctl(fd, cmd, &mut v as *mut T as usize)?;
+    Ok(v)
+}
+
+/// `MEMCHAN_IOC_INFO`.
+pub fn info(fd: &OwnedFd) -> memchan_abi::ChannelInfo {
+    get(fd, memchan_abi::IOC_INFO).expect("IOC_INFO")
+}
+
+/// `MEMCHAN_IOC_STATS`.
+pub fn stats(fd: &OwnedFd) -> memchan_abi::ChannelStats {
+    get(fd, memchan_abi::IOC_STATS).expect("IOC_STATS")
+}
+
+/// `MEMCHAN_IOC_READER`.
+pub fn reader(fd: &OwnedFd) -> memchan_abi::ReaderState {
+    get(fd, memchan_abi::IOC_READER).expect("IOC_READER")
+}
+
+/// Sets the channel's policy (needs a writable fd).
+pub fn set_policy(fd: &OwnedFd, policy: u32) {
+    ioctl(fd, memchan_abi::IOC_SET_POLICY, policy as usize).expect("IOC_SET_POLICY");
+}
+
+/// Opens channel `path` with `flags`.
+pub fn open_path(path: &str, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::open(path, flags | OFlags::CLOEXEC, Mode::empty())
+}
+
+/// Reads one message (record mode off) into a fresh buffer.
+pub fn recv(fd: &OwnedFd) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; 65536];
+    let n = rustix::io::read(fd, &mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Reads one record-mode message: header and payload.
+pub fn recv_record(fd: &OwnedFd) -> Result<(memchan_abi::RecordHeader, Vec<u8>), Errno> {
+    let buf = recv(fd)?;
+    let hs = memchan_abi::RECORD_HEADER_SIZE as usize;
+    assert!(buf.len() >= hs, "record shorter than its header");
+    let u64_at = |o: usize| u64::from_ne_bytes(buf[o..o + 8].try_into().unwrap());
+    let u32_at = |o: usize| u32::from_ne_bytes(buf[o..o + 4].try_into().unwrap());
+    let h = memchan_abi::RecordHeader {
+        seq: u64_at(0),
+        timestamp_ns: u64_at(8),
+        len: u32_at(16),
+        flags: u32_at(20),
+    };
+    assert_eq!(
+        h.len as usize,
+        buf.len() - hs,
+        "header length differs from read() size"
+    );
+    Ok((h, buf[hs..].to_vec()))
+}
+
+/// Writes one message.
+pub fn send(fd: &OwnedFd, msg: &[u8]) -> Result<usize, Errno> {
+    rustix::io::write(fd, msg)
+}
+
+/// `poll()` revents for `fd` with a zero timeout.
+pub fn revents(fd: &OwnedFd) -> rustix::event::PollFlags {
+    let mut fds = [rustix::event::PollFd::new(
+        fd,
+        rustix::event::PollFlags::all(),
+    )];
+    let now = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut fds, Some(&now)).expect("poll");
+    fds[0].revents()
+}
+
+/// Reloads the module with `params` (e.g. `"channels=2 ring_kib=4"`); returns insmod's status.
+pub fn reload(params: &str) -> i32 {
+    let ko = std::env::var("MEMCHAN_KO").expect("MEMCHAN_KO set by xtask");
+    if std::path::Path::new("/sys/module/memchan").exists() {
+        assert_eq!(sh("rmmod memchan"), 0, "rmmod failed (a file still open?)");
+    }
+    sh(&format!("insmod {ko} {params}"))
 }

@@ -1,0 +1,658 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The broadcast ring: records, subscriber cursors and the overflow policy.
+//!
+//! Pure logic over a [`Storage`] (the channel's pages in the driver, a plain buffer in the
+//! KUnit tests below); no locking, no sleeping, no user memory: the channel calls every method
+//! under its ring lock.
+//!
+//! Positions are byte offsets counted since the ring was created (`u64`, never wrapping in
+//! practice; wrapping arithmetic keeps overflow checks quiet); a position maps to storage
+//! offset `pos % size`. The ring holds the records between `tail` (oldest retained) and `head`
+//! (where the next one goes). A record is a [`RecordHeader`], the payload and zero padding to
+//! [`abi::RECORD_ALIGN`].
+
+use kernel::prelude::*;
+
+use crate::abi::{
+    self,
+    RecordHeader, //
+};
+
+/// Where records live: the channel's pages, or a buffer in tests.
+pub(crate) trait Storage {
+    /// Copies `src` to the ring at position `pos` (wrapping around the end).
+    fn write(&mut self, pos: u64, src: &[u8]) -> Result;
+    /// Copies from the ring at position `pos` (wrapping) into `dst`.
+    fn read(&self, pos: u64, dst: &mut [u8]) -> Result;
+    /// Makes the new tail visible to mmap readers; called *before* the records it discards
+    /// are overwritten.
+    fn publish_tail(&mut self, tail: Cursor) -> Result;
+    /// Makes the new head visible to mmap readers; called *after* the record is written.
+    fn publish_head(&mut self, head: Cursor) -> Result;
+}
+
+/// The overflow policy of a channel.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Policy {
+    /// Writers wait for the slowest subscriber; nothing is lost.
+    Block,
+    /// Writers never wait; lapped subscribers lose the oldest messages.
+    Overwrite,
+}
+
+impl Policy {
+    /// The policy with ABI value `v` (`EINVAL` if none).
+    pub(crate) fn from_abi(v: u32) -> Result<Self> {
+        match v {
+            abi::POLICY_BLOCK => Ok(Self::Block),
+            abi::POLICY_OVERWRITE => Ok(Self::Overwrite),
+            _ => Err(EINVAL),
+        }
+    }
+
+    /// The ABI value of this policy.
+    pub(crate) fn to_abi(self) -> u32 {
+        match self {
+            Self::Block => abi::POLICY_BLOCK,
+            Self::Overwrite => abi::POLICY_OVERWRITE,
+        }
+    }
+
+    /// The name used in parameters, fdinfo and logs.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::Overwrite => "overwrite",
+        }
+    }
+}
+
+/// A point in the ring: a byte position and the sequence number of the record there.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub(crate) struct Cursor {
+    /// Byte position.
+    pub(crate) pos: u64,
+    /// Sequence number of the record at `pos`.
+    pub(crate) seq: u64,
+}
+
+/// One subscriber's state.
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    /// Whether an open file owns this slot.
+    active: bool,
+    /// The next record this subscriber receives.
+    cur: Cursor,
+    /// Messages lost to overwrites, in total.
+    lost: u64,
+    /// Messages lost in overruns not yet reported by `EPIPE`.
+    pending_lost: u64,
+}
+
+/// Channel counters.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Stats {
+    /// Messages written.
+    pub(crate) messages: u64,
+    /// Payload bytes written.
+    pub(crate) bytes: u64,
+    /// Overruns: times a subscriber fell behind by a whole ring (each reported by one `EPIPE`).
+    pub(crate) overruns: u64,
+    /// Messages lost by subscribers in total.
+    pub(crate) lost: u64,
+    /// Writes that waited for room.
+    pub(crate) blocked_writes: u64,
+    /// Messages delivered to subscribers.
+    pub(crate) delivered: u64,
+}
+
+/// Outcome of looking at a subscriber's next record.
+pub(crate) enum Next {
+    /// Nothing unread.
+    Empty,
+    /// The subscriber was lapped and lost messages (reported once, as `EPIPE`).
+    Overrun,
+    /// The next record (its payload follows the header at `pos + RECORD_HEADER_SIZE`).
+    Record(RecordHeader, u64),
+}
+
+/// Size in bytes of a record with a `len`-byte payload.
+pub(crate) fn record_size(len: u32) -> u64 {
+    abi::record_size(len)
+}
+
+/// The ring of one channel.
+pub(crate) struct Ring<S: Storage> {
+    /// Where the bytes live.
+    store: S,
+    /// Ring size in bytes (a power of two).
+    size: u64,
+    /// Largest payload.
+    msg_max: u32,
+    /// Overflow policy.
+    pub(crate) policy: Policy,
+    /// Where the next record goes.
+    head: Cursor,
+    /// The oldest record retained.
+    tail: Cursor,
+    /// Subscriber slots; allocated once, at creation.
+    slots: KVec<Slot>,
+    /// Active slots.
+    subscribers: u32,
+    /// Open files with write access.
+    pub(crate) writers: u32,
+    /// Counters.
+    pub(crate) stats: Stats,
+}
+
+impl<S: Storage> Ring<S> {
+    /// Creates an empty ring of `size` bytes over `store` with room for `max_readers`
+    /// subscribers. `record_size(msg_max)` must fit in `size`.
+    pub(crate) fn new(store: S, size: u64, msg_max: u32, policy: Policy, max_readers: usize) -> Result<Self> {
+        if !size.is_power_of_two() || record_size(msg_max) > size {
+            return Err(EINVAL);
+        }
+        let mut slots = KVec::with_capacity(max_readers, GFP_KERNEL)?;
+        for _ in 0..max_readers {
+            slots.push(Slot::default(), GFP_KERNEL)?;
+        }
+        let start = Cursor { pos: 0, seq: 1 };
+        let mut ring = Self {
+            store,
+            size,
+            msg_max,
+            policy,
+            head: start,
+            tail: start,
+            slots,
+            subscribers: 0,
+            writers: 0,
+            stats: Stats::default(),
+        };
+        ring.store.publish_tail(start)?;
+        ring.store.publish_head(start)?;
+        Ok(ring)
+    }
+
+    /// Ring size in bytes.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Largest payload.
+    pub(crate) fn msg_max(&self) -> u32 {
+        self.msg_max
+    }
+
+    /// Where the next record goes.
+    pub(crate) fn head(&self) -> Cursor {
+        self.head
+    }
+
+    /// The oldest record retained.
+    pub(crate) fn tail(&self) -> Cursor {
+        self.tail
+    }
+
+    /// Number of subscribers.
+    pub(crate) fn subscribers(&self) -> u32 {
+        self.subscribers
+    }
+
+    /// Adds a subscriber positioned at the head (it receives messages written from now on).
+    /// `ENOSPC` when every slot is taken.
+    pub(crate) fn subscribe(&mut self) -> Result<usize> {
+        let head = self.head;
+        let (i, slot) = self
+            .slots
+            .iter_mut()
+            .enumerate()
+            .find(|(_, s)| !s.active)
+            .ok_or(ENOSPC)?;
+        *slot = Slot { active: true, cur: head, lost: 0, pending_lost: 0 };
+        self.subscribers = self.subscribers.wrapping_add(1);
+        Ok(i)
+    }
+
+    /// Removes subscriber `i`.
+    pub(crate) fn unsubscribe(&mut self, i: usize) {
+        if let Some(slot) = self.slots.get_mut(i) {
+            if slot.active {
+                slot.active = false;
+                self.subscribers = self.subscribers.wrapping_sub(1);
+            }
+        }
+    }
+
+    /// Subscriber `i`'s slot (`EINVAL` if it is not one).
+    fn slot(&self, i: usize) -> Result<&Slot> {
+        self.slots.get(i).filter(|s| s.active).ok_or(EINVAL)
+    }
+
+    /// Subscriber `i`'s slot, mutably.
+    fn slot_mut(&mut self, i: usize) -> Result<&mut Slot> {
+        self.slots.get_mut(i).filter(|s| s.active).ok_or(EINVAL)
+    }
+
+    /// Whether a record of `len` payload bytes can be added without overwriting anything a
+    /// subscriber has not read yet.
+    pub(crate) fn fits_unread(&self, len: u32) -> bool {
+        let max_lag = self
+            .slots
+            .iter()
+            .filter(|s| s.active)
+            .map(|s| self.head.pos.wrapping_sub(s.cur.pos))
+            .max()
+            .unwrap_or(0);
+        max_lag.saturating_add(record_size(len)) <= self.size
+    }
+
+    /// Whether a write of `len` bytes would have to wait now.
+    pub(crate) fn would_block(&self, len: u32) -> bool {
+        self.policy == Policy::Block && !self.fits_unread(len)
+    }
+
+    /// Reads the header of the record at `at`, checking that it is the expected one.
+    fn header_at(&self, at: Cursor) -> Result<RecordHeader> {
+        let mut raw = [0u8; abi::RECORD_HEADER_SIZE as usize];
+        self.store.read(at.pos, &mut raw)?;
+        let h = header_from_bytes(&raw).ok_or(EIO)?;
+        if h.seq != at.seq || h.len > self.msg_max {
+            // The ring is only written under the lock; a mismatch is a driver bug.
+            pr_err!("ring corrupt at pos {} (seq {} expected {})\n", at.pos, h.seq, at.seq);
+            return Err(EIO);
+        }
+        Ok(h)
+    }
+
+    /// Appends a message. `EMSGSIZE` if it is too long; `EAGAIN` if the policy is `block`
+    /// and it does not fit yet (the caller waits and retries). Returns its sequence number.
+    pub(crate) fn push(&mut self, payload: &[u8], timestamp_ns: u64) -> Result<u64> {
+        let len = u32::try_from(payload.len()).map_err(|_| EMSGSIZE)?;
+        if len > self.msg_max {
+            return Err(EMSGSIZE);
+        }
+        if self.would_block(len) {
+            return Err(EAGAIN);
+        }
+        let rsize = record_size(len);
+        // Discard the oldest records until the new one fits.
+        let old_tail = self.tail;
+        while self.head.pos.wrapping_sub(self.tail.pos).saturating_add(rsize) > self.size {
+            let h = self.header_at(self.tail)?;
+            self.tail = Cursor {
+                pos: self.tail.pos.wrapping_add(record_size(h.len)),
+                seq: self.tail.seq.wrapping_add(1),
+            };
+        }
+        if self.tail != old_tail {
+            self.store.publish_tail(self.tail)?;
+            self.lap_readers();
+        }
+        let header = RecordHeader { seq: self.head.seq, timestamp_ns, len, flags: 0 };
+        let hbytes = header_bytes(&header);
+        self.store.write(self.head.pos, &hbytes)?;
+        let body = self.head.pos.wrapping_add(u64::from(abi::RECORD_HEADER_SIZE));
+        self.store.write(body, payload)?;
+        let pad = rsize
+            .wrapping_sub(u64::from(abi::RECORD_HEADER_SIZE))
+            .wrapping_sub(u64::from(len));
+        let zeros = [0u8; abi::RECORD_ALIGN as usize];
+        let pad = zeros.get(..usize::try_from(pad).map_err(|_| EINVAL)?).ok_or(EINVAL)?;
+        self.store.write(body.wrapping_add(u64::from(len)), pad)?;
+        self.head = Cursor {
+            pos: self.head.pos.wrapping_add(rsize),
+            seq: self.head.seq.wrapping_add(1),
+        };
+        self.store.publish_head(self.head)?;
+        self.stats.messages = self.stats.messages.wrapping_add(1);
+        self.stats.bytes = self.stats.bytes.wrapping_add(u64::from(len));
+        Ok(header.seq)
+    }
+
+    /// Moves every subscriber whose next record was discarded to the tail, counting its loss.
+    fn lap_readers(&mut self) {
+        let tail = self.tail;
+        for s in self.slots.iter_mut().filter(|s| s.active) {
+            if s.cur.seq < tail.seq {
+                let lost = tail.seq.wrapping_sub(s.cur.seq);
+                if s.pending_lost == 0 {
+                    // A new overrun (one `EPIPE`); a reader that stays behind is lapped again
+                    // on every write until it reads, which extends the same overrun.
+                    self.stats.overruns = self.stats.overruns.wrapping_add(1);
+                }
+                s.lost = s.lost.wrapping_add(lost);
+                s.pending_lost = s.pending_lost.wrapping_add(lost);
+                s.cur = tail;
+                self.stats.lost = self.stats.lost.wrapping_add(lost);
+            }
+        }
+    }
+
+    /// Subscriber `i`'s next record, or a pending overrun (which takes precedence).
+    pub(crate) fn next(&self, i: usize) -> Result<Next> {
+        let s = self.slot(i)?;
+        if s.pending_lost > 0 {
+            return Ok(Next::Overrun);
+        }
+        if s.cur.seq == self.head.seq {
+            return Ok(Next::Empty);
+        }
+        Ok(Next::Record(self.header_at(s.cur)?, s.cur.pos))
+    }
+
+    /// Clears subscriber `i`'s pending overrun once it has been reported.
+    pub(crate) fn clear_overrun(&mut self, i: usize) -> Result {
+        self.slot_mut(i)?.pending_lost = 0;
+        Ok(())
+    }
+
+    /// Copies the payload of the record whose header is at `pos` into `dst` (its length).
+    pub(crate) fn read_payload(&self, pos: u64, dst: &mut [u8]) -> Result {
+        self.store.read(pos.wrapping_add(u64::from(abi::RECORD_HEADER_SIZE)), dst)
+    }
+
+    /// Marks record `seq` as received by subscriber `i`, if it is still the next one (a
+    /// concurrent seek, consume or overrun may have moved the cursor meanwhile).
+    pub(crate) fn commit(&mut self, i: usize, seq: u64, len: u32) -> Result<bool> {
+        let s = self.slot_mut(i)?;
+        if s.cur.seq != seq || s.pending_lost > 0 {
+            return Ok(false);
+        }
+        s.cur = Cursor { pos: s.cur.pos.wrapping_add(record_size(len)), seq: seq.wrapping_add(1) };
+        self.stats.delivered = self.stats.delivered.wrapping_add(1);
+        Ok(true)
+    }
+
+    /// Moves subscriber `i` to the oldest retained record or to the head; clears its overrun.
+    pub(crate) fn seek(&mut self, i: usize, whence: u32) -> Result {
+        let to = match whence {
+            abi::SEEK_OLDEST => self.tail,
+            abi::SEEK_NEWEST => self.head,
+            _ => return Err(EINVAL),
+        };
+        let s = self.slot_mut(i)?;
+        s.cur = to;
+        s.pending_lost = 0;
+        Ok(())
+    }
+
+    /// Advances subscriber `i` past every record with a sequence number below `upto` (the
+    /// mmap reader's release). `EINVAL` if `upto` is beyond the head; no-op if the cursor is
+    /// already past it.
+    pub(crate) fn consume(&mut self, i: usize, upto: u64) -> Result {
+        if upto > self.head.seq {
+            return Err(EINVAL);
+        }
+        let mut cur = self.slot(i)?.cur;
+        let mut n = 0u64;
+        while cur.seq < upto {
+            let h = self.header_at(cur)?;
+            cur = Cursor { pos: cur.pos.wrapping_add(record_size(h.len)), seq: cur.seq.wrapping_add(1) };
+            n = n.wrapping_add(1);
+        }
+        let s = self.slot_mut(i)?;
+        if cur.seq > s.cur.seq {
+            s.cur = cur;
+        }
+        self.stats.delivered = self.stats.delivered.wrapping_add(n);
+        Ok(())
+    }
+
+    /// Subscriber `i`'s state for `MEMCHAN_IOC_READER` and fdinfo (without `flags`).
+    pub(crate) fn reader_state(&self, i: usize) -> Result<abi::ReaderState> {
+        let s = self.slot(i)?;
+        Ok(abi::ReaderState {
+            size: 0,
+            flags: abi::READER_SUBSCRIBER | if s.pending_lost > 0 { abi::READER_OVERRUN } else { 0 },
+            cursor_seq: s.cur.seq,
+            cursor_pos: s.cur.pos,
+            lag: self.head.seq.wrapping_sub(s.cur.seq),
+            lost: s.lost,
+            pending_lost: s.pending_lost,
+        })
+    }
+}
+
+/// Serialises a record header (native endianness, as userspace reads it).
+pub(crate) fn header_bytes(h: &RecordHeader) -> [u8; abi::RECORD_HEADER_SIZE as usize] {
+    let mut b = [0u8; abi::RECORD_HEADER_SIZE as usize];
+    let mut out = b.iter_mut();
+    let fields: [&[u8]; 4] = [
+        &h.seq.to_ne_bytes(),
+        &h.timestamp_ns.to_ne_bytes(),
+        &h.len.to_ne_bytes(),
+        &h.flags.to_ne_bytes(),
+    ];
+    for src in fields.iter().flat_map(|f| f.iter()) {
+        if let Some(dst) = out.next() {
+            *dst = *src;
+        }
+    }
+    b
+}
+
+/// Parses a record header.
+fn header_from_bytes(b: &[u8; abi::RECORD_HEADER_SIZE as usize]) -> Option<RecordHeader> {
+    let (seq, b) = b.split_first_chunk::<8>()?;
+    let (timestamp_ns, b) = b.split_first_chunk::<8>()?;
+    let (len, b) = b.split_first_chunk::<4>()?;
+    let (flags, _) = b.split_first_chunk::<4>()?;
+    Some(RecordHeader {
+        seq: u64::from_ne_bytes(*seq),
+        timestamp_ns: u64::from_ne_bytes(*timestamp_ns),
+        len: u32::from_ne_bytes(*len),
+        flags: u32::from_ne_bytes(*flags),
+    })
+}
+
+#[kunit_tests(memchan_ring)]
+mod tests {
+    use super::*;
+
+    /// A plain-buffer [`Storage`] that also records the published head and tail.
+    struct VecStore {
+        buf: KVec<u8>,
+        head: Cursor,
+        tail: Cursor,
+    }
+
+    impl VecStore {
+        fn new(size: usize) -> Result<Self> {
+            let mut buf = KVec::with_capacity(size, GFP_KERNEL)?;
+            buf.resize(size, 0xaa, GFP_KERNEL)?;
+            Ok(Self { buf, head: Cursor::default(), tail: Cursor::default() })
+        }
+
+        fn index(&self, pos: u64, k: usize) -> usize {
+            let size = self.buf.len() as u64;
+            (pos.wrapping_add(k as u64) % size) as usize
+        }
+    }
+
+    impl Storage for VecStore {
+        fn write(&mut self, pos: u64, src: &[u8]) -> Result {
+            for (k, b) in src.iter().enumerate() {
+                let i = self.index(pos, k);
+                *self.buf.get_mut(i).ok_or(EINVAL)? = *b;
+            }
+            Ok(())
+        }
+
+        fn read(&self, pos: u64, dst: &mut [u8]) -> Result {
+            for (k, b) in dst.iter_mut().enumerate() {
+                *b = *self.buf.get(self.index(pos, k)).ok_or(EINVAL)?;
+            }
+            Ok(())
+        }
+
+        fn publish_tail(&mut self, tail: Cursor) -> Result {
+            self.tail = tail;
+            Ok(())
+        }
+
+        fn publish_head(&mut self, head: Cursor) -> Result {
+            self.head = head;
+            Ok(())
+        }
+    }
+
+    fn ring(size: u64, msg_max: u32, policy: Policy) -> Result<Ring<VecStore>> {
+        Ring::new(VecStore::new(size as usize)?, size, msg_max, policy, 4)
+    }
+
+    /// Receives subscriber `i`'s next message into `buf`, returning (seq, len).
+    fn recv(r: &mut Ring<VecStore>, i: usize, buf: &mut [u8]) -> Result<Option<(u64, usize)>> {
+        match r.next(i)? {
+            Next::Empty => Ok(None),
+            Next::Overrun => Err(EPIPE),
+            Next::Record(h, pos) => {
+                let len = h.len as usize;
+                r.read_payload(pos, buf.get_mut(..len).ok_or(EMSGSIZE)?)?;
+                r.commit(i, h.seq, h.len)?;
+                Ok(Some((h.seq, len)))
+            }
+        }
+    }
+
+    #[test]
+    fn broadcast_in_order_to_every_subscriber() -> Result {
+        let mut r = ring(256, 32, Policy::Block)?;
+        let a = r.subscribe()?;
+        r.push(b"one", 1)?;
+        let b = r.subscribe()?; // joins after "one"
+        r.push(b"two", 2)?;
+        let mut buf = [0u8; 32];
+        assert_eq!(recv(&mut r, a, &mut buf)?, Some((1, 3)));
+        assert_eq!(buf.get(..3), Some(&b"one"[..]));
+        assert_eq!(recv(&mut r, a, &mut buf)?, Some((2, 3)));
+        assert_eq!(recv(&mut r, b, &mut buf)?, Some((2, 3)));
+        assert_eq!(buf.get(..3), Some(&b"two"[..]));
+        assert!(recv(&mut r, a, &mut buf)?.is_none());
+        assert_eq!(r.stats.delivered, 3);
+        Ok(())
+    }
+
+    #[test]
+    fn records_wrap_around_intact() -> Result {
+        let mut r = ring(128, 40, Policy::Overwrite)?;
+        let a = r.subscribe()?;
+        let mut buf = [0u8; 40];
+        for n in 0u8..50 {
+            let msg = [n; 37]; // 64-byte records: exactly two per ring
+            r.push(&msg, u64::from(n))?;
+            assert_eq!(recv(&mut r, a, &mut buf)?, Some((u64::from(n) + 1, 37)));
+            assert!(buf.iter().take(37).all(|b| *b == n));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn overwrite_laps_a_slow_reader_with_an_exact_count() -> Result {
+        let mut r = ring(128, 8, Policy::Overwrite)?; // 32-byte records: 4 fit
+        let slow = r.subscribe()?;
+        for n in 0u8..10 {
+            r.push(&[n; 8], 0)?;
+        }
+        let mut buf = [0u8; 8];
+        assert_eq!(recv(&mut r, slow, &mut buf), Err(EPIPE));
+        let st = r.reader_state(slow)?;
+        assert_eq!(st.lost, 6);
+        assert_eq!(st.pending_lost, 6);
+        r.clear_overrun(slow)?;
+        let mut got = 0u64;
+        while let Some((seq, _)) = recv(&mut r, slow, &mut buf)? {
+            assert_eq!(seq, 7 + got);
+            got += 1;
+        }
+        assert_eq!(got + r.reader_state(slow)?.lost, 10);
+        assert_eq!(r.stats.overruns, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn block_refuses_until_the_slowest_reader_consumes() -> Result {
+        let mut r = ring(128, 8, Policy::Block)?;
+        let fast = r.subscribe()?;
+        let slow = r.subscribe()?;
+        let mut buf = [0u8; 8];
+        for n in 0u8..4 {
+            r.push(&[n; 8], 0)?;
+            recv(&mut r, fast, &mut buf)?;
+        }
+        assert_eq!(r.push(b"full", 0), Err(EAGAIN));
+        assert!(r.would_block(8));
+        recv(&mut r, slow, &mut buf)?;
+        assert!(!r.would_block(8));
+        r.push(b"room", 0)?;
+        Ok(())
+    }
+
+    #[test]
+    fn block_without_subscribers_never_blocks() -> Result {
+        let mut r = ring(128, 8, Policy::Block)?;
+        for _ in 0..100 {
+            r.push(b"x", 0)?;
+        }
+        assert_eq!(r.head().seq, 101);
+        Ok(())
+    }
+
+    #[test]
+    fn seek_replays_oldest_and_skips_to_newest() -> Result {
+        let mut r = ring(256, 8, Policy::Overwrite)?;
+        r.push(b"a", 0)?;
+        r.push(b"b", 0)?;
+        let s = r.subscribe()?;
+        let mut buf = [0u8; 8];
+        assert!(recv(&mut r, s, &mut buf)?.is_none());
+        r.seek(s, abi::SEEK_OLDEST)?;
+        assert_eq!(recv(&mut r, s, &mut buf)?, Some((1, 1)));
+        r.seek(s, abi::SEEK_NEWEST)?;
+        assert!(recv(&mut r, s, &mut buf)?.is_none());
+        assert_eq!(r.seek(s, 7), Err(EINVAL));
+        Ok(())
+    }
+
+    #[test]
+    fn consume_advances_without_copying() -> Result {
+        let mut r = ring(256, 8, Policy::Block)?;
+        let s = r.subscribe()?;
+        for _ in 0..5 {
+            r.push(b"abc", 0)?;
+        }
+        r.consume(s, 4)?;
+        assert_eq!(r.reader_state(s)?.cursor_seq, 4);
+        assert_eq!(r.consume(s, 99), Err(EINVAL));
+        r.consume(s, 2)?; // already past: no-op
+        assert_eq!(r.reader_state(s)?.lag, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn limits_are_enforced() -> Result {
+        let mut r = ring(128, 8, Policy::Block)?;
+        assert_eq!(r.push(&[0u8; 9], 0), Err(EMSGSIZE));
+        for _ in 0..4 {
+            r.subscribe()?;
+        }
+        assert_eq!(r.subscribe(), Err(ENOSPC));
+        r.unsubscribe(2);
+        assert_eq!(r.subscribe()?, 2);
+        assert!(Ring::new(VecStore::new(100)?, 100, 8, Policy::Block, 1).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn published_head_and_tail_follow_the_ring() -> Result {
+        let mut r = ring(128, 8, Policy::Overwrite)?;
+        for _ in 0..6 {
+            r.push(b"12345678", 0)?;
+        }
+        assert_eq!(r.store.head, r.head());
+        assert_eq!(r.store.tail, r.tail());
+        assert_eq!(r.tail().seq, 3);
+        Ok(())
+    }
+}

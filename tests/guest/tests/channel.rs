@@ -1,0 +1,451 @@
+//! The channel semantics: broadcast ring, record mode, overflow policies, poll/epoll, ioctls,
+//! fdinfo, several channels. Each test leaves the default channel in `overwrite` mode.
+
+use memchan_abi as abi;
+use memchan_guest_tests::*;
+use rustix::event::PollFlags;
+use rustix::fs::OFlags;
+
+const RD: OFlags = OFlags::RDONLY.union(OFlags::NONBLOCK);
+
+/// A writer fd on the default channel, with the channel reset to `policy`.
+fn writer_with(policy: u32) -> std::os::fd::OwnedFd {
+    let w = open(OFlags::WRONLY).expect("open writer");
+    set_policy(&w, policy);
+    w
+}
+
+#[test]
+fn broadcast_every_subscriber_gets_every_message_in_order() {
+    require_guest();
+    let w = writer_with(abi::POLICY_OVERWRITE);
+    let readers: Vec<_> = (0..3).map(|_| open(RD).unwrap()).collect();
+    for r in &readers {
+        ioctl(r, abi::IOC_RECORD_MODE, 1).unwrap();
+    }
+    let first = info(&w).head_seq;
+    for i in 0..10u32 {
+        send(&w, format!("msg {i}").as_bytes()).unwrap();
+    }
+    for r in &readers {
+        for i in 0..10u32 {
+            let (h, p) = recv_record(r).unwrap();
+            assert_eq!(h.seq, first + u64::from(i));
+            assert_eq!(p, format!("msg {i}").as_bytes());
+            assert_eq!(h.flags, 0);
+        }
+        assert_eq!(recv(r), Err(Errno::AGAIN));
+    }
+}
+
+#[test]
+fn record_mode_header_has_seq_timestamp_and_length() {
+    require_guest();
+    let w = writer_with(abi::POLICY_OVERWRITE);
+    let r = open(RD).unwrap();
+    ioctl(&r, abi::IOC_RECORD_MODE, 1).unwrap();
+    let before = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    send(&w, b"stamped").unwrap();
+    let after = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let ns = |t: rustix::time::Timespec| t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64;
+    let (h, p) = recv_record(&r).unwrap();
+    assert_eq!(p, b"stamped");
+    assert_eq!(h.len, 7);
+    assert!(
+        h.timestamp_ns >= ns(before) && h.timestamp_ns <= ns(after),
+        "timestamp {h:?} outside the write"
+    );
+    assert_eq!(
+        reader(&r).flags & abi::READER_RECORD_MODE,
+        abi::READER_RECORD_MODE
+    );
+    // Record mode off again: plain payloads.
+    ioctl(&r, abi::IOC_RECORD_MODE, 0).unwrap();
+    send(&w, b"plain").unwrap();
+    assert_eq!(recv(&r).unwrap(), b"plain");
+    assert_eq!(ioctl(&r, abi::IOC_RECORD_MODE, 2), Err(Errno::INVAL));
+}
+
+#[test]
+fn fionread_reports_the_next_message_size() {
+    require_guest();
+    let w = writer_with(abi::POLICY_OVERWRITE);
+    let r = open(RD).unwrap();
+    let mut n: i32 = -1;
+    ioctl(&r, abi::FIONREAD, &mut n as *mut i32 as usize).unwrap();
+    assert_eq!(n, 0);
+    send(&w, b"12345").unwrap();
+    send(&w, b"1234567890").unwrap();
+    ioctl(&r, abi::FIONREAD, &mut n as *mut i32 as usize).unwrap();
+    assert_eq!(n, 5);
+    ioctl(&r, abi::IOC_RECORD_MODE, 1).unwrap();
+    ioctl(&r, abi::FIONREAD, &mut n as *mut i32 as usize).unwrap();
+    assert_eq!(n, 5 + abi::RECORD_HEADER_SIZE as i32);
+}
+
+#[test]
+fn write_only_opens_never_hold_the_ring_back() {
+    require_guest();
+    let w = open(OFlags::WRONLY | OFlags::NONBLOCK).unwrap();
+    set_policy(&w, abi::POLICY_BLOCK);
+    let ring = info(&w).ring_bytes;
+    let msg = vec![7u8; 1000];
+    // Several ring-fulls with no subscriber: never EAGAIN.
+    for _ in 0..(4 * ring / 1000) {
+        send(&w, &msg).expect("blocked without subscribers");
+    }
+    assert_eq!(info(&w).subscribers, 0);
+    set_policy(&w, abi::POLICY_OVERWRITE);
+}
+
+#[test]
+fn block_policy_waits_for_the_slowest_reader_and_loses_nothing() {
+    require_guest();
+    let w = open(OFlags::WRONLY | OFlags::NONBLOCK).unwrap();
+    set_policy(&w, abi::POLICY_BLOCK);
+    let slow = open(RD).unwrap();
+    let msg = vec![1u8; 1000];
+    let mut written = 0u64;
+    loop {
+        match send(&w, &msg) {
+            Ok(_) => written += 1,
+            Err(Errno::AGAIN) => break,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    assert!(written > 10);
+    assert!(
+        !revents(&w).contains(PollFlags::OUT),
+        "EPOLLOUT on a full block channel"
+    );
+    let blocked_before = stats(&w).blocked_writes;
+    // A blocking writer in another process waits...
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &format!("printf 'last' > {DEV}")])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "writer did not block on a full ring"
+    );
+    // ...until the slow reader makes room.
+    for _ in 0..3 {
+        assert_eq!(recv(&slow).unwrap(), msg);
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(stats(&w).blocked_writes > blocked_before);
+    for _ in 3..written {
+        assert_eq!(recv(&slow).unwrap(), msg);
+    }
+    assert_eq!(recv(&slow).unwrap(), b"last");
+    assert_eq!(reader(&slow).lost, 0);
+    set_policy(&w, abi::POLICY_OVERWRITE);
+}
+
+#[test]
+fn overwrite_policy_reports_an_overrun_once_with_the_exact_loss() {
+    require_guest();
+    let w = writer_with(abi::POLICY_OVERWRITE);
+    let r = open(RD).unwrap();
+    let ring = info(&w).ring_bytes;
+    let total = 3 * ring / 128;
+    for i in 0..total {
+        send(&w, format!("{i:0100}").as_bytes()).unwrap();
+    }
+    let st = reader(&r);
+    assert!(st.flags & abi::READER_OVERRUN != 0);
+    assert!(st.lost > 0 && st.lost == st.pending_lost);
+    assert!(revents(&r).contains(PollFlags::ERR | PollFlags::PRI));
+    let fdinfo = std::fs::read_to_string(format!(
+        "/proc/self/fdinfo/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&r)
+    ))
+    .unwrap();
+    assert!(
+        fdinfo.contains(&format!("memchan_lost:\t{}", st.lost)),
+        "fdinfo: {fdinfo}"
+    );
+    assert_eq!(recv(&r), Err(Errno::PIPE), "no EPIPE after an overrun");
+    let mut received = 0u64;
+    let mut next = st.lost;
+    while let Ok(m) = recv(&r) {
+        assert_eq!(
+            m,
+            format!("{next:0100}").as_bytes(),
+            "gap or reorder after overrun"
+        );
+        next += 1;
+        received += 1;
+    }
+    let st = reader(&r);
+    assert_eq!(received + st.lost, total, "received + lost != written");
+    assert_eq!(st.pending_lost, 0);
+    assert!(stats(&w).overruns >= 1);
+}
+
+#[test]
+fn seek_replays_the_oldest_or_skips_to_the_newest() {
+    require_guest();
+    let w = writer_with(abi::POLICY_OVERWRITE);
+    send(&w, b"before-open").unwrap();
+    let r = open(RD).unwrap();
+    assert_eq!(recv(&r), Err(Errno::AGAIN));
+    ioctl(&r, abi::IOC_SEEK, abi::SEEK_OLDEST as usize).unwrap();
+    let i = info(&r);
+    assert!(reader(&r).lag >= 1);
+    assert_eq!(reader(&r).cursor_seq, i.oldest_seq);
+    ioctl(&r, abi::IOC_SEEK, abi::SEEK_NEWEST as usize).unwrap();
+    assert_eq!(recv(&r), Err(Errno::AGAIN));
+    assert_eq!(ioctl(&r, abi::IOC_SEEK, 9), Err(Errno::INVAL));
+    // Replay really returns the old message.
+    ioctl(&r, abi::IOC_SEEK, abi::SEEK_OLDEST as usize).unwrap();
+    let mut last = Vec::new();
+    while let Ok(m) = recv(&r) {
+        last = m;
+    }
+    assert_eq!(last, b"before-open");
+}
+
+#[test]
+fn poll_reflects_exactly_this_readers_state() {
+    require_guest();
+    let w = writer_with(abi::POLICY_OVERWRITE);
+    let r = open(RD).unwrap();
+    let ev = revents(&r);
+    assert!(
+        !ev.contains(PollFlags::IN),
+        "readable with nothing unread: {ev:?}"
+    );
+    assert!(ev.contains(PollFlags::OUT | PollFlags::WRNORM));
+    send(&w, b"x").unwrap();
+    assert!(revents(&r).contains(PollFlags::IN | PollFlags::RDNORM));
+    let other = open(RD).unwrap(); // opened after: nothing for it
+    assert!(!revents(&other).contains(PollFlags::IN));
+    recv(&r).unwrap();
+    assert!(
+        !revents(&r).contains(PollFlags::IN),
+        "still readable after consuming"
+    );
+}
+
+#[test]
+fn epoll_wakes_on_a_write_from_another_process() {
+    require_guest();
+    let r = open(RD).unwrap();
+    let ep = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC).unwrap();
+    rustix::event::epoll::add(
+        &ep,
+        &r,
+        rustix::event::epoll::EventData::new_u64(7),
+        rustix::event::epoll::EventFlags::IN,
+    )
+    .unwrap();
+    let child = std::process::Command::new("sh")
+        .args(["-c", &format!("sleep 0.3; printf 'wake' > {DEV}")])
+        .spawn()
+        .unwrap();
+    let mut events = Vec::with_capacity(4);
+    let timeout = rustix::event::Timespec {
+        tv_sec: 10,
+        tv_nsec: 0,
+    };
+    let n = rustix::event::epoll::wait(
+        &ep,
+        rustix::buffer::spare_capacity(&mut events),
+        Some(&timeout),
+    )
+    .unwrap();
+    assert_eq!(n, 1, "epoll_wait timed out");
+    assert_eq!(events[0].data.u64(), 7);
+    assert_eq!(recv(&r).unwrap(), b"wake");
+    kill(child);
+}
+
+#[test]
+fn info_stats_and_reader_ioctls_describe_the_channel() {
+    require_guest();
+    let w = writer_with(abi::POLICY_OVERWRITE);
+    let r = open(RD).unwrap();
+    let i = info(&r);
+    assert_eq!(i.size as usize, std::mem::size_of::<abi::ChannelInfo>());
+    assert_eq!(i.abi_version, abi::ABI_VERSION);
+    assert_eq!(i.index, 0);
+    assert_eq!(i.policy, abi::POLICY_OVERWRITE);
+    assert_eq!(i.ring_bytes, u64::from(abi::RING_KIB_DEFAULT) * 1024);
+    assert_eq!(i.msg_max, abi::MSG_MAX);
+    assert_eq!(i.record_header, abi::RECORD_HEADER_SIZE);
+    assert!(i.subscribers >= 1 && i.writers >= 1);
+    assert_eq!(i.mmap_bytes, 4096 + 2 * i.ring_bytes);
+    let s0 = stats(&r);
+    send(&w, b"count me").unwrap();
+    recv(&r).unwrap();
+    let s1 = stats(&r);
+    assert_eq!(s1.messages, s0.messages + 1);
+    assert_eq!(s1.bytes, s0.bytes + 8);
+    assert!(s1.delivered > s0.delivered);
+    let st = reader(&r);
+    assert_eq!(st.flags & abi::READER_SUBSCRIBER, abi::READER_SUBSCRIBER);
+    assert_eq!(st.cursor_seq, info(&r).head_seq);
+    assert_eq!(st.lag, 0);
+}
+
+#[test]
+fn hostile_ioctls_get_clear_errors_and_change_nothing() {
+    require_guest();
+    let r = open(RD).unwrap();
+    let w = open(OFlags::WRONLY).unwrap();
+    assert_eq!(ioctl(&r, 0x1234_5678, 0), Err(Errno::NOTTY));
+    assert_eq!(ioctl(&r, abi::IOC_INFO + 1, 0), Err(Errno::NOTTY));
+    assert_eq!(ioctl(&r, abi::IOC_INFO, 8), Err(Errno::FAULT));
+    assert_eq!(ioctl(&r, abi::IOC_STATS, usize::MAX - 4), Err(Errno::FAULT));
+    assert_eq!(ioctl(&r, abi::IOC_CONSUME, 16), Err(Errno::FAULT));
+    assert_eq!(ioctl(&r, abi::FIONREAD, 8), Err(Errno::FAULT));
+    assert_eq!(
+        ioctl(&r, abi::IOC_SET_POLICY, 1),
+        Err(Errno::PERM),
+        "policy change needs write access"
+    );
+    assert_eq!(ioctl(&w, abi::IOC_SET_POLICY, 9), Err(Errno::INVAL));
+    assert_eq!(
+        ioctl(&w, abi::IOC_READER, 0),
+        Err(Errno::BADF),
+        "reader state of a write-only fd"
+    );
+    assert_eq!(ioctl(&w, abi::IOC_SEEK, 0), Err(Errno::BADF));
+    let beyond = info(&r).head_seq + 5;
+    assert_eq!(
+        ioctl(&r, abi::IOC_CONSUME, &beyond as *const u64 as usize),
+        Err(Errno::INVAL)
+    );
+    assert_eq!(info(&r).policy, abi::POLICY_OVERWRITE);
+    // The channel still works.
+    send(&w, b"still fine").unwrap();
+    assert_eq!(recv(&r).unwrap(), b"still fine");
+}
+
+#[test]
+fn channels_are_independent_and_all_openable() {
+    require_guest();
+    let a = open_path("/dev/memchan", RD).unwrap();
+    let b = open_path("/dev/memchan1", RD).unwrap();
+    for i in 1..4 {
+        let p = format!("/dev/memchan{i}");
+        let fd = open_path(&p, OFlags::RDWR).unwrap_or_else(|e| panic!("open {p}: {e}"));
+        assert_eq!(info(&fd).index, i);
+    }
+    let wb = open_path("/dev/memchan1", OFlags::WRONLY).unwrap();
+    send(&wb, b"only on 1").unwrap();
+    assert_eq!(recv(&b).unwrap(), b"only on 1");
+    assert_eq!(
+        recv(&a),
+        Err(Errno::AGAIN),
+        "message leaked to another channel"
+    );
+    assert!(
+        !revents(&a).contains(PollFlags::IN),
+        "poll readiness leaked across channels"
+    );
+}
+
+#[test]
+fn read_returns_the_message_length_not_the_buffer_contents() {
+    // Original C module bug: read returned strlen() of the user buffer.
+    require_guest();
+    let w = writer_with(abi::POLICY_OVERWRITE);
+    let r = open(RD).unwrap();
+    send(&w, b"abc").unwrap();
+    let mut buf = [0xffu8; 64];
+    assert_eq!(rustix::io::read(&r, &mut buf), Ok(3));
+    assert_eq!(&buf[..3], b"abc");
+    assert!(
+        buf[3..].iter().all(|b| *b == 0xff),
+        "read wrote past the message"
+    );
+}
+
+#[test]
+fn full_length_messages_do_not_spill_into_neighbours() {
+    // Original C module bug: a full-length write overflowed the buffer by one byte.
+    require_guest();
+    let w = writer_with(abi::POLICY_OVERWRITE);
+    let r = open(RD).unwrap();
+    let max = abi::MSG_MAX as usize;
+    let a = vec![0xa5u8; max];
+    let b = vec![0x5au8; max];
+    send(&w, &a).unwrap();
+    send(&w, &b).unwrap();
+    send(&w, b"tail").unwrap();
+    assert_eq!(recv(&r).unwrap(), a);
+    assert_eq!(recv(&r).unwrap(), b);
+    assert_eq!(recv(&r).unwrap(), b"tail");
+}
+
+#[test]
+fn read_blocks_again_after_consuming() {
+    // Original C module bug: a global "data ready" flag was never reset.
+    require_guest();
+    let w = writer_with(abi::POLICY_OVERWRITE);
+    let r = open(OFlags::RDONLY).unwrap(); // blocking
+    send(&w, b"one").unwrap();
+    assert_eq!(recv(&r).unwrap(), b"one");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let r2 = r.try_clone().unwrap();
+    std::thread::spawn(move || tx.send(recv(&r2)));
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_millis(300))
+            .is_err(),
+        "read did not block"
+    );
+    send(&w, b"two").unwrap();
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap().unwrap(), b"two");
+}
+
+#[test]
+fn concurrent_writers_and_readers_lose_and_duplicate_nothing() {
+    // Original C module bug: no locking at all.
+    require_guest();
+    let w = writer_with(abi::POLICY_BLOCK);
+    let readers: Vec<_> = (0..4).map(|_| open(OFlags::RDONLY).unwrap()).collect();
+    const PER_WRITER: u32 = 300;
+    let writers: Vec<_> = (0..4u32)
+        .map(|id| {
+            std::thread::spawn(move || {
+                let fd = open(OFlags::WRONLY).unwrap();
+                for i in 0..PER_WRITER {
+                    let msg = format!("{id}:{i}:{}", "x".repeat((i % 97) as usize));
+                    send(&fd, msg.as_bytes()).unwrap();
+                }
+            })
+        })
+        .collect();
+    let handles: Vec<_> = readers
+        .into_iter()
+        .map(|r| {
+            std::thread::spawn(move || {
+                let mut next = [0u32; 4];
+                for _ in 0..4 * PER_WRITER {
+                    let m = String::from_utf8(recv(&r).unwrap()).unwrap();
+                    let mut parts = m.splitn(3, ':');
+                    let id: usize = parts.next().unwrap().parse().unwrap();
+                    let i: u32 = parts.next().unwrap().parse().unwrap();
+                    assert_eq!(
+                        parts.next().unwrap().len(),
+                        (i % 97) as usize,
+                        "corrupt payload"
+                    );
+                    assert_eq!(i, next[id], "writer {id}: out of order or lost");
+                    next[id] += 1;
+                }
+                next
+            })
+        })
+        .collect();
+    for t in writers {
+        t.join().unwrap();
+    }
+    for h in handles {
+        assert_eq!(h.join().unwrap(), [PER_WRITER; 4]);
+    }
+    set_policy(&w, abi::POLICY_OVERWRITE);
+}

@@ -1,0 +1,166 @@
+//! Module-level behaviour: KUnit results, load parameters (good and bad), permissions through
+//! a udev rule, fresh rings. Reloads the module, so this binary runs last (`zz_`); every test
+//! leaves the module loaded with default parameters.
+
+use std::sync::Mutex;
+
+use memchan_abi as abi;
+use memchan_guest_tests::*;
+use rustix::fs::OFlags;
+
+/// Tests here reload the module: one at a time.
+static MODULE: Mutex<()> = Mutex::new(());
+
+fn dmesg() -> String {
+    let out = std::process::Command::new("dmesg").output().expect("dmesg");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn kunit_ring_suite_passed_at_load() {
+    require_guest();
+    let log = dmesg();
+    let summary = log
+        .lines()
+        .find(|l| l.contains("# memchan_ring: pass:"))
+        .unwrap_or_else(|| panic!("no KUnit summary for memchan_ring in dmesg"));
+    assert!(summary.contains("fail:0"), "KUnit failures: {summary}");
+    assert!(
+        !summary.contains("pass:0 "),
+        "no KUnit test passed: {summary}"
+    );
+}
+
+#[test]
+fn bad_parameters_fail_the_load_cleanly() {
+    require_guest();
+    let _g = MODULE.lock().unwrap();
+    for (params, why) in [
+        ("channels=0", "channels=0"),
+        ("channels=17", "channels=17"),
+        ("ring_kib=3", "ring_kib=3"),
+        ("ring_kib=100", "ring_kib=100"),
+        ("ring_kib=32768", "ring_kib=32768"),
+        ("msg_max=0", "msg_max=0"),
+        ("ring_kib=4 msg_max=5000", "msg_max=5000"),
+        ("policy=2", "policy=2"),
+        ("max_readers=0", "max_readers=0"),
+    ] {
+        assert_ne!(reload(params), 0, "insmod accepted {params}");
+        assert!(
+            !std::path::Path::new("/sys/module/memchan").exists(),
+            "module live after failed load ({params})"
+        );
+        assert!(
+            !std::path::Path::new(DEV).exists(),
+            "{DEV} left behind by failed load ({params})"
+        );
+        assert!(
+            dmesg().contains(&format!("memchan: {why}: must be")),
+            "no clear dmesg line for {params}"
+        );
+    }
+    assert_eq!(reload(""), 0);
+}
+
+#[test]
+fn parameters_shape_the_channels() {
+    require_guest();
+    let _g = MODULE.lock().unwrap();
+    assert_eq!(
+        reload("channels=2 ring_kib=8 msg_max=100 policy=0 max_readers=2"),
+        0
+    );
+    assert!(std::path::Path::new("/dev/memchan1").exists());
+    assert!(!std::path::Path::new("/dev/memchan2").exists());
+    let r = open(OFlags::RDONLY | OFlags::NONBLOCK).unwrap();
+    let i = info(&r);
+    assert_eq!(
+        (i.ring_bytes, i.msg_max, i.policy),
+        (8192, 100, abi::POLICY_BLOCK)
+    );
+    let w = open(OFlags::WRONLY).unwrap();
+    assert_eq!(send(&w, &[0u8; 101]), Err(Errno::MSGSIZE));
+    assert_eq!(send(&w, &[0u8; 100]), Ok(100));
+    let _r2 = open(OFlags::RDONLY).unwrap();
+    assert_eq!(
+        open(OFlags::RDONLY).err(),
+        Some(Errno::NOSPC),
+        "subscriber limit not enforced"
+    );
+    drop((r, w, _r2));
+    assert_eq!(reload(""), 0);
+}
+
+#[test]
+fn a_new_ring_is_all_zeroes() {
+    require_guest();
+    let _g = MODULE.lock().unwrap();
+    assert_eq!(reload(""), 0);
+    let r = open(OFlags::RDONLY).unwrap();
+    let len = info(&r).mmap_bytes as usize;
+    use std::os::fd::AsRawFd;
+    // SAFETY: a fresh read-only mapping of the ring.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            r.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    // SAFETY: in bounds of the mapping.
+    let data = unsafe { std::slice::from_raw_parts(p.cast::<u8>().add(4096), len - 4096) };
+    assert!(
+        data.iter().all(|b| *b == 0),
+        "a fresh ring exposes non-zero bytes"
+    );
+    // SAFETY: unmapping our mapping.
+    unsafe { libc::munmap(p, len) };
+}
+
+#[test]
+fn a_udev_rule_grants_one_channel_to_a_group() {
+    require_guest();
+    let _g = MODULE.lock().unwrap();
+    std::fs::create_dir_all("/run/udev/rules.d").unwrap();
+    let rule = "/run/udev/rules.d/99-memchan-test.rules";
+    // The documented pattern (kernel/99-memchan.rules), with a group every system has.
+    std::fs::write(
+        rule,
+        "KERNEL==\"memchan1\", GROUP=\"nogroup\", MODE=\"0660\"\n",
+    )
+    .unwrap();
+    assert_eq!(sh("udevadm control --reload"), 0);
+    assert_eq!(reload(""), 0);
+    assert_eq!(sh("udevadm settle"), 0);
+    let st = rustix::fs::stat("/dev/memchan1").unwrap();
+    assert_eq!(st.st_mode & 0o777, 0o660, "rule mode not applied");
+    assert_eq!(st.st_mode & 0o007, 0, "world access granted");
+    let as_nobody = |cmd: &str| {
+        sh(&format!(
+            "setpriv --reuid=65534 --regid=65534 --clear-groups sh -c '{cmd}' 2>/dev/null"
+        ))
+    };
+    assert_eq!(
+        as_nobody("printf granted > /dev/memchan1"),
+        0,
+        "group member denied on the granted channel"
+    );
+    assert_ne!(
+        as_nobody("printf denied > /dev/memchan"),
+        0,
+        "non-root allowed on a root-only channel"
+    );
+    assert_ne!(
+        as_nobody("cat /dev/memchan > /dev/null"),
+        0,
+        "non-root could read a root-only channel"
+    );
+    std::fs::remove_file(rule).unwrap();
+    assert_eq!(sh("udevadm control --reload"), 0);
+    assert_eq!(reload(""), 0);
+}
