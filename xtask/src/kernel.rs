@@ -108,11 +108,10 @@ fn make(src: &Path, build: &Path, tc: &Toolchain) -> Command {
 
 /// tinyconfig + fragment + olddefconfig, then checks that every fragment option stuck.
 fn configure(src: &Path, build: &Path, tc: &Toolchain) -> Result<()> {
-    let log = run::log_path("kernel-config");
     run::logged(
         "checking the Rust toolchain (make rustavailable)",
         make(src, build, tc).arg("rustavailable"),
-        &log,
+        &run::log_path("kernel-rustavailable"),
         "The kernel cannot use this Rust toolchain; `cargo xtask setup` fetches matching parts.",
     )?;
     let mut script = Command::new("sh");
@@ -127,7 +126,7 @@ fn configure(src: &Path, build: &Path, tc: &Toolchain) -> Result<()> {
             build = build.display(),
             frag = fragment().display()
         )),
-        &log,
+        &run::log_path("kernel-config"),
         "See the log.",
     )?;
     let config = std::fs::read_to_string(build.join(".config")).context("reading .config")?;

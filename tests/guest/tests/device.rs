@@ -46,8 +46,8 @@ fn messages_arrive_in_order_one_per_read() {
     let mut reader = spawn_sh(&format!("exec cat {DEV}"));
     wait_blocked_on(reader.id(), DEV);
     let out = Output::new(reader.stdout.take().unwrap());
-    // Each message is written only after the reader passed the previous one on (the
-    // one-message mailbox of this version keeps the newest message only).
+    // Each message is written only after the reader passed the previous one on, so this also
+    // shows a reader going back to sleep between messages.
     let mut got = Vec::new();
     for msg in ["one", "two", "3!!"] {
         wait_blocked_on(reader.id(), DEV);
@@ -169,6 +169,64 @@ fn signal_ends_a_blocked_read() {
         start.elapsed() < PATIENCE,
         "blocked reader did not die promptly"
     );
+}
+
+/// Installs a no-op SIGUSR1 handler, with or without `SA_RESTART`.
+fn sigusr1_handler(restart: bool) {
+    extern "C" fn noop(_: libc::c_int) {}
+    // SAFETY: a plain sigaction with a handler that does nothing.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = noop as *const () as usize;
+        sa.sa_flags = if restart { libc::SA_RESTART } else { 0 };
+        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+    }
+}
+
+/// Starts a thread blocked in `read()` on a fresh reader; returns its pthread and result.
+fn blocked_reader() -> (
+    libc::pthread_t,
+    std::sync::mpsc::Receiver<Result<Vec<u8>, Errno>>,
+) {
+    let fd = open(OFlags::RDONLY).expect("open");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (ttx, trx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: pthread_self has no preconditions.
+        ttx.send(unsafe { libc::pthread_self() }).unwrap();
+        let mut buf = [0u8; 64];
+        let r = rustix::io::read(&fd, &mut buf).map(|n| buf[..n].to_vec());
+        tx.send(r).unwrap();
+    });
+    let t = trx.recv().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    (t, rx)
+}
+
+#[test]
+fn a_signal_interrupts_a_blocked_read_with_eintr_or_restarts_it() {
+    require_guest();
+    // Without SA_RESTART: EINTR.
+    sigusr1_handler(false);
+    let (t, rx) = blocked_reader();
+    // SAFETY: signalling our own live thread.
+    unsafe { libc::pthread_kill(t, libc::SIGUSR1) };
+    assert_eq!(
+        rx.recv_timeout(PATIENCE).expect("read not interrupted"),
+        Err(Errno::INTR)
+    );
+    // With SA_RESTART: the read goes on and receives the next message.
+    sigusr1_handler(true);
+    let (t, rx) = blocked_reader();
+    // SAFETY: as above.
+    unsafe { libc::pthread_kill(t, libc::SIGUSR1) };
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_millis(300))
+            .is_err(),
+        "read returned instead of restarting"
+    );
+    assert_eq!(sh(&format!("printf after-signal > {DEV}")), 0);
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap().unwrap(), b"after-signal");
 }
 
 #[test]
