@@ -353,16 +353,31 @@ impl<S: Storage> Ring<S> {
         self.store.read(pos.wrapping_add(u64::from(abi::RECORD_HEADER_SIZE)), dst)
     }
 
-    /// Marks record `seq` as received by subscriber `i`, if it is still the next one (a
-    /// concurrent seek, consume or overrun may have moved the cursor meanwhile).
+    /// Marks record `seq` as received by subscriber `i` once it reached userspace.
+    ///
+    /// Normally `seq` is still the subscriber's next record and the cursor moves past it. If
+    /// the subscriber was lapped while the record was being copied out, the overrun counted it
+    /// as lost although it was delivered: the loss is corrected (and the overrun dropped if that
+    /// was all it lost). After a concurrent seek or consume, nothing changes. Returns whether the
+    /// cursor moved.
     pub(crate) fn commit(&mut self, i: usize, seq: u64, len: u32) -> Result<bool> {
-        let s = self.slot_mut(i)?;
-        if s.cur.seq != seq || s.pending_lost > 0 {
-            return Ok(false);
+        let s = self.slots.get_mut(i).filter(|s| s.active).ok_or(EINVAL)?;
+        if s.cur.seq == seq && s.pending_lost == 0 {
+            s.cur = Cursor { pos: s.cur.pos.wrapping_add(record_size(len)), seq: seq.wrapping_add(1) };
+            self.stats.delivered = self.stats.delivered.wrapping_add(1);
+            return Ok(true);
         }
-        s.cur = Cursor { pos: s.cur.pos.wrapping_add(record_size(len)), seq: seq.wrapping_add(1) };
-        self.stats.delivered = self.stats.delivered.wrapping_add(1);
-        Ok(true)
+        let lost_from = s.cur.seq.wrapping_sub(s.pending_lost);
+        if s.pending_lost > 0 && seq >= lost_from && seq < s.cur.seq {
+            s.pending_lost = s.pending_lost.wrapping_sub(1);
+            s.lost = s.lost.wrapping_sub(1);
+            self.stats.lost = self.stats.lost.wrapping_sub(1);
+            self.stats.delivered = self.stats.delivered.wrapping_add(1);
+            if s.pending_lost == 0 {
+                self.stats.overruns = self.stats.overruns.wrapping_sub(1);
+            }
+        }
+        Ok(false)
     }
 
     /// Moves subscriber `i` to the oldest retained record or to the head; clears its overrun.
@@ -568,6 +583,25 @@ mod tests {
         }
         assert_eq!(got + r.reader_state(slow)?.lost, 10);
         assert_eq!(r.stats.overruns, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_message_delivered_while_lapped_is_not_counted_lost() -> Result {
+        let mut r = ring(128, 8, Policy::Overwrite)?; // 32-byte records: 4 fit
+        let s = r.subscribe()?;
+        r.push(&[1; 8], 0)?;
+        // The reader copies record 1 out under the lock...
+        let Next::Record(h, _) = r.next(s)? else { return Err(EINVAL) };
+        // ...and is lapped before it commits: records 1 and 2 are discarded.
+        for _ in 0..5 {
+            r.push(&[2; 8], 0)?;
+        }
+        assert_eq!(r.reader_state(s)?.lost, 2);
+        assert!(!r.commit(s, h.seq, h.len)?);
+        let st = r.reader_state(s)?;
+        assert_eq!((st.lost, st.pending_lost), (1, 1));
+        assert_eq!(r.stats.lost, 1);
         Ok(())
     }
 

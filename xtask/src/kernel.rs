@@ -28,11 +28,18 @@ pub struct KernelTree {
     pub bzimage: PathBuf,
     /// Toolchain environment for builds against this tree.
     pub toolchain: Toolchain,
+    /// Whether this is the debug flavor (sanitizers, kmemleak, fault injection).
+    pub debug: bool,
 }
 
-/// The checked-in configuration fragment.
-fn fragment() -> PathBuf {
-    cache::repo().join("xtask/kernel-config/test-kernel.config")
+/// The checked-in configuration fragments of a flavor, in merge order.
+fn fragments(debug: bool) -> Vec<PathBuf> {
+    let dir = cache::repo().join("xtask/kernel-config");
+    let mut v = vec![dir.join("test-kernel.config")];
+    if debug {
+        v.push(dir.join("debug.config"));
+    }
+    v
 }
 
 /// Makes sure the test kernel (or `--kdir`) is built and returns it.
@@ -47,21 +54,28 @@ pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
             );
         }
         let bzimage = kdir.join("arch/x86/boot/bzImage");
+        let debug = std::fs::read_to_string(kdir.join(".config"))
+            .is_ok_and(|c| c.lines().any(|l| l == "CONFIG_DEBUG_KMEMLEAK=y"));
         return Ok(KernelTree {
             build: kdir.clone(),
             bzimage,
             toolchain,
+            debug,
         });
     }
     let toolchain = setup::ensure(opts.src.is_none())?;
-    let (src, flavor) = match (&opts.src, &toolchain.linux_src) {
+    let (src, mut flavor) = match (&opts.src, &toolchain.linux_src) {
         (Some(src), _) => (src.clone(), "custom-src".to_string()),
         (None, Some(src)) => (src.clone(), "default".to_string()),
         (None, None) => bail!("no kernel source"),
     };
+    let debug = opts.debug;
+    if debug {
+        flavor.push_str("-debug");
+    }
     let build = cache::build_dir(&flavor);
     let bzimage = build.join("arch/x86/boot/bzImage");
-    let frag_text = std::fs::read_to_string(fragment())?;
+    let frag_text = fragment_text(debug)?;
     let key = format!(
         "recipe: {RECIPE}\nsource: {}\n{}fragment:\n{frag_text}",
         src.display(),
@@ -69,21 +83,23 @@ pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
     );
     let key_path = build.join(KEY_FILE);
     if bzimage.exists() && std::fs::read_to_string(&key_path).ok().as_deref() == Some(&*key) {
-        println!("==> test kernel up to date: {}", build.display());
+        println!("==> test kernel ({flavor}) up to date: {}", build.display());
         return Ok(KernelTree {
             build,
             bzimage,
             toolchain,
+            debug,
         });
     }
     let _ = std::fs::remove_file(&key_path);
     cache::mkdir(&build)?;
-    configure(&src, &build, &toolchain)?;
+    configure(&src, &build, &toolchain, debug)?;
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get() + 1);
     run::logged(
         &format!(
-            "building the test kernel with {jobs} jobs (about 8-10 minutes on 2 cores the \
-             first time, seconds when nothing changed)"
+            "building the {flavor} test kernel with {jobs} jobs (about {} minutes on 2 cores \
+             the first time, seconds when nothing changed)",
+            if debug { "12-15" } else { "8-10" }
         ),
         make(&src, &build, &toolchain).args([format!("-j{jobs}").as_str(), "bzImage", "modules"]),
         &run::log_path(&format!("kernel-build-{flavor}")),
@@ -95,7 +111,19 @@ pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
         build,
         bzimage,
         toolchain,
+        debug,
     })
+}
+
+/// The text of all fragments of a flavor (part of the build key, and what must survive).
+fn fragment_text(debug: bool) -> Result<String> {
+    let mut text = String::new();
+    for f in fragments(debug) {
+        let part =
+            std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        text.push_str(&part);
+    }
+    Ok(text)
 }
 
 /// `make -C src O=build` with the toolchain environment.
@@ -106,8 +134,8 @@ fn make(src: &Path, build: &Path, tc: &Toolchain) -> Command {
     cmd
 }
 
-/// tinyconfig + fragment + olddefconfig, then checks that every fragment option stuck.
-fn configure(src: &Path, build: &Path, tc: &Toolchain) -> Result<()> {
+/// tinyconfig + fragments + olddefconfig, then checks that every fragment option stuck.
+fn configure(src: &Path, build: &Path, tc: &Toolchain, debug: bool) -> Result<()> {
     run::logged(
         "checking the Rust toolchain (make rustavailable)",
         make(src, build, tc).arg("rustavailable"),
@@ -117,20 +145,24 @@ fn configure(src: &Path, build: &Path, tc: &Toolchain) -> Result<()> {
     let mut script = Command::new("sh");
     tc.apply(&mut script);
     run::logged(
-        "configuring: tinyconfig + xtask/kernel-config/test-kernel.config",
+        "configuring: tinyconfig + the fragments in xtask/kernel-config/",
         script.arg("-c").arg(format!(
             "set -e; make -C '{src}' O='{build}' tinyconfig; \
-             '{src}/scripts/kconfig/merge_config.sh' -m -O '{build}' '{build}/.config' '{frag}'; \
+             '{src}/scripts/kconfig/merge_config.sh' -m -O '{build}' '{build}/.config' {frags}; \
              make -C '{src}' O='{build}' olddefconfig",
             src = src.display(),
             build = build.display(),
-            frag = fragment().display()
+            frags = fragments(debug)
+                .iter()
+                .map(|f| format!("'{}'", f.display()))
+                .collect::<Vec<_>>()
+                .join(" ")
         )),
         &run::log_path("kernel-config"),
         "See the log.",
     )?;
     let config = std::fs::read_to_string(build.join(".config")).context("reading .config")?;
-    let frag_text = std::fs::read_to_string(fragment())?;
+    let frag_text = fragment_text(debug)?;
     let missing: Vec<&str> = frag_text
         .lines()
         .map(str::trim)

@@ -39,6 +39,10 @@ pub struct KernelOpts {
     /// linux-source package.
     #[arg(long)]
     src: Option<PathBuf>,
+    /// Use the debug flavor of the test kernel: slab/page debugging, KFENCE, UBSAN, kmemleak,
+    /// lockdep and fault injection (built and cached separately).
+    #[arg(long)]
+    debug: bool,
 }
 
 #[derive(Subcommand)]
@@ -72,10 +76,14 @@ enum Verb {
         #[command(flatten)]
         kernel: KernelOpts,
     },
-    /// Run the host tests, then the guest test suite in one guest boot.
+    /// Run the lint and host tests, then the guest suite on the test kernel and on its debug
+    /// flavor (one boot each).
     Test {
         #[command(flatten)]
         kernel: KernelOpts,
+        /// Skip the debug-kernel run.
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -91,7 +99,7 @@ fn main() -> ExitCode {
             cmd,
         } => vm::run_verb(&kernel, timeout, &cmd),
         Verb::Demo { kernel } => demo::run(&kernel),
-        Verb::Test { kernel } => test::run(&kernel),
+        Verb::Test { kernel, quick } => test::run(&kernel, quick),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,

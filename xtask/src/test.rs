@@ -47,52 +47,73 @@ fn number_before(line: &str, word: &str) -> u64 {
 }
 
 /// `cargo xtask test`.
-pub fn run(opts: &KernelOpts) -> Result<i32> {
+pub fn run(opts: &KernelOpts, quick: bool) -> Result<i32> {
     let start = Instant::now();
     lint()?;
     let host = host_tests()?;
     let exes = build_guest_tests()?;
-    let built = module::build(opts, true)?;
     let body = exes
         .iter()
         .map(|e| {
             format!(
-                "{} --test-threads=1 || rc=1",
+                "{} --test-threads=1 --show-output || rc=1",
                 vm::shell_quote(&e.to_string_lossy())
             )
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let guest = vm::boot(&built, &format!("rc=0\n{body}\nexit $rc"), GUEST_TIMEOUT)?;
-    let g = Counts::parse(&guest.log);
-    let passed = host.passed + g.passed;
-    let mut failed = host.failed + g.failed;
-    if built.warnings > 0 {
-        println!(
-            "    the module build had {} warning(s): counted as one failure",
-            built.warnings
-        );
-        failed += 1;
+    let body = format!("rc=0\n{body}\nexit $rc");
+    // The test kernel, then (unless --quick, --debug or --kdir chose one) its debug flavor.
+    let mut flavors = vec![opts.clone()];
+    if !quick && !opts.debug && opts.kdir.is_none() {
+        flavors.push(KernelOpts {
+            debug: true,
+            ..opts.clone()
+        });
+    }
+    let mut passed = host.passed;
+    let mut failed = host.failed;
+    let mut lines = vec![format!(
+        "host: {} passed, {} failed",
+        host.passed, host.failed
+    )];
+    for flavor in &flavors {
+        let built = module::build(flavor, true)?;
+        let name = if built.kernel.debug {
+            "debug kernel"
+        } else {
+            "test kernel"
+        };
+        let guest = vm::boot(&built, &body, GUEST_TIMEOUT)?;
+        let g = Counts::parse(&guest.log);
+        passed += g.passed;
+        failed += g.failed;
+        let mut line = format!("{name}: {} passed, {} failed", g.passed, g.failed);
+        if built.warnings > 0 {
+            line.push_str(&format!(
+                "; {} module build warning(s) (one failure)",
+                built.warnings
+            ));
+            failed += 1;
+        }
+        if guest.code != 0 && g.failed == 0 {
+            line.push_str(&format!(
+                "; guest run failed, exit code {} (one failure)",
+                guest.code
+            ));
+            failed += 1;
+        }
+        if g.passed + g.failed == 0 {
+            line.push_str("; no guest test ran (one failure)");
+            failed += 1;
+        }
+        lines.push(line);
     }
     println!(
-        "\n==> host: {} passed, {} failed; guest: {} passed, {} failed ({} total)",
-        host.passed,
-        host.failed,
-        g.passed,
-        g.failed,
+        "\n==> {} ({} total)",
+        lines.join("; "),
         run::elapsed(start.elapsed())
     );
-    if guest.code != 0 && g.failed == 0 {
-        println!(
-            "    the guest run itself failed (exit code {}): counted as one failure",
-            guest.code
-        );
-        failed += 1;
-    }
-    if g.passed + g.failed == 0 {
-        println!("    no guest test ran: counted as one failure");
-        failed += 1;
-    }
     println!("memchan tests: {passed} passed, {failed} failed");
     Ok(if failed == 0 { 0 } else { 1 })
 }

@@ -67,18 +67,46 @@ fn run_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Writes the guest-side script: environment, `insmod`, then `body`.
+/// Checks run in a debug-flavor guest after the command: a kmemleak scan whose memchan
+/// entries are copied into the kernel log (where the log scanner fails the run on them).
+const DEBUG_EPILOGUE: &str = r#"
+KL=/sys/kernel/debug/kmemleak
+[ -e "$KL" ] || mount -t debugfs none /sys/kernel/debug 2>/dev/null
+if [ -w "$KL" ]; then
+  echo scan > "$KL"; sleep 1; echo scan > "$KL"
+  if grep -q memchan "$KL"; then
+    echo "[guest] kmemleak found leaks in memchan:"; cat "$KL"
+    while IFS= read -r l; do echo "memchan kmemleak: $l" > /dev/kmsg; done < "$KL"
+  else
+    echo "[guest] kmemleak: no leak in memchan"
+  fi
+fi
+"#;
+
+/// Writes the guest-side scripts: environment, `insmod`, `body` (in its own shell, so that
+/// its `exit` ends only it), then the flavor's checks; the guest exits with `body`'s status.
 fn write_script(dir: &Path, built: &Built, body: &str) -> Result<PathBuf> {
     let script = dir.join("guest.sh");
+    let body_path = dir.join("body.sh");
+    std::fs::write(&body_path, format!("{body}\n"))?;
+    let epilogue = if built.kernel.debug {
+        DEBUG_EPILOGUE
+    } else {
+        ""
+    };
     let text = format!(
         "#!/bin/sh\n\
          export MEMCHAN_GUEST=1 MEMCHAN_KO='{ko}' MEMCHAN_SCRATCH='{scratch}'\n\
          export PATH=\"$PATH:/usr/sbin:/sbin\"\n\
          echo \"[guest] Linux $(uname -r), $(nproc) CPUs; loading memchan.ko\"\n\
          insmod \"$MEMCHAN_KO\" || {{ echo '[guest] insmod failed'; exit 125; }}\n\
-         {body}\n",
+         sh '{body}' \"$@\"\n\
+         rc=$?\n\
+         {epilogue}\n\
+         exit $rc\n",
         ko = built.ko.display(),
         scratch = dir.join("scratch").display(),
+        body = body_path.display(),
     );
     std::fs::write(&script, text)?;
     Ok(script)
@@ -225,7 +253,7 @@ fn interactive(built: &Built) -> Result<i32> {
     let script = write_script(
         &dir,
         built,
-        "echo '[guest] memchan loaded; exit the shell to power off'\nexec /bin/bash \"$@\"",
+        "echo '[guest] memchan loaded; exit the shell to power off'\nexec /bin/bash -i",
     )?;
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     run::stage("booting the test kernel in QEMU (interactive; `exit` powers off)");

@@ -11,6 +11,9 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod ring_map;
+
+pub use ring_map::RingMap;
 use rustix::fs::{Mode, OFlags};
 pub use rustix::io::Errno;
 
@@ -227,4 +230,9 @@ pub fn reload(params: &str) -> i32 {
         assert_eq!(sh("rmmod memchan"), 0, "rmmod failed (a file still open?)");
     }
     sh(&format!("insmod {ko} {params}"))
+}
+
+/// The calling thread's last OS error as an `Errno`.
+pub fn last_errno() -> Errno {
+    Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
 }

@@ -1,8 +1,7 @@
 //! Zero-copy readers: the read-only mapping of a channel's ring, its layout, its memory-ordering
 //! contract, and every way a hostile mapping request is refused.
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::OwnedFd;
 
 use memchan_abi as abi;
 use memchan_guest_tests::*;
@@ -10,93 +9,7 @@ use rustix::fs::OFlags;
 
 const RD: OFlags = OFlags::RDONLY.union(OFlags::NONBLOCK);
 
-/// A mapping of a channel, unmapped on drop.
-struct Mapping {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Mapping {
-    fn new(fd: &OwnedFd, len: usize, prot: i32, flags: i32, offset: i64) -> Result<Self, Errno> {
-        // SAFETY: a fresh mapping chosen by the kernel; the arguments are what is under test.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                prot,
-                flags,
-                fd.as_raw_fd(),
-                offset,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(last_errno());
-        }
-        Ok(Self { ptr: p.cast(), len })
-    }
-
-    fn ro(fd: &OwnedFd) -> Self {
-        let len = info(fd).mmap_bytes as usize;
-        Self::new(fd, len, libc::PROT_READ, libc::MAP_SHARED, 0).expect("mmap")
-    }
-
-    /// A `u64` control field, loaded with acquire ordering.
-    fn ctl(&self, off: usize) -> u64 {
-        // SAFETY: `off` is an aligned field inside the control page of a live mapping; the kernel
-        // writes these fields with single aligned stores.
-        unsafe { AtomicU64::from_ptr(self.ptr.add(off).cast()).load(Ordering::Acquire) }
-    }
-
-    fn bytes(&self, off: usize, len: usize) -> Vec<u8> {
-        assert!(off + len <= self.len);
-        // SAFETY: in bounds of a live mapping (checked above).
-        unsafe { std::slice::from_raw_parts(self.ptr.add(off), len).to_vec() }
-    }
-
-    fn u32_at(&self, off: usize) -> u32 {
-        u32::from_ne_bytes(self.bytes(off, 4).try_into().unwrap())
-    }
-
-    fn u64_at(&self, off: usize) -> u64 {
-        u64::from_ne_bytes(self.bytes(off, 8).try_into().unwrap())
-    }
-
-    fn head_pos(&self) -> u64 {
-        self.ctl(std::mem::offset_of!(abi::RingControl, head_pos))
-    }
-
-    fn tail_pos(&self) -> u64 {
-        self.ctl(std::mem::offset_of!(abi::RingControl, tail_pos))
-    }
-
-    /// Reads the record at ring position `pos` in place: (header, payload), or `None` if the
-    /// kernel overwrote it while we copied (the reader was lapped).
-    fn record(&self, pos: u64) -> Option<(abi::RecordHeader, Vec<u8>)> {
-        let ring = self.u64_at(8);
-        let base = self.u64_at(16) as usize + (pos % ring) as usize;
-        let h = abi::RecordHeader {
-            seq: self.u64_at(base),
-            timestamp_ns: self.u64_at(base + 8),
-            len: self.u32_at(base + 16),
-            flags: self.u32_at(base + 20),
-        };
-        let len = (h.len as usize).min(abi::MSG_MAX as usize);
-        let payload = self.bytes(base + abi::RECORD_HEADER_SIZE as usize, len);
-        std::sync::atomic::fence(Ordering::Acquire);
-        (self.tail_pos() <= pos).then_some((h, payload))
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping our own mapping.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
-fn last_errno() -> Errno {
-    Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-}
+type Mapping = RingMap;
 
 fn writer(policy: u32) -> OwnedFd {
     let w = open(OFlags::WRONLY | OFlags::NONBLOCK).unwrap();
