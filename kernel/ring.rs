@@ -606,6 +606,64 @@ mod tests {
     }
 
     #[test]
+    fn commit_after_a_concurrent_seek_changes_nothing() -> Result {
+        let mut r = ring(256, 8, Policy::Overwrite)?;
+        let s = r.subscribe()?;
+        r.push(b"a", 0)?;
+        r.push(b"b", 0)?;
+        let Next::Record(h, _) = r.next(s)? else { return Err(EINVAL) };
+        r.seek(s, abi::SEEK_NEWEST)?; // another thread of the same file seeks meanwhile
+        assert!(!r.commit(s, h.seq, h.len)?);
+        assert_eq!(r.reader_state(s)?.cursor_seq, 3);
+        assert_eq!(r.reader_state(s)?.lost, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_leaving_slow_reader_makes_room_for_blocked_writers() -> Result {
+        let mut r = ring(128, 8, Policy::Block)?;
+        let slow = r.subscribe()?;
+        for _ in 0..4 {
+            r.push(b"12345678", 0)?;
+        }
+        assert!(r.would_block(8));
+        r.unsubscribe(slow);
+        assert!(!r.would_block(8));
+        r.push(b"12345678", 0)?;
+        Ok(())
+    }
+
+    #[test]
+    fn consume_after_a_lap_is_a_no_op() -> Result {
+        let mut r = ring(128, 8, Policy::Overwrite)?;
+        let s = r.subscribe()?;
+        for _ in 0..10 {
+            r.push(b"12345678", 0)?;
+        }
+        let before = r.reader_state(s)?;
+        r.consume(s, 3)?; // an mmap reader releasing records that were already overwritten
+        assert_eq!(r.reader_state(s)?.cursor_seq, before.cursor_seq);
+        r.consume(s, 11)?;
+        assert_eq!(r.reader_state(s)?.lag, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn sequence_and_positions_survive_many_wraps() -> Result {
+        let mut r = ring(4096, 100, Policy::Overwrite)?;
+        let s = r.subscribe()?;
+        let mut buf = [0u8; 100];
+        for n in 0u64..5000 {
+            let len = (n % 97) as usize + 1;
+            let msg = [(n % 251) as u8; 100];
+            r.push(msg.get(..len).ok_or(EINVAL)?, n)?;
+            assert_eq!(recv(&mut r, s, &mut buf)?, Some((n + 1, len)));
+        }
+        assert_eq!(r.reader_state(s)?.lost, 0);
+        Ok(())
+    }
+
+    #[test]
     fn block_refuses_until_the_slowest_reader_consumes() -> Result {
         let mut r = ring(128, 8, Policy::Block)?;
         let fast = r.subscribe()?;

@@ -96,7 +96,7 @@ fn write_script(dir: &Path, built: &Built, body: &str) -> Result<PathBuf> {
     };
     let text = format!(
         "#!/bin/sh\n\
-         export MEMCHAN_GUEST=1 MEMCHAN_KO='{ko}' MEMCHAN_SCRATCH='{scratch}'\n\
+         export MEMCHAN_GUEST=1 MEMCHAN_KO='{ko}' MEMCHAN_SCRATCH='{scratch}' MEMCHAN_FLAVOR={flavor}\n\
          export PATH=\"$PATH:/usr/sbin:/sbin\"\n\
          echo \"[guest] Linux $(uname -r), $(nproc) CPUs; loading memchan.ko\"\n\
          insmod \"$MEMCHAN_KO\" || {{ echo '[guest] insmod failed'; exit 125; }}\n\
@@ -107,6 +107,7 @@ fn write_script(dir: &Path, built: &Built, body: &str) -> Result<PathBuf> {
         ko = built.ko.display(),
         scratch = dir.join("scratch").display(),
         body = body_path.display(),
+        flavor = if built.kernel.debug { "debug" } else { "default" },
     );
     std::fs::write(&script, text)?;
     Ok(script)

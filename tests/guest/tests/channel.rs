@@ -144,6 +144,32 @@ fn block_policy_waits_for_the_slowest_reader_and_loses_nothing() {
 }
 
 #[test]
+fn a_writer_blocked_on_a_full_ring_dies_promptly_on_sigkill() {
+    require_guest();
+    let w = open(OFlags::WRONLY | OFlags::NONBLOCK).unwrap();
+    set_policy(&w, abi::POLICY_BLOCK);
+    let slow = open(RD).unwrap();
+    while send(&w, &[0u8; 1000]).is_ok() {}
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &format!("exec printf blocked > {DEV}")])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "writer did not block");
+    child.kill().unwrap();
+    let start = std::time::Instant::now();
+    assert!(!child.wait().unwrap().success());
+    assert!(start.elapsed() < PATIENCE);
+    // Nothing of the killed write arrived; the channel still works.
+    while let Ok(m) = recv(&slow) {
+        assert_eq!(m, [0u8; 1000]);
+    }
+    set_policy(&w, abi::POLICY_OVERWRITE);
+    send(&w, b"after").unwrap();
+    assert_eq!(recv(&slow).unwrap(), b"after");
+}
+
+#[test]
 fn overwrite_policy_reports_an_overrun_once_with_the_exact_loss() {
     require_guest();
     let w = writer_with(abi::POLICY_OVERWRITE);

@@ -1,0 +1,203 @@
+//! Fault injection (debug kernel): allocation failures injected into module load (channel
+//! creation included) and open must give a clean error and leave nothing behind; the
+//! kmemleak scan at the end of the guest run checks for leaks.
+//!
+//! Uses `/proc/thread-self/fail-nth` (`CONFIG_FAULT_INJECTION`, with `FAILSLAB` and
+//! `FAIL_PAGE_ALLOC` made to apply to sleeping allocations): the Nth allocation of this
+//! thread fails. On the plain test kernel (no fault injection) these tests say so and pass.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+
+use memchan_guest_tests::*;
+use rustix::fs::OFlags;
+
+/// Fault injection set up for a test; undone on drop.
+struct Injection;
+
+const KUNIT_FILTER: &str = "/sys/module/kunit/parameters/filter_glob";
+
+impl Injection {
+    /// Arms fault injection for sleeping slab and page allocations, quietly (no stack dump per
+    /// injected failure), with KUnit's at-load run of the module's suite filtered out (an
+    /// injected failure inside KUnit's own bookkeeping would read as a failed test). `None`
+    /// without fault injection in this kernel.
+    fn arm() -> Option<Self> {
+        if !std::path::Path::new("/proc/thread-self/fail-nth").exists() {
+            assert_ne!(
+                std::env::var("MEMCHAN_FLAVOR").as_deref(),
+                Ok("debug"),
+                "the debug kernel has no fault injection"
+            );
+            println!("no fault injection in this kernel: skipped (runs on the debug kernel)");
+            return None;
+        }
+        if !std::path::Path::new("/sys/kernel/debug/failslab").exists() {
+            assert_eq!(sh("mount -t debugfs none /sys/kernel/debug"), 0);
+        }
+        for (attr, v) in [
+            ("failslab/ignore-gfp-wait", "N"),
+            ("fail_page_alloc/ignore-gfp-wait", "N"),
+            ("fail_page_alloc/min-order", "0"),
+            ("failslab/verbose", "0"),
+            ("fail_page_alloc/verbose", "0"),
+        ] {
+            std::fs::write(format!("/sys/kernel/debug/{attr}"), v)
+                .unwrap_or_else(|e| panic!("{attr}: {e}"));
+        }
+        std::fs::write(KUNIT_FILTER, "memchan_none_such").unwrap();
+        Some(Self)
+    }
+}
+
+impl Drop for Injection {
+    fn drop(&mut self) {
+        let _ = std::fs::write(KUNIT_FILTER, "*.*");
+    }
+}
+
+/// This thread's `fail-nth` file, kept open for writing: opening it allocates, writing does
+/// not.
+struct FailNth(std::fs::File);
+
+const FAIL_NTH: &str = "/proc/thread-self/fail-nth";
+
+impl FailNth {
+    fn new() -> Self {
+        Self(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(FAIL_NTH)
+                .unwrap(),
+        )
+    }
+
+    /// Runs `f` with the `n`th fault-injection point of this thread failing; returns its result
+    /// and whether that point was reached (the failure injected).
+    fn run<T>(&mut self, n: u32, f: impl FnOnce() -> T) -> (T, bool) {
+        use std::io::Read;
+        // Opened before arming (the file is not seekable: one fresh reader per check).
+        let mut reader = std::fs::File::open(FAIL_NTH).unwrap();
+        self.0.write_all(n.to_string().as_bytes()).unwrap();
+        let r = f();
+        let mut left = String::new();
+        reader.read_to_string(&mut left).unwrap();
+        self.0.write_all(b"0").unwrap();
+        (r, left.trim() == "0")
+    }
+}
+
+/// `finit_module(ko, params)` from this thread.
+fn load(ko: &std::fs::File, params: &str) -> Result<(), Errno> {
+    let params = std::ffi::CString::new(params).unwrap();
+    // SAFETY: finit_module with a valid fd and NUL-terminated parameter string.
+    let r = unsafe { libc::syscall(libc::SYS_finit_module, ko.as_raw_fd(), params.as_ptr(), 0) };
+    if r < 0 {
+        Err(last_errno())
+    } else {
+        Ok(())
+    }
+}
+
+fn loaded() -> bool {
+    std::path::Path::new("/sys/module/memchan").exists()
+}
+
+#[test]
+fn allocation_failures_during_load_fail_cleanly() {
+    require_guest();
+    let Some(_armed) = Injection::arm() else {
+        return;
+    };
+    let ko = std::fs::File::open(std::env::var("MEMCHAN_KO").unwrap()).unwrap();
+    if loaded() {
+        assert_eq!(sh("rmmod memchan"), 0);
+    }
+    // Every `stride`th allocation point (each needs a module load, slow on the debug kernel
+    // under emulation); MEMCHAN_FAULT_STRIDE=1 covers every one.
+    let stride: u32 = std::env::var("MEMCHAN_FAULT_STRIDE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let mut fi = FailNth::new();
+    let (mut failed, mut tolerated) = (0, 0);
+    let mut n = 1;
+    loop {
+        let (r, injected) = fi.run(n, || load(&ko, "channels=4 ring_kib=16"));
+        if !injected {
+            r.expect("load failed without an injected fault");
+            break;
+        }
+        match r {
+            Ok(()) => {
+                // The failed allocation had a fallback; the module is fine. Next.
+                tolerated += 1;
+                assert_eq!(sh("rmmod memchan"), 0);
+            }
+            Err(e) => {
+                assert!(
+                    !loaded(),
+                    "module live after failed load (fail-nth {n}: {e})"
+                );
+                assert!(
+                    !std::path::Path::new(DEV).exists(),
+                    "{DEV} left behind (fail-nth {n})"
+                );
+                failed += 1;
+            }
+        }
+        n += stride;
+        assert!(
+            n < 20000,
+            "load never completed without an injected failure"
+        );
+    }
+    println!("module load: {n} allocation points, every {stride}th made to fail: {failed} gave a clean error, {tolerated} were absorbed");
+    assert!(
+        failed > 5,
+        "fault injection did not reach the module's allocations"
+    );
+    // The module works after all that.
+    let r = open(OFlags::RDONLY | OFlags::NONBLOCK).unwrap();
+    let w = open(OFlags::WRONLY).unwrap();
+    send(&w, b"after faults").unwrap();
+    assert_eq!(recv(&r).unwrap(), b"after faults");
+    drop((r, w));
+    assert_eq!(reload(""), 0);
+}
+
+#[test]
+fn allocation_failures_during_open_fail_cleanly() {
+    require_guest();
+    let Some(_armed) = Injection::arm() else {
+        return;
+    };
+    let probe = open(OFlags::WRONLY).unwrap();
+    let subscribers = info(&probe).subscribers;
+    let mut fi = FailNth::new();
+    let mut failed = 0;
+    let mut n = 1;
+    let fd = loop {
+        let (r, injected) = fi.run(n, || open(OFlags::RDWR));
+        match r {
+            Ok(fd) if !injected => break fd,
+            Ok(fd) => drop(fd), // absorbed failure: fine, go on
+            Err(e) => {
+                assert!(injected, "open failed without an injected fault: {e}");
+                assert_eq!(
+                    info(&probe).subscribers,
+                    subscribers,
+                    "subscriber leaked by a failed open ({e})"
+                );
+                failed += 1;
+            }
+        }
+        n += 1;
+        assert!(n < 1000, "open never completed without an injected failure");
+    };
+    println!("open: {failed} injected allocation failures, each a clean error");
+    assert!(failed > 0);
+    assert_eq!(info(&probe).subscribers, subscribers + 1);
+    send(&probe, b"x").unwrap();
+    assert_eq!(recv(&fd).unwrap(), b"x");
+}
