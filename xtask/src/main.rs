@@ -76,6 +76,25 @@ enum Verb {
         #[command(flatten)]
         kernel: KernelOpts,
     },
+    /// Soak: the stress test alone, for as long as asked.
+    Stress {
+        #[command(flatten)]
+        kernel: KernelOpts,
+        /// How long the writers run, in seconds.
+        #[arg(long, default_value_t = 600)]
+        secs: u64,
+    },
+    /// The syscall fuzzer alone: a long run, or the replay of a printed seed.
+    Fuzz {
+        #[command(flatten)]
+        kernel: KernelOpts,
+        /// Seed to replay (default: a new one, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Number of operations.
+        #[arg(long, default_value_t = 100_000)]
+        ops: u64,
+    },
     /// Run the lint and host tests, then the guest suite on the test kernel and on its debug
     /// flavor (one boot each).
     Test {
@@ -100,6 +119,15 @@ fn main() -> ExitCode {
         } => vm::run_verb(&kernel, timeout, &cmd),
         Verb::Demo { kernel } => demo::run(&kernel),
         Verb::Test { kernel, quick } => test::run(&kernel, quick),
+        Verb::Stress { kernel, secs } => {
+            test::run_one(&kernel, "stress", &format!("MEMCHAN_STRESS_SECS={secs}"))
+        }
+        Verb::Fuzz { kernel, seed, ops } => {
+            let seed = seed
+                .map(|s| format!(" MEMCHAN_FUZZ_SEED={s}"))
+                .unwrap_or_default();
+            test::run_one(&kernel, "fuzz", &format!("MEMCHAN_FUZZ_OPS={ops}{seed}"))
+        }
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,

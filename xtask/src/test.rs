@@ -54,7 +54,7 @@ pub fn run(opts: &KernelOpts, quick: bool) -> Result<i32> {
     let exes = build_guest_tests()?;
     let body = exes
         .iter()
-        .map(|e| {
+        .map(|(_, e)| {
             format!(
                 "{} --test-threads=1 --show-output || rc=1",
                 vm::shell_quote(&e.to_string_lossy())
@@ -118,6 +118,23 @@ pub fn run(opts: &KernelOpts, quick: bool) -> Result<i32> {
     Ok(if failed == 0 { 0 } else { 1 })
 }
 
+/// `cargo xtask stress` / `fuzz`: one guest test binary (by target name) with `env` set,
+/// without a time limit.
+pub fn run_one(opts: &KernelOpts, target: &str, env: &str) -> Result<i32> {
+    let exes = build_guest_tests()?;
+    let exe = exes
+        .iter()
+        .find(|(name, _)| name == target)
+        .with_context(|| format!("no guest test binary named {target}"))?;
+    let built = module::ensure(opts)?;
+    let cmd = format!(
+        "env {env} {} --show-output",
+        vm::shell_quote(&exe.1.to_string_lossy())
+    );
+    println!("==> in the guest: {cmd}");
+    Ok(vm::boot(&built, &cmd, Duration::ZERO)?.code)
+}
+
 /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace.
 fn lint() -> Result<()> {
     run::stage("cargo fmt --check");
@@ -169,7 +186,7 @@ fn host_tests() -> Result<Counts> {
 }
 
 /// Builds the guest test binaries and returns their paths.
-fn build_guest_tests() -> Result<Vec<PathBuf>> {
+fn build_guest_tests() -> Result<Vec<(String, PathBuf)>> {
     run::stage("building the guest test suite");
     let out = Command::new("cargo")
         .args([
@@ -197,7 +214,6 @@ fn build_guest_tests() -> Result<Vec<PathBuf>> {
         })
         .collect();
     exes.sort();
-    let exes: Vec<PathBuf> = exes.into_iter().map(|(_, p)| p).collect();
     if exes.is_empty() {
         bail!("no guest test executables were built");
     }
