@@ -46,21 +46,19 @@ use crate::{
 /// Returns the channel of the device whose registration is `misc`.
 pub(crate) fn channel_of(misc: &MiscDeviceRegistration<MemchanFile>) -> &Arc<Channel> {
     let reg: *const MiscDeviceRegistration<MemchanFile> = misc;
-    // SAFETY: A `MiscDeviceRegistration<MemchanFile>` is only ever created as the `reg` field of
-    // a pinned `ChannelDev` (see `ChannelDev::new`), so stepping back by the field offset stays
-    // inside that allocation and yields a valid `ChannelDev`. It lives at least as long as
-    // `misc`: `misc_open` calls `open` under `misc_mtx`, and `misc_deregister` (run when the
+    // Lifetime: `misc_open` calls `open` under `misc_mtx`, and `misc_deregister` (run when the
     // `ChannelDev` is dropped, before its memory is freed) takes the same mutex.
+    // SAFETY: A `MiscDeviceRegistration<MemchanFile>` only exists as the `reg` field of a pinned
+    // `ChannelDev` (`ChannelDev::new`), which outlives `misc` (above): the result is valid.
     let dev = unsafe { &*kernel::container_of!(reg.cast_mut(), ChannelDev, reg) };
     dev.channel()
 }
 
 /// Whether the file behind `kiocb` was opened (or `fcntl`-ed) with `O_NONBLOCK`.
 pub(crate) fn kiocb_nonblocking<T: ForeignOwnable>(kiocb: &Kiocb<'_, T>) -> bool {
-    // SAFETY: `kiocb` wraps a valid `struct kiocb` for the duration of the read or write
-    // callback, and its `ki_filp` points to the file being read or written, which the caller's
-    // file reference keeps alive. `LocalFile` (not `File`) is right because `read(2)`/`write(2)`
-    // may run inside an `fdget_pos` region of this thread.
+    // `LocalFile` (not `File`): `read(2)`/`write(2)` may run inside an `fdget_pos` region.
+    // SAFETY: `kiocb` wraps a valid `struct kiocb` for the whole callback, and its `ki_filp` is
+    // the file being read or written, kept alive by the caller's reference.
     let file = unsafe { LocalFile::from_raw_file((*kiocb.as_raw()).ki_filp) };
     file.flags() & file::flags::O_NONBLOCK != 0
 }
@@ -70,10 +68,10 @@ pub(crate) fn kiocb_nonblocking<T: ForeignOwnable>(kiocb: &Kiocb<'_, T>) -> bool
 /// Callers hold the owning channel's ring lock, which serialises every kernel access to the
 /// ring pages (the `&mut`/`&` receivers of `PageRing` encode that).
 pub(crate) fn page_write(page: &Page, offset: usize, src: &[u8]) -> Result {
-    // SAFETY: `src` is valid for reading `src.len()` bytes. No other kernel code reads or writes
-    // this page concurrently: ring pages are only accessed through `PageRing` under the ring
-    // lock. (Userspace may read the page through a read-only mapping; that is outside the Rust
-    // memory model, like any user access, and the ring's publication protocol covers it.)
+    // Userspace may read the page through a read-only mapping: outside the Rust memory model,
+    // like any user access; the ring's publication protocol covers it.
+    // SAFETY: `src` is valid for `src.len()` bytes; no other kernel code accesses the page
+    // concurrently: ring pages are only touched through `PageRing`, under the ring lock.
     unsafe { page.write_raw(src.as_ptr(), offset, src.len()) }
 }
 
@@ -124,10 +122,10 @@ static MEMCHAN_FOPS: SyncFops = SyncFops(bindings::file_operations {
 ///
 /// Must be the last step of `MemchanFile::open`, after everything that can fail.
 pub(crate) fn install_poll(file: &File) {
-    // SAFETY: We are inside `->open` for `file`: it is not yet in any file table, so nothing
-    // else reads `f_op` concurrently; `do_dentry_open` reads `f_op` again after `->open`
-    // returns (as it does after `misc_open` replaces it). The new table has the same owner
-    // module (so `fops_put` in `__fput` stays balanced) and the same `private_data` contract.
+    // `do_dentry_open` reads `f_op` again after `->open` returns (as after `misc_open` replaces
+    // it); the new table has the same owner module, so `fops_put` in `__fput` stays balanced.
+    // SAFETY: Inside `->open` the file is in no file table yet: nothing reads `f_op`
+    // concurrently. Same owner and same `private_data` contract as the table it replaces.
     unsafe { (*file.as_ptr()).f_op = &MEMCHAN_FOPS.0 };
 }
 
