@@ -25,5 +25,5 @@ pub use error::Error;
 /// Path of the default channel.
 pub const DEFAULT_PATH: &str = memchan_abi::DEVICE_PATH;
 
-/// Largest message the channel accepts, in bytes.
+/// Largest message of a channel with the default `msg_max` load parameter, in bytes.
 pub const MSG_MAX: usize = memchan_abi::MSG_MAX as usize;
