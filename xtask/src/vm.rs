@@ -223,10 +223,12 @@ pub fn boot(built: &Built, body: &str, timeout: Duration) -> Result<Outcome> {
     Ok(Outcome { code, log })
 }
 
-/// Copies guest output to the console log; echoes all but the kernel's lines (keeping
-/// memchan's own kernel messages, which tell the story of the run).
+/// Copies guest output to the console log; echoes all but the kernel's lines, keeping the
+/// first occurrence of each of memchan's own kernel messages (they tell the story of the run;
+/// tests that reload the module hundreds of times would repeat them).
 fn pump(stream: Box<dyn std::io::Read + Send>, console: &Mutex<std::fs::File>) {
     let mut out = std::io::stdout();
+    let mut shown = std::collections::HashSet::new();
     for line in BufReader::new(stream).split(b'\n').map_while(Result::ok) {
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end_matches('\r');
@@ -236,11 +238,10 @@ fn pump(stream: Box<dyn std::io::Read + Send>, console: &Mutex<std::fs::File>) {
         if !logscan::is_kernel_line(text) {
             let _ = writeln!(out, "{text}");
         } else if text.contains("memchan:") {
-            let _ = writeln!(
-                out,
-                "  (kernel) {}",
-                text.split_once(']').map_or(text, |(_, b)| b.trim())
-            );
+            let body = text.split_once(']').map_or(text, |(_, b)| b.trim());
+            if shown.insert(body.to_string()) {
+                let _ = writeln!(out, "  (kernel) {body}");
+            }
         }
     }
 }
