@@ -9,8 +9,6 @@ use rustix::fs::OFlags;
 
 const RD: OFlags = OFlags::RDONLY.union(OFlags::NONBLOCK);
 
-type Mapping = RingMap;
-
 fn writer(policy: u32) -> OwnedFd {
     let w = open(OFlags::WRONLY | OFlags::NONBLOCK).unwrap();
     set_policy(&w, policy);
@@ -21,7 +19,7 @@ fn writer(policy: u32) -> OwnedFd {
 fn control_page_describes_the_ring() {
     require_guest();
     let r = open(RD).unwrap();
-    let m = Mapping::ro(&r);
+    let m = RingMap::ro(&r);
     let i = info(&r);
     assert_eq!(m.u32_at(0), abi::RING_MAGIC);
     assert_eq!(m.u32_at(4), abi::ABI_VERSION);
@@ -42,7 +40,7 @@ fn records_are_read_in_place_including_across_the_wrap() {
     require_guest();
     let w = writer(abi::POLICY_OVERWRITE);
     let r = open(RD).unwrap();
-    let m = Mapping::ro(&r);
+    let m = RingMap::ro(&r);
     let ring = info(&r).ring_bytes;
     // Enough odd-sized messages to wrap the ring several times; check each one in place.
     let mut pos = m.head_pos();
@@ -81,7 +79,7 @@ fn consume_frees_room_in_block_mode_without_copying() {
     require_guest();
     let w = writer(abi::POLICY_BLOCK);
     let r = open(RD).unwrap();
-    let m = Mapping::ro(&r);
+    let m = RingMap::ro(&r);
     let msg = vec![3u8; 2000];
     let mut n = 0;
     while send(&w, &msg).is_ok() {
@@ -108,7 +106,7 @@ fn a_lapped_mmap_reader_can_tell() {
     require_guest();
     let w = writer(abi::POLICY_OVERWRITE);
     let r = open(RD).unwrap();
-    let m = Mapping::ro(&r);
+    let m = RingMap::ro(&r);
     let pos = m.head_pos();
     let ring = info(&r).ring_bytes;
     for _ in 0..(2 * ring / 1000) {
@@ -128,36 +126,36 @@ fn hostile_mappings_are_refused() {
     let len = info(&r).mmap_bytes as usize;
     let shared = libc::MAP_SHARED;
     assert_eq!(
-        Mapping::new(&r, len, libc::PROT_READ | libc::PROT_WRITE, shared, 0).err(),
+        RingMap::new(&r, len, libc::PROT_READ | libc::PROT_WRITE, shared, 0).err(),
         Some(Errno::ACCESS)
     );
     assert_eq!(
-        Mapping::new(&r, len, libc::PROT_READ | libc::PROT_EXEC, shared, 0).err(),
+        RingMap::new(&r, len, libc::PROT_READ | libc::PROT_EXEC, shared, 0).err(),
         Some(Errno::PERM)
     );
     assert_eq!(
-        Mapping::new(&r, len + 4096, libc::PROT_READ, shared, 0).err(),
+        RingMap::new(&r, len + 4096, libc::PROT_READ, shared, 0).err(),
         Some(Errno::INVAL)
     );
     assert_eq!(
-        Mapping::new(&r, len - 4096, libc::PROT_READ, shared, 0).err(),
+        RingMap::new(&r, len - 4096, libc::PROT_READ, shared, 0).err(),
         Some(Errno::INVAL)
     );
     assert_eq!(
-        Mapping::new(&r, 1 << 30, libc::PROT_READ, shared, 0).err(),
+        RingMap::new(&r, 1 << 30, libc::PROT_READ, shared, 0).err(),
         Some(Errno::INVAL)
     );
     assert_eq!(
-        Mapping::new(&r, len, libc::PROT_READ, shared, 4096).err(),
+        RingMap::new(&r, len, libc::PROT_READ, shared, 4096).err(),
         Some(Errno::INVAL)
     );
     let w = open(OFlags::WRONLY).unwrap();
     assert_eq!(
-        Mapping::new(&w, len, libc::PROT_READ, shared, 0).err(),
+        RingMap::new(&w, len, libc::PROT_READ, shared, 0).err(),
         Some(Errno::ACCESS)
     );
     for flags in [libc::MAP_SHARED, libc::MAP_PRIVATE] {
-        let m = Mapping::new(&r, len, libc::PROT_READ, flags, 0).unwrap();
+        let m = RingMap::new(&r, len, libc::PROT_READ, flags, 0).unwrap();
         for prot in [
             libc::PROT_READ | libc::PROT_WRITE,
             libc::PROT_READ | libc::PROT_EXEC,
@@ -184,7 +182,7 @@ fn hostile_mappings_are_refused() {
 fn a_mapping_outlives_close_and_keeps_the_module_pinned() {
     require_guest();
     let r = open(RD).unwrap();
-    let m = Mapping::ro(&r);
+    let m = RingMap::ro(&r);
     drop(r);
     assert_eq!(m.u32_at(0), abi::RING_MAGIC);
     assert_ne!(

@@ -98,28 +98,12 @@ fn a_new_ring_is_all_zeroes() {
     let _g = MODULE.lock().unwrap();
     assert_eq!(reload(""), 0);
     let r = open(OFlags::RDONLY).unwrap();
-    let len = info(&r).mmap_bytes as usize;
-    use std::os::fd::AsRawFd;
-    // SAFETY: a fresh read-only mapping of the ring.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            r.as_raw_fd(),
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
-    // SAFETY: in bounds of the mapping.
-    let data = unsafe { std::slice::from_raw_parts(p.cast::<u8>().add(4096), len - 4096) };
+    let m = RingMap::ro(&r);
+    let data = m.bytes(4096, m.len - 4096);
     assert!(
         data.iter().all(|b| *b == 0),
         "a fresh ring exposes non-zero bytes"
     );
-    // SAFETY: unmapping our mapping.
-    unsafe { libc::munmap(p, len) };
 }
 
 #[test]
