@@ -1,47 +1,99 @@
-//! `memchan`: send and receive messages on memchan channels from the shell.
+//! `memchan`: send, receive and inspect memchan channels from the shell.
 
-use std::io::{BufRead, Write};
+mod channel;
+mod inspect;
+mod recv;
+mod send;
+
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use memchan::{Channel, Error};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use memchan::{Error, Policy};
 
-/// Send and receive messages on memchan channels (/dev/memchan).
+/// Send, receive and inspect memchan kernel message channels (/dev/memchan*).
+///
+/// CHANNEL is a channel number (0 is /dev/memchan, 1 is /dev/memchan1, ...), a device name
+/// (memchan1) or a path (/dev/memchan1).
 #[derive(Parser)]
 #[command(
     name = "memchan",
     version,
-    after_help = "Examples:\n  memchan recv -n 1 &\n  memchan send 'hello'\n  printf 'a\\nb\\n' | memchan send"
+    after_help = "\
+Examples:
+  memchan recv 0 --follow &            print every message sent to /dev/memchan
+  memchan send 0 'hello' 'world'       two messages
+  printf 'a\\nb\\n' | memchan send 0     one message per stdin line
+  memchan recv 0 --from oldest         dump what the ring still holds, then exit
+  memchan recv 0 -n 1 --timeout 5      wait up to 5 s for one message
+  memchan recv 0 --follow --format json | jq .seq
+  memchan info                         every channel in a table
+  memchan stats 0 --watch              live rates, lag per reader, overruns
+  memchan policy 0 overwrite           writers never wait; slow readers lose the oldest
+
+Exit status: 0 success; 2 bad usage; 65 message too large; 69 no such channel (module not
+loaded?); 75 timed out; 77 permission denied; 1 anything else."
 )]
 struct Cli {
-    /// The channel's device node.
-    #[arg(long, short, global = true, default_value = memchan::DEFAULT_PATH)]
-    device: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Send each argument as one message (each stdin line when none are given).
+    /// Send each MESSAGE as one message (each stdin line when none are given).
     Send {
+        /// Channel number, name or path.
+        channel: String,
         /// The messages.
         messages: Vec<String>,
     },
-    /// Receive messages and print each on its own line.
-    Recv {
-        /// Stop after this many messages (default: run until interrupted).
-        #[arg(short = 'n', long)]
-        count: Option<u64>,
+    /// Receive messages: what is pending, and with --follow or -n, what comes next.
+    Recv(recv::Args),
+    /// Show a channel's configuration and state (a table of all channels without CHANNEL).
+    Info {
+        /// Channel number, name or path.
+        channel: Option<String>,
     },
+    /// Show a channel's counters and its readers; --watch refreshes them with rates.
+    Stats {
+        /// Channel number, name or path.
+        channel: String,
+        /// Refresh every INTERVAL seconds until interrupted.
+        #[arg(long, short)]
+        watch: bool,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
+    /// Set a channel's overflow policy (needs write access).
+    Policy {
+        /// Channel number, name or path.
+        channel: String,
+        /// block: writers wait for the slowest reader; overwrite: writers never wait.
+        #[arg(value_enum)]
+        policy: PolicyArg,
+    },
+    /// Print a shell completion script (e.g. `memchan completions bash > /etc/bash_completion.d/memchan`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Overflow policy on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+enum PolicyArg {
+    Block,
+    Overwrite,
 }
 
 /// Exit codes scripts can rely on (from sysexits.h).
 fn exit_code(err: &Error) -> u8 {
     match err {
-        Error::DeviceMissing { .. } => 69,    // EX_UNAVAILABLE
+        Error::MessageTooLarge { .. } => 65, // EX_DATAERR
+        Error::DeviceMissing { .. } | Error::NotAChannel { .. } => 69, // EX_UNAVAILABLE
+        Error::TimedOut => 75,               // EX_TEMPFAIL
         Error::PermissionDenied { .. } => 77, // EX_NOPERM
-        Error::MessageTooLarge { .. } => 65,  // EX_DATAERR
         _ => 1,
     }
 }
@@ -49,8 +101,30 @@ fn exit_code(err: &Error) -> u8 {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Send { messages } => send(&cli.device, &messages),
-        Cmd::Recv { count } => recv(&cli.device, count),
+        Cmd::Send { channel, messages } => send::run(&channel::path(&channel), &messages),
+        Cmd::Recv(args) => recv::run(&args),
+        Cmd::Info { channel } => inspect::info(channel.as_deref()),
+        Cmd::Stats {
+            channel,
+            watch,
+            interval,
+        } => inspect::stats(&channel::path(&channel), watch, interval),
+        Cmd::Policy { channel, policy } => {
+            let policy = match policy {
+                PolicyArg::Block => Policy::Block,
+                PolicyArg::Overwrite => Policy::Overwrite,
+            };
+            memchan::Sender::open(channel::path(&channel)).and_then(|tx| tx.set_policy(policy))
+        }
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "memchan",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,40 +133,4 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&err))
         }
     }
-}
-
-fn send(device: &str, messages: &[String]) -> Result<(), Error> {
-    let ch = Channel::open_writer(device)?;
-    if !messages.is_empty() {
-        return messages.iter().try_for_each(|m| ch.send(m.as_bytes()));
-    }
-    for line in std::io::stdin().lock().lines() {
-        let line = line.map_err(|e| Error::Os {
-            op: "reading stdin",
-            errno: rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO),
-        })?;
-        ch.send(line.as_bytes())?;
-    }
-    Ok(())
-}
-
-fn recv(device: &str, count: Option<u64>) -> Result<(), Error> {
-    let ch = Channel::open_reader(device)?;
-    let mut buf = Vec::new();
-    let mut out = std::io::stdout().lock();
-    let mut n = 0u64;
-    while count.is_none_or(|c| n < c) {
-        let msg = ch.recv(&mut buf)?;
-        let msg = msg.strip_suffix(b"\n").unwrap_or(msg);
-        if out
-            .write_all(msg)
-            .and_then(|()| out.write_all(b"\n"))
-            .and_then(|()| out.flush())
-            .is_err()
-        {
-            break; // stdout closed (e.g. piped into `head`)
-        }
-        n += 1;
-    }
-    Ok(())
 }

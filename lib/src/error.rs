@@ -1,38 +1,78 @@
 //! The library's error type: errno values mapped to what they mean for a channel.
 
+use std::path::{Path, PathBuf};
+
 use rustix::io::Errno;
 
 /// What can go wrong talking to a channel.
+///
+/// Every variant says what happened in terms of the channel; the `Display` text also says what
+/// to do about it where there is something to do.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
-    /// The device node does not exist.
-    #[error("{path} does not exist: is the memchan module loaded? (insmod memchan.ko, or `cargo xtask vm`)")]
+    /// The device node does not exist (or its channel is gone).
+    #[error(
+        "{}: no such channel: is the memchan module loaded? (`insmod memchan.ko`, or \
+         `cargo xtask vm` on a machine without a Rust-enabled kernel)",
+        path.display()
+    )]
     DeviceMissing {
         /// The path that was opened.
-        path: String,
+        path: PathBuf,
     },
-    /// The device node's permissions do not allow this access.
+    /// The device node's owner, group or mode does not allow this access.
     #[error(
-        "permission denied on {path}: ask for access to the device node (owner, group or mode)"
+        "{}: permission denied for {access}: ask for the device node's group, or install \
+         kernel/99-memchan.rules (group `memchan`) and join that group",
+        path.display()
     )]
     PermissionDenied {
         /// The path that was opened.
-        path: String,
+        path: PathBuf,
+        /// What was asked: "reading", "writing" or "changing the policy".
+        access: &'static str,
+    },
+    /// The file is not a memchan channel (the ioctl is unknown to its driver).
+    #[error("{}: not a memchan channel", path.display())]
+    NotAChannel {
+        /// The path that was opened.
+        path: PathBuf,
     },
     /// Non-blocking operation and no message (or no room) right now.
     #[error("no message available right now (would block)")]
     WouldBlock,
+    /// No message arrived within the time given.
+    #[error("no message within the time limit")]
+    TimedOut,
+    /// This receiver fell a whole ring behind (overwrite policy): `lost` messages were
+    /// overwritten before it could read them. Receiving continues with the oldest message
+    /// still in the ring.
+    #[error("overrun: {lost} message(s) were overwritten before this receiver read them")]
+    Overrun {
+        /// Messages lost in this overrun.
+        lost: u64,
+    },
     /// The message is larger than the channel accepts.
     #[error("message of {len} bytes exceeds the channel's maximum of {max} bytes")]
     MessageTooLarge {
         /// Length of the rejected message.
         len: usize,
-        /// The channel's maximum.
+        /// The channel's maximum (`msg_max`).
         max: usize,
+    },
+    /// A bad argument (the kernel said `EINVAL`), e.g. an unknown policy.
+    #[error("{op}: invalid argument")]
+    InvalidArgument {
+        /// The failing operation.
+        op: &'static str,
     },
     /// A blocking call was interrupted by a signal.
     #[error("interrupted by a signal")]
     Interrupted,
+    /// The receiver's shared ring does not look like a memchan ring of this ABI version.
+    #[error("unexpected ring layout: {0}")]
+    BadRing(&'static str),
     /// Any other operating-system error.
     #[error("{op}: {errno}")]
     Os {
@@ -45,13 +85,42 @@ pub enum Error {
 
 impl Error {
     /// Maps an errno from operation `op` on `path`.
-    pub(crate) fn from_errno(op: &'static str, path: &str, errno: Errno) -> Self {
+    pub(crate) fn from_errno(op: &'static str, path: &Path, errno: Errno) -> Self {
         match errno {
             Errno::NOENT | Errno::NXIO | Errno::NODEV => Self::DeviceMissing { path: path.into() },
-            Errno::ACCESS | Errno::PERM => Self::PermissionDenied { path: path.into() },
+            Errno::ACCESS | Errno::PERM => Self::PermissionDenied {
+                path: path.into(),
+                access: match op {
+                    "read" | "open for reading" => "reading",
+                    "set policy" => "changing the policy",
+                    _ => "writing",
+                },
+            },
+            Errno::NOTTY => Self::NotAChannel { path: path.into() },
             Errno::AGAIN => Self::WouldBlock,
             Errno::INTR => Self::Interrupted,
+            Errno::INVAL => Self::InvalidArgument { op },
             errno => Self::Os { op, errno },
         }
     }
+
+    /// The errno behind this error, if it came from the kernel (`EPIPE` for an overrun).
+    pub fn errno(&self) -> Option<Errno> {
+        Some(match self {
+            Self::DeviceMissing { .. } => Errno::NOENT,
+            Self::PermissionDenied { .. } => Errno::ACCESS,
+            Self::NotAChannel { .. } => Errno::NOTTY,
+            Self::WouldBlock => Errno::AGAIN,
+            Self::TimedOut => Errno::TIMEDOUT,
+            Self::Overrun { .. } => Errno::PIPE,
+            Self::MessageTooLarge { .. } => Errno::MSGSIZE,
+            Self::InvalidArgument { .. } => Errno::INVAL,
+            Self::Interrupted => Errno::INTR,
+            Self::Os { errno, .. } => *errno,
+            Self::BadRing(_) => return None,
+        })
+    }
 }
+
+/// The library's `Result`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,29 +1,54 @@
-//! Userspace access to memchan channels.
+//! Userspace access to memchan channels: kernel message channels that are character devices.
 //!
-//! A memchan channel is a character device (`/dev/memchan`): each `write()` is one message,
-//! and each reader that has the channel open receives it with one `read()`.
+//! A channel (`/dev/memchan`, `/dev/memchan1`, ...) delivers every message written to it, whole,
+//! to every receiver that has it open. Each receiver has its own position, sees sequence numbers
+//! and send times, and is told exactly how many messages it lost if it falls a whole ring
+//! behind under the `overwrite` policy.
+//!
+//! - [`Sender`]: `send`, `send_vectored`.
+//! - [`Receiver`]: `recv` into a reused buffer, `try_recv`, `recv_timeout`, `iter`, `seek`,
+//!   `state`.
+//! - [`MappedReceiver`]: zero-copy receive from the read-only ring mapping.
+//! - `tokio::AsyncReceiver` (feature `tokio`): `async fn recv` and a `Stream`.
 //!
 //! ```no_run
-//! use memchan::Channel;
+//! use std::time::Duration;
 //!
-//! # fn main() -> Result<(), memchan::Error> {
-//! let rx = Channel::open_reader(memchan::DEFAULT_PATH)?;
-//! let tx = Channel::open_writer(memchan::DEFAULT_PATH)?;
-//! tx.send(b"hello")?;
-//! let mut buf = Vec::new();
-//! assert_eq!(rx.recv(&mut buf)?, b"hello");
-//! # Ok(())
-//! # }
+//! fn main() -> Result<(), memchan::Error> {
+//!     let mut rx = memchan::Receiver::open("/dev/memchan")?;
+//!     let tx = memchan::Sender::open("/dev/memchan")?;
+//!     tx.send(b"hello")?;
+//!     let msg = rx.recv_timeout(Duration::from_secs(1))?;
+//!     assert_eq!(msg.payload, b"hello");
+//!     println!("message {} sent at {:?}", msg.seq, msg.timestamp);
+//!     Ok(())
+//! }
 //! ```
+//!
+//! Errors are one enum, [`Error`], mapping the kernel's errno values to what they mean for a
+//! channel (see its variants). Nothing here panics on any input.
 
-mod channel;
+#![warn(missing_docs)]
+
 mod error;
+mod handle;
+mod mapped;
+mod receiver;
+mod sender;
+mod sys;
+#[cfg(feature = "tokio")]
+pub mod tokio;
+mod types;
 
-pub use channel::Channel;
-pub use error::Error;
+pub use error::{Error, Result};
+pub use handle::query;
+pub use mapped::{Borrowed, MappedReceiver};
+pub use receiver::{Iter, Receiver};
+pub use sender::Sender;
+pub use types::{channel_path, Info, Message, OwnedMessage, Policy, ReaderState, Seek, Stats};
+
+/// The shared ABI (ioctl numbers, structs, ring layout), for programs that go lower level.
+pub use memchan_abi as abi;
 
 /// Path of the default channel.
 pub const DEFAULT_PATH: &str = memchan_abi::DEVICE_PATH;
-
-/// Largest message of a channel with the default `msg_max` load parameter, in bytes.
-pub const MSG_MAX: usize = memchan_abi::MSG_MAX as usize;

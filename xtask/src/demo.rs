@@ -47,13 +47,17 @@ for m in "hello from the shell" "bbbb" "cccc"; do
   send sh -c "echo \"$m\" > /dev/memchan"
 done
 kill $READER; wait
-say "The memchan tool works both ways: a reader 'memchan recv' (one message per line) ..."
-reader "$CLI" recv
+say "The memchan tool works both ways: a reader 'memchan recv 0 --follow' (one message per line) ..."
+reader "$CLI" recv 0 --follow
 blocked
-say "... and a writer: memchan send 'sent by memchan send' 'and a second message'"
-send "$CLI" send 'sent by memchan send'
-send "$CLI" send 'and a second message'
+say "... and a writer: memchan send 0 'sent by memchan send', memchan send 0 'and a second message'"
+send "$CLI" send 0 'sent by memchan send'
+send "$CLI" send 0 'and a second message'
 kill $READER; wait
+say "memchan info: every channel at a glance"
+"$CLI" info
+say "memchan stats 0: counters, and each reader's lag"
+"$CLI" stats 0
 say "Done: the blocked readers received all $(wc -l < "$GOT") messages."
 "#;
 
