@@ -185,9 +185,14 @@ fn host_tests() -> Result<Counts> {
     Ok(counts)
 }
 
-/// Builds the guest test binaries and returns their paths.
+/// Builds the guest test binaries (and the `memchan` tool they test) and returns their paths.
 fn build_guest_tests() -> Result<Vec<(String, PathBuf)>> {
-    run::stage("building the guest test suite");
+    run::stage("building the memchan tool and the guest test suite");
+    run::checked(
+        Command::new("cargo")
+            .args(["build", "--quiet", "--package", "memchan-cli"])
+            .current_dir(cache::repo()),
+    )?;
     let out = Command::new("cargo")
         .args([
             "test",
