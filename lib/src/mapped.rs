@@ -232,6 +232,9 @@ impl MappedReceiver {
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             self.rx.wait(left)?;
+            if !self.ready()? && left.is_some_and(|l| l.is_zero()) {
+                return Err(Error::TimedOut);
+            }
         }
         self.try_recv()?.ok_or(Error::WouldBlock)
     }
@@ -246,21 +249,31 @@ impl MappedReceiver {
     }
 
     /// Moves the kernel cursor up to what has been released.
+    ///
+    /// Under `overwrite` the kernel cursor, which trails this receiver, can be lapped even
+    /// though this receiver read everything in time; the kernel then holds an overrun for the
+    /// file (and `poll` stays readable). That is put right by moving the kernel cursor to the
+    /// oldest record and consuming up to this receiver's position again.
     fn release_consumed(&mut self) -> Result<()> {
-        if self.consumed_seq == self.next_seq {
-            return Ok(());
-        }
-        match sys::consume(self.rx.as_fd(), self.next_seq) {
-            Ok(()) => {
-                self.consumed_seq = self.next_seq;
-                self.consumed_pos = self.next_pos;
-                Ok(())
-            }
-            Err(e) => Err(Error::Os {
-                op: "consume",
+        let os = |op| {
+            move |e| Error::Os {
+                op,
                 errno: e,
-            }),
+            }
+        };
+        if self.consumed_seq != self.next_seq {
+            sys::consume(self.rx.as_fd(), self.next_seq).map_err(os("consume"))?;
+            self.consumed_seq = self.next_seq;
+            self.consumed_pos = self.next_pos;
         }
+        if !self.in_place {
+            let st = sys::reader(self.rx.as_fd()).map_err(os("reader state"))?;
+            if st.flags & abi::READER_OVERRUN != 0 || st.cursor_seq < self.next_seq {
+                sys::seek(self.rx.as_fd(), abi::SEEK_OLDEST).map_err(os("seek"))?;
+                sys::consume(self.rx.as_fd(), self.next_seq).map_err(os("consume"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Called when a record is released: advance, and give room back to writers once half the
