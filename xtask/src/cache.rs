@@ -10,6 +10,8 @@
 //! tools/bindgen/bin/bindgen  bindgen-cli
 //! tools/venv/                Python venv with libclang and virtme-ng
 //! build/<flavor>/            kernel build tree (+ memchan-module/ with memchan.ko)
+//! buildroot/trixie/          Debian 13 clang build root for the debug (KASAN) flavor
+//! initramfs/                 busybox initramfs that boots the debug flavor
 //! runs/                      guest run logs and scratch directories
 //! ```
 

@@ -5,17 +5,76 @@
 //! the fragment must survive (Kconfig silently drops options whose dependencies are missing,
 //! `CONFIG_RUST` among them). The build is skipped when its key (kernel source version,
 //! toolchain versions, fragment text) matches the one stored in the build tree.
+//!
+//! The default flavor is built with the host's Rust toolchain (rustc + Debian's `rust-src`,
+//! bindgen, libclang from PyPI) and GCC. The debug flavor needs KASAN, which 7.3 only allows
+//! together with Rust in a clang-built kernel: it is built inside the clang build root
+//! (`buildroot.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::buildroot::{self, BuildRoot};
 use crate::setup::{self, Toolchain};
 use crate::{cache, run, KernelOpts};
 
 /// Bump when the way the kernel is built changes, to force a rebuild.
-const RECIPE: u32 = 1;
+const RECIPE: u32 = 2;
+
+/// How kernel and module builds are run.
+#[derive(Clone)]
+pub enum Builder {
+    /// With the host toolchain (GCC, rustup's rustc).
+    Host(Toolchain),
+    /// Inside the clang build root.
+    Root(BuildRoot),
+}
+
+impl Builder {
+    /// A `make` command for this builder (environment and toolchain variables set).
+    pub fn make(&self) -> Command {
+        match self {
+            Self::Host(tc) => {
+                let mut cmd = Command::new("make");
+                tc.apply(&mut cmd);
+                cmd
+            }
+            Self::Root(root) => {
+                let mut cmd = root.command("make");
+                cmd.args(buildroot::MAKE_VARS);
+                cmd
+            }
+        }
+    }
+
+    /// `sh -c script` for this builder; `$MAKE_VARS` holds the toolchain's `make` variables.
+    fn sh(&self, script: &str) -> Command {
+        let mut cmd = match self {
+            Self::Host(tc) => {
+                let mut cmd = Command::new("sh");
+                tc.apply(&mut cmd);
+                cmd
+            }
+            Self::Root(root) => root.command("sh"),
+        };
+        let vars = match self {
+            Self::Host(_) => String::new(),
+            Self::Root(_) => buildroot::MAKE_VARS.join(" "),
+        };
+        cmd.arg("-c").arg(format!("MAKE_VARS='{vars}'; {script}"));
+        cmd
+    }
+
+    /// Text identifying the toolchain, for build keys.
+    fn key(&self, host: &Toolchain) -> Result<String> {
+        Ok(match self {
+            Self::Host(tc) => tc.key(),
+            Self::Root(root) => format!("linux: {}\n{}", host.linux_version, root.versions()?),
+        })
+    }
+}
 
 /// File in the build tree holding the key of the last successful build.
 const KEY_FILE: &str = ".memchan-build-key";
@@ -26,8 +85,8 @@ pub struct KernelTree {
     pub build: PathBuf,
     /// The kernel image to boot.
     pub bzimage: PathBuf,
-    /// Toolchain environment for builds against this tree.
-    pub toolchain: Toolchain,
+    /// How builds against this tree are run.
+    pub builder: Builder,
     /// Whether this is the debug flavor (sanitizers, kmemleak, fault injection).
     pub debug: bool,
 }
@@ -59,7 +118,7 @@ pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
         return Ok(KernelTree {
             build: kdir.clone(),
             bzimage,
-            toolchain,
+            builder: Builder::Host(toolchain),
             debug,
         });
     }
@@ -73,13 +132,18 @@ pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
     if debug {
         flavor.push_str("-debug");
     }
+    let builder = if debug {
+        Builder::Root(buildroot::ensure()?)
+    } else {
+        Builder::Host(toolchain.clone())
+    };
     let build = cache::build_dir(&flavor);
     let bzimage = build.join("arch/x86/boot/bzImage");
     let frag_text = fragment_text(debug)?;
     let key = format!(
         "recipe: {RECIPE}\nsource: {}\n{}fragment:\n{frag_text}",
         src.display(),
-        toolchain.key()
+        builder.key(&toolchain)?
     );
     let key_path = build.join(KEY_FILE);
     if bzimage.exists() && std::fs::read_to_string(&key_path).ok().as_deref() == Some(&*key) {
@@ -87,21 +151,21 @@ pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
         return Ok(KernelTree {
             build,
             bzimage,
-            toolchain,
+            builder,
             debug,
         });
     }
     let _ = std::fs::remove_file(&key_path);
     cache::mkdir(&build)?;
-    configure(&src, &build, &toolchain, debug)?;
+    configure(&src, &build, &builder, debug)?;
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get() + 1);
     run::logged(
         &format!(
             "building the {flavor} test kernel with {jobs} jobs (about {} minutes on 2 cores \
              the first time, seconds when nothing changed)",
-            if debug { "12-15" } else { "8-10" }
+            if debug { "20-25" } else { "8-10" }
         ),
-        make(&src, &build, &toolchain).args([format!("-j{jobs}").as_str(), "bzImage", "modules"]),
+        make(&src, &build, &builder).args([format!("-j{jobs}").as_str(), "bzImage", "modules"]),
         &run::log_path(&format!("kernel-build-{flavor}")),
         "Look for the first `error:` in the log.",
     )?;
@@ -110,7 +174,7 @@ pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
     Ok(KernelTree {
         build,
         bzimage,
-        toolchain,
+        builder,
         debug,
     })
 }
@@ -126,30 +190,27 @@ fn fragment_text(debug: bool) -> Result<String> {
     Ok(text)
 }
 
-/// `make -C src O=build` with the toolchain environment.
-fn make(src: &Path, build: &Path, tc: &Toolchain) -> Command {
-    let mut cmd = Command::new("make");
+/// `make -C src O=build` with the builder's toolchain.
+fn make(src: &Path, build: &Path, builder: &Builder) -> Command {
+    let mut cmd = builder.make();
     cmd.arg("-C").arg(src).arg(format!("O={}", build.display()));
-    tc.apply(&mut cmd);
     cmd
 }
 
 /// tinyconfig + fragments + olddefconfig, then checks that every fragment option stuck.
-fn configure(src: &Path, build: &Path, tc: &Toolchain, debug: bool) -> Result<()> {
+fn configure(src: &Path, build: &Path, builder: &Builder, debug: bool) -> Result<()> {
     run::logged(
         "checking the Rust toolchain (make rustavailable)",
-        make(src, build, tc).arg("rustavailable"),
+        make(src, build, builder).arg("rustavailable"),
         &run::log_path("kernel-rustavailable"),
         "The kernel cannot use this Rust toolchain; `cargo xtask setup` fetches matching parts.",
     )?;
-    let mut script = Command::new("sh");
-    tc.apply(&mut script);
     run::logged(
         "configuring: tinyconfig + the fragments in xtask/kernel-config/",
-        script.arg("-c").arg(format!(
-            "set -e; make -C '{src}' O='{build}' tinyconfig; \
+        &mut builder.sh(&format!(
+            "set -e; make -C '{src}' O='{build}' $MAKE_VARS tinyconfig; \
              '{src}/scripts/kconfig/merge_config.sh' -m -O '{build}' '{build}/.config' {frags}; \
-             make -C '{src}' O='{build}' olddefconfig",
+             make -C '{src}' O='{build}' $MAKE_VARS olddefconfig",
             src = src.display(),
             build = build.display(),
             frags = fragments(debug)

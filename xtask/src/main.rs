@@ -5,11 +5,13 @@
 //! needs, and each of those is skipped when its result is already in the cache
 //! (`~/.cache/memchan`, or `$MEMCHAN_CACHE`).
 
+mod buildroot;
 mod cache;
 mod demo;
 mod kernel;
 mod logscan;
 mod module;
+mod qemu;
 mod run;
 mod setup;
 mod test;
@@ -39,8 +41,8 @@ pub struct KernelOpts {
     /// linux-source package.
     #[arg(long)]
     src: Option<PathBuf>,
-    /// Use the debug flavor of the test kernel: slab/page debugging, KFENCE, UBSAN, kmemleak,
-    /// lockdep and fault injection (built and cached separately).
+    /// Use the debug flavor of the test kernel: KASAN, UBSAN, kmemleak, lockdep, fault
+    /// injection; clang-built in a Debian 13 build root (built and cached separately).
     #[arg(long)]
     debug: bool,
 }

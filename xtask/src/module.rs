@@ -5,7 +5,6 @@
 //! keeps its own.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use anyhow::{bail, Result};
 
@@ -36,8 +35,7 @@ pub fn build(opts: &KernelOpts, fresh: bool) -> Result<Built> {
         let _ = std::fs::remove_dir_all(&out);
     }
     cache::mkdir(&out)?;
-    let mut cmd = Command::new("make");
-    kernel.toolchain.apply(&mut cmd);
+    let mut cmd = kernel.builder.make();
     cmd.arg("-C")
         .arg(&kernel.build)
         .arg(format!("M={}", cache::repo().join("kernel").display()))

@@ -44,6 +44,7 @@ deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian
 ";
 
 /// Everything needed to build a Rust-enabled kernel and boot it.
+#[derive(Clone)]
 pub struct Toolchain {
     /// Kernel source tree (`None` when the caller brings its own tree).
     pub linux_src: Option<PathBuf>,
@@ -122,7 +123,13 @@ pub fn vng() -> PathBuf {
 
 /// Installs missing host packages with apt-get (or says how, when not root).
 fn host_packages() -> Result<()> {
-    let missing: Vec<&str> = HOST_PACKAGES
+    apt_install(HOST_PACKAGES)
+}
+
+/// Installs those of `packages` that are missing on the host with apt-get (or says how, when
+/// not root).
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| {
@@ -163,7 +170,7 @@ fn host_packages() -> Result<()> {
     )
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     run::query(Command::new("id").arg("-u"))
         .map(|u| u == "0")
         .unwrap_or(false)

@@ -1,5 +1,8 @@
-//! `cargo xtask vm`: boot the test kernel in QEMU (through virtme-ng) with memchan loaded.
+//! `cargo xtask vm`: boot the test kernel in QEMU with memchan loaded.
 //!
+//! The default flavor boots through virtme-ng; the debug (KASAN) flavor, too slow for
+//! virtme-ng's init, boots plain QEMU with a small initramfs (`qemu.rs`). Both look the same
+//! to the command:
 //! The guest sees the host's filesystem read-only (so host-built binaries run as they are), the
 //! repository as its working directory, and one writable scratch directory
 //! (`$MEMCHAN_SCRATCH`). The kernel console is logged to `<run dir>/console.log`; kernel lines
@@ -13,8 +16,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
+use crate::kernel::Builder;
 use crate::module::{self, Built};
-use crate::{cache, logscan, run, setup, KernelOpts};
+use crate::{cache, logscan, qemu, run, setup, KernelOpts};
 
 /// Guest CPUs (benchmarks and concurrency tests want at least two).
 const CPUS: &str = "2";
@@ -97,7 +101,9 @@ fn write_script(dir: &Path, built: &Built, body: &str) -> Result<PathBuf> {
     let text = format!(
         "#!/bin/sh\n\
          export MEMCHAN_GUEST=1 MEMCHAN_KO='{ko}' MEMCHAN_SCRATCH='{scratch}' MEMCHAN_FLAVOR={flavor}\n\
+         export MEMCHAN_CLI='{cli}'\n\
          export PATH=\"$PATH:/usr/sbin:/sbin\"\n\
+         cd '{repo}' || exit 125\n\
          echo \"[guest] Linux $(uname -r), $(nproc) CPUs; loading memchan.ko\"\n\
          insmod \"$MEMCHAN_KO\" || {{ echo '[guest] insmod failed'; exit 125; }}\n\
          sh '{body}' \"$@\"\n\
@@ -105,6 +111,8 @@ fn write_script(dir: &Path, built: &Built, body: &str) -> Result<PathBuf> {
          {epilogue}\n\
          exit $rc\n",
         ko = built.ko.display(),
+        repo = cache::repo().display(),
+        cli = cache::target_dir().join("debug/memchan").display(),
         scratch = dir.join("scratch").display(),
         body = body_path.display(),
         flavor = if built.kernel.debug { "debug" } else { "default" },
@@ -144,17 +152,28 @@ pub fn boot(built: &Built, body: &str, timeout: Duration) -> Result<Outcome> {
         console_path.display()
     ));
     let start = Instant::now();
+    let (mut launcher, plain_qemu) = match &built.kernel.builder {
+        Builder::Root(root) => {
+            let initramfs = qemu::initramfs(root)?;
+            qemu::stage2(root, &dir)?;
+            let cmd = qemu::command(&built.kernel.bzimage, &initramfs, &dir, CPUS);
+            (cmd, true)
+        }
+        Builder::Host(_) => {
+            let mut cmd = vng(built, &dir);
+            cmd.arg("--exec").arg(format!("sh {}", script.display()));
+            (cmd, false)
+        }
+    };
     let mut child = {
         use std::os::unix::process::CommandExt;
-        vng(built, &dir)
-            .arg("--exec")
-            .arg(format!("sh {}", script.display()))
+        launcher
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
-            .context("starting virtme-ng (run `cargo xtask setup`)")?
+            .context("starting QEMU (run `cargo xtask setup`)")?
     };
     let console = Arc::new(Mutex::new(std::fs::File::create(&console_path)?));
     let pumps: Vec<_> = [
@@ -196,6 +215,11 @@ pub fn boot(built: &Built, body: &str, timeout: Duration) -> Result<Outcome> {
     }
     let mut code = if timed_out {
         TIMEOUT_CODE
+    } else if plain_qemu {
+        qemu::exit_code(&dir).unwrap_or_else(|err| {
+            eprintln!("[xtask] {err:#}");
+            1
+        })
     } else {
         status.code().unwrap_or(1)
     };
@@ -259,6 +283,15 @@ fn interactive(built: &Built) -> Result<i32> {
     )?;
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     run::stage("booting the test kernel in QEMU (interactive; `exit` powers off)");
+    if let Builder::Root(root) = &built.kernel.builder {
+        // The serial console is the terminal: a plain shell, no job control.
+        let initramfs = qemu::initramfs(root)?;
+        qemu::stage2(root, &dir)?;
+        qemu::command(&built.kernel.bzimage, &initramfs, &dir, CPUS)
+            .status()
+            .context("starting QEMU (run `cargo xtask setup`)")?;
+        return qemu::exit_code(&dir);
+    }
     let status = vng(built, &dir)
         .arg("--shell")
         .arg(&script)
