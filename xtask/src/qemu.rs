@@ -50,9 +50,13 @@ mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp TERM=dumb
+# A writable /tmp, unless that would hide the repository or the cache (e.g. a clone in /tmp).
+case " @KEEP@ " in
+  *" /tmp/"*) export TMPDIR="$R/scratch" HOME="$R/scratch" ;;
+  *) mount -t tmpfs tmpfs /tmp ;;
+esac
 for u in /usr/lib/systemd/systemd-udevd /lib/systemd/systemd-udevd; do
   if [ -x "$u" ]; then "$u" --daemon; break; fi
 done
@@ -65,7 +69,8 @@ sync
 
 /// Puts the second stage and a busybox into the run directory.
 pub fn stage2(root: &BuildRoot, run_dir: &Path) -> Result<()> {
-    std::fs::write(run_dir.join("stage2.sh"), STAGE2)?;
+    let keep = format!("{} {}", cache::repo().display(), cache::root().display());
+    std::fs::write(run_dir.join("stage2.sh"), STAGE2.replace("@KEEP@", &keep))?;
     std::fs::copy(root.busybox(), run_dir.join("busybox"))
         .with_context(|| format!("copying {}", root.busybox().display()))?;
     Ok(())
