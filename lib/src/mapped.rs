@@ -255,12 +255,7 @@ impl MappedReceiver {
     /// file (and `poll` stays readable). That is put right by moving the kernel cursor to the
     /// oldest record and consuming up to this receiver's position again.
     fn release_consumed(&mut self) -> Result<()> {
-        let os = |op| {
-            move |e| Error::Os {
-                op,
-                errno: e,
-            }
-        };
+        let os = |op| move |e| Error::Os { op, errno: e };
         if self.consumed_seq != self.next_seq {
             sys::consume(self.rx.as_fd(), self.next_seq).map_err(os("consume"))?;
             self.consumed_seq = self.next_seq;
