@@ -61,16 +61,8 @@ pub enum Error {
         /// The channel's maximum (`msg_max`).
         max: usize,
     },
-    /// A bad argument (the kernel said `EINVAL`), e.g. an unknown policy.
-    #[error("{op}: invalid argument")]
-    InvalidArgument {
-        /// The failing operation.
-        op: &'static str,
-    },
-    /// A blocking call was interrupted by a signal.
-    #[error("interrupted by a signal")]
-    Interrupted,
-    /// The receiver's shared ring does not look like a memchan ring of this ABI version.
+    /// The module speaks another ABI version, or its ring mapping does not look like a memchan
+    /// ring of this version (only a mismatched module produces this).
     #[error("unexpected ring layout: {0}")]
     BadRing(&'static str),
     /// Any other operating-system error.
@@ -98,8 +90,7 @@ impl Error {
             },
             Errno::NOTTY => Self::NotAChannel { path: path.into() },
             Errno::AGAIN => Self::WouldBlock,
-            Errno::INTR => Self::Interrupted,
-            Errno::INVAL => Self::InvalidArgument { op },
+            // EINTR never gets here: every blocking call is restarted after a signal.
             errno => Self::Os { op, errno },
         }
     }
@@ -114,8 +105,6 @@ impl Error {
             Self::TimedOut => Errno::TIMEDOUT,
             Self::Overrun { .. } => Errno::PIPE,
             Self::MessageTooLarge { .. } => Errno::MSGSIZE,
-            Self::InvalidArgument { .. } => Errno::INVAL,
-            Self::Interrupted => Errno::INTR,
             Self::Os { errno, .. } => *errno,
             Self::BadRing(_) => return None,
         })
