@@ -30,6 +30,8 @@ pub struct Receiver {
     buf: Vec<u8>,
     /// Bytes of `buf` the last `read()` filled.
     len: usize,
+    /// Opened with `O_NONBLOCK`: `try_recv` is a single `read()`.
+    nonblocking: bool,
     /// Overwrite losses already reported.
     lost_reported: u64,
 }
@@ -45,6 +47,12 @@ impl Receiver {
         Self::open(channel_path(index))
     }
 
+    /// Opens `path` non-blocking: [`Receiver::try_recv`] is then one `read()` (for event loops
+    /// that wait with their own `epoll`); `recv` still waits, with `poll`.
+    pub fn open_nonblocking(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_flags(path.as_ref(), OFlags::NONBLOCK)
+    }
+
     pub(crate) fn open_flags(path: &Path, flags: OFlags) -> Result<Self> {
         let (handle, info) = Handle::open(path, OFlags::RDONLY | flags)?;
         sys::record_mode(handle.fd.as_fd(), true).map_err(|e| handle.err("record mode", e))?;
@@ -52,6 +60,7 @@ impl Receiver {
             handle,
             buf: vec![0; HDR.saturating_add(info.msg_max)],
             len: 0,
+            nonblocking: flags.contains(OFlags::NONBLOCK),
             lost_reported: 0,
         })
     }
@@ -64,6 +73,10 @@ impl Receiver {
 
     /// Returns the next message if there is one, else [`Error::WouldBlock`].
     pub fn try_recv(&mut self) -> Result<Message<'_>> {
+        if self.nonblocking {
+            self.fill()?;
+            return self.last();
+        }
         self.wait(Some(Duration::ZERO))
             .and_then(|()| self.fill())
             .map_err(|e| match e {
@@ -79,11 +92,19 @@ impl Receiver {
     }
 
     fn recv_deadline(&mut self, deadline: Option<Instant>) -> Result<Message<'_>> {
-        if let Some(deadline) = deadline {
-            self.wait(Some(deadline.saturating_duration_since(Instant::now())))?;
+        loop {
+            if let Some(deadline) = deadline {
+                self.wait(Some(deadline.saturating_duration_since(Instant::now())))?;
+            } else if self.nonblocking {
+                self.wait(None)?;
+            }
+            match self.fill() {
+                // Non-blocking file, and another reader of this file took the message.
+                Err(Error::WouldBlock) if self.nonblocking => continue,
+                res => res?,
+            }
+            return self.last();
         }
-        self.fill()?;
-        self.last()
     }
 
     /// Waits until a message (or an overrun report) is ready, for at most `timeout`.

@@ -5,6 +5,7 @@
 //! needs, and each of those is skipped when its result is already in the cache
 //! (`~/.cache/memchan`, or `$MEMCHAN_CACHE`).
 
+mod bench;
 mod buildroot;
 mod cache;
 mod demo;
@@ -97,6 +98,18 @@ enum Verb {
         #[arg(long, default_value_t = 100_000)]
         ops: u64,
     },
+    /// Benchmarks: memchan against pipes, FIFOs, Unix sockets, POSIX mq and shared memory in one
+    /// guest run; writes bench/results/<date>.{json,md}.
+    Bench {
+        #[command(flatten)]
+        kernel: KernelOpts,
+        /// Repetitions of every measurement (the spread is reported).
+        #[arg(long, default_value_t = 3)]
+        reps: u32,
+        /// Multiplies every iteration count (0.1 for a quick look).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+    },
     /// Run the lint and host tests, then the guest suite on the test kernel and on its debug
     /// flavor (one boot each).
     Test {
@@ -120,6 +133,11 @@ fn main() -> ExitCode {
             cmd,
         } => vm::run_verb(&kernel, timeout, &cmd),
         Verb::Demo { kernel } => demo::run(&kernel),
+        Verb::Bench {
+            kernel,
+            reps,
+            scale,
+        } => bench::run(&kernel, reps, scale),
         Verb::Test { kernel, quick } => test::run(&kernel, quick),
         Verb::Stress { kernel, secs } => {
             test::run_one(&kernel, "stress", &format!("MEMCHAN_STRESS_SECS={secs}"))

@@ -47,6 +47,8 @@ pub struct Outcome {
     pub code: i32,
     /// Everything the guest printed (command output and kernel log).
     pub log: String,
+    /// The guest's writable scratch directory (what it left there).
+    pub scratch: PathBuf,
 }
 
 /// Quotes `s` for `sh`.
@@ -244,7 +246,11 @@ pub fn boot(built: &Built, body: &str, timeout: Duration) -> Result<Outcome> {
     } else if code != 0 {
         eprintln!("full console log: {}", console_path.display());
     }
-    Ok(Outcome { code, log })
+    Ok(Outcome {
+        code,
+        log,
+        scratch: dir.join("scratch"),
+    })
 }
 
 /// Copies guest output to the console log; echoes all but the kernel's lines, keeping the

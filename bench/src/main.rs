@@ -1,0 +1,75 @@
+//! `memchan-bench`: memchan and its peers measured side by side, in one run on one machine.
+//!
+//! Run by `cargo xtask bench` inside the test guest (it reloads the module with larger rings
+//! and messages). Writes raw results as JSON to `$MEMCHAN_SCRATCH/bench.json`; xtask turns them
+//! into the markdown table and charts under `bench/results/`.
+
+mod peers;
+mod workloads;
+
+use serde::Serialize;
+
+/// One measured value of one transport, repeated.
+#[derive(Serialize)]
+pub struct Row {
+    /// Workload: "latency", "throughput", "fanout", "size".
+    pub group: &'static str,
+    /// What was measured, e.g. "p50", "msgs/s", "writer ns/msg".
+    pub metric: &'static str,
+    /// Transport name.
+    pub transport: &'static str,
+    /// Message size in bytes.
+    pub size: usize,
+    /// Number of readers (fan-out), else 1.
+    pub readers: usize,
+    /// Whether lower is better.
+    pub lower_is_better: bool,
+    /// One value per repetition.
+    pub values: Vec<f64>,
+}
+
+/// The whole run.
+#[derive(Serialize)]
+struct Report {
+    kernel: String,
+    cpus: usize,
+    repetitions: usize,
+    slab_kib_before: u64,
+    slab_kib_after: u64,
+    slab_messages: u64,
+    rows: Vec<Row>,
+}
+
+fn main() {
+    let reps: usize = std::env::var("MEMCHAN_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let scale: f64 = std::env::var("MEMCHAN_BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    workloads::setup();
+    let mut rows = Vec::new();
+    workloads::latency(&mut rows, reps, scale);
+    workloads::throughput(&mut rows, reps, scale);
+    workloads::fanout(&mut rows, reps, scale);
+    workloads::sizes(&mut rows, reps, scale);
+    let (before, after, n) = workloads::slab_check(scale);
+    let report = Report {
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        repetitions: reps,
+        slab_kib_before: before,
+        slab_kib_after: after,
+        slab_messages: n,
+        rows,
+    };
+    let dir = std::env::var("MEMCHAN_SCRATCH").unwrap_or_else(|_| ".".into());
+    let path = format!("{dir}/bench.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    println!("bench: {} rows written to {path}", report.rows.len());
+}

@@ -1,0 +1,452 @@
+//! The transports compared: each gives two connected endpoints that move whole messages.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use memchan::{MappedReceiver, Receiver, Sender};
+use rustix::event::{epoll, EventfdFlags};
+use rustix::io::Errno;
+
+/// One end of a message transport.
+pub trait Endpoint: Send {
+    /// Sends one message.
+    fn send(&mut self, msg: &[u8]);
+    /// Receives one message into `buf`; returns its length.
+    fn recv(&mut self, buf: &mut [u8]) -> usize;
+}
+
+/// A way to connect two endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Pipe,
+    Fifo,
+    SeqPacket,
+    PosixMq,
+    EventfdShm,
+    SpinShm,
+    MemchanRead,
+    MemchanEpoll,
+    MemchanMmapPoll,
+    MemchanMmapSpin,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 10] = [
+        Kind::Pipe,
+        Kind::Fifo,
+        Kind::SeqPacket,
+        Kind::PosixMq,
+        Kind::EventfdShm,
+        Kind::SpinShm,
+        Kind::MemchanRead,
+        Kind::MemchanEpoll,
+        Kind::MemchanMmapPoll,
+        Kind::MemchanMmapSpin,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Pipe => "pipe",
+            Kind::Fifo => "fifo",
+            Kind::SeqPacket => "unix seqpacket",
+            Kind::PosixMq => "posix mq",
+            Kind::EventfdShm => "eventfd + shm ring",
+            Kind::SpinShm => "spin on shm (floor)",
+            Kind::MemchanRead => "memchan read",
+            Kind::MemchanEpoll => "memchan epoll+read",
+            Kind::MemchanMmapPoll => "memchan mmap (poll)",
+            Kind::MemchanMmapSpin => "memchan mmap (busy)",
+        }
+    }
+}
+
+/// Two connected endpoints (a → b and b → a).
+pub fn pair(kind: Kind, max: usize, tag: u32) -> (Box<dyn Endpoint>, Box<dyn Endpoint>) {
+    match kind {
+        Kind::Pipe => {
+            let (r1, w1) = rustix::pipe::pipe().unwrap();
+            let (r2, w2) = rustix::pipe::pipe().unwrap();
+            for fd in [&w1, &w2] {
+                // Room for the largest messages without splitting writes.
+                let _ = rustix::pipe::fcntl_setpipe_size(fd, max.max(65536) * 2);
+            }
+            (
+                Box::new(Stream { r: r2, w: w1 }),
+                Box::new(Stream { r: r1, w: w2 }),
+            )
+        }
+        Kind::Fifo => {
+            // A tmpfs: FIFOs cannot be opened on the 9p scratch directory.
+            let dir = "/dev/shm";
+            let open = |name: String| {
+                let p = format!("{dir}/{name}");
+                let _ = std::fs::remove_file(&p);
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    p.as_str(),
+                    rustix::fs::FileType::Fifo,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                    0,
+                )
+                .unwrap();
+                // O_RDWR: opening never blocks waiting for the other side.
+                let fd = rustix::fs::open(
+                    p.as_str(),
+                    rustix::fs::OFlags::RDWR,
+                    rustix::fs::Mode::empty(),
+                )
+                .unwrap();
+                let _ = rustix::pipe::fcntl_setpipe_size(&fd, max.max(65536) * 2);
+                fd
+            };
+            let ab = open(format!("fifo-ab-{tag}"));
+            let ba = open(format!("fifo-ba-{tag}"));
+            let ab2 = rustix::io::dup(&ab).unwrap();
+            let ba2 = rustix::io::dup(&ba).unwrap();
+            (
+                Box::new(Stream { r: ba, w: ab }),
+                Box::new(Stream { r: ab2, w: ba2 }),
+            )
+        }
+        Kind::SeqPacket => {
+            let (a, b) = seqpacket_pair(max);
+            (Box::new(Packet(a)), Box::new(Packet(b)))
+        }
+        Kind::PosixMq => {
+            let ab = mq(&format!("/memchan-bench-ab-{tag}"), max);
+            let ba = mq(&format!("/memchan-bench-ba-{tag}"), max);
+            (
+                Box::new(Mq { tx: ab, rx: ba }),
+                Box::new(Mq { tx: ba, rx: ab }),
+            )
+        }
+        Kind::EventfdShm => {
+            let ab = Arc::new(ShmRing::new(max));
+            let ba = Arc::new(ShmRing::new(max));
+            (
+                Box::new(ShmEnd {
+                    tx: ab.clone(),
+                    rx: ba.clone(),
+                    spin: false,
+                }),
+                Box::new(ShmEnd {
+                    tx: ba,
+                    rx: ab,
+                    spin: false,
+                }),
+            )
+        }
+        Kind::SpinShm => {
+            let ab = Arc::new(ShmRing::new(max));
+            let ba = Arc::new(ShmRing::new(max));
+            (
+                Box::new(ShmEnd {
+                    tx: ab.clone(),
+                    rx: ba.clone(),
+                    spin: true,
+                }),
+                Box::new(ShmEnd {
+                    tx: ba,
+                    rx: ab,
+                    spin: true,
+                }),
+            )
+        }
+        Kind::MemchanRead | Kind::MemchanEpoll | Kind::MemchanMmapPoll | Kind::MemchanMmapSpin => {
+            // Channel 1 carries a → b, channel 2 b → a.
+            let end = |tx: u32, rx: u32| -> Box<dyn Endpoint> {
+                let sender = Sender::open_index(tx).unwrap();
+                match kind {
+                    Kind::MemchanRead => Box::new(McRead {
+                        tx: sender,
+                        rx: Receiver::open_index(rx).unwrap(),
+                    }),
+                    Kind::MemchanEpoll => {
+                        let r = Receiver::open_nonblocking(memchan::channel_path(rx)).unwrap();
+                        let ep = epoll::create(epoll::CreateFlags::CLOEXEC).unwrap();
+                        epoll::add(
+                            &ep,
+                            r.as_fd(),
+                            epoll::EventData::new_u64(1),
+                            epoll::EventFlags::IN,
+                        )
+                        .unwrap();
+                        Box::new(McEpoll {
+                            tx: sender,
+                            rx: r,
+                            ep,
+                        })
+                    }
+                    _ => Box::new(McMmap {
+                        tx: sender,
+                        rx: MappedReceiver::open_index(rx).unwrap(),
+                        spin: kind == Kind::MemchanMmapSpin,
+                    }),
+                }
+            };
+            (end(1, 2), end(2, 1))
+        }
+    }
+}
+
+/// A connected `SOCK_SEQPACKET` pair with buffers for `max`-byte messages.
+pub fn seqpacket_pair(max: usize) -> (OwnedFd, OwnedFd) {
+    use rustix::net::{socketpair, sockopt, AddressFamily, SocketFlags, SocketType};
+    let (a, b) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    for s in [&a, &b] {
+        let _ = sockopt::set_socket_send_buffer_size(s, max.max(4096) * 64);
+        let _ = sockopt::set_socket_recv_buffer_size(s, max.max(4096) * 64);
+    }
+    (a, b)
+}
+
+/// Byte streams (pipe, FIFO): fixed-size messages, read exactly.
+struct Stream {
+    r: OwnedFd,
+    w: OwnedFd,
+}
+
+impl Endpoint for Stream {
+    fn send(&mut self, msg: &[u8]) {
+        let mut done = 0;
+        while done < msg.len() {
+            done += rustix::io::write(&self.w, &msg[done..]).unwrap();
+        }
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> usize {
+        // The peer's message has the size of `buf` in every workload here.
+        let mut done = 0;
+        while done < buf.len() {
+            done += rustix::io::read(&self.r, &mut buf[done..]).unwrap();
+        }
+        done
+    }
+}
+
+/// A seqpacket socket: one message per send/recv.
+pub struct Packet(pub OwnedFd);
+
+impl Endpoint for Packet {
+    fn send(&mut self, msg: &[u8]) {
+        rustix::net::send(&self.0, msg, rustix::net::SendFlags::empty()).unwrap();
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> usize {
+        rustix::net::recv(&self.0, buf, rustix::net::RecvFlags::empty())
+            .unwrap()
+            .0
+    }
+}
+
+/// POSIX message queue descriptors (libc: rustix has no mq).
+#[derive(Clone, Copy)]
+struct MqFd(libc::mqd_t);
+
+fn mq(name: &str, max: usize) -> MqFd {
+    let cname = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C string; the attr struct is fully initialised.
+    unsafe {
+        libc::mq_unlink(cname.as_ptr());
+        let mut attr: libc::mq_attr = std::mem::zeroed();
+        attr.mq_maxmsg = 10;
+        attr.mq_msgsize = max as libc::c_long;
+        let fd = libc::mq_open(
+            cname.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT,
+            0o600,
+            &attr as *const libc::mq_attr,
+        );
+        assert!(
+            fd >= 0,
+            "mq_open {name}: {}",
+            std::io::Error::last_os_error()
+        );
+        libc::mq_unlink(cname.as_ptr());
+        MqFd(fd)
+    }
+}
+
+struct Mq {
+    tx: MqFd,
+    rx: MqFd,
+}
+
+impl Endpoint for Mq {
+    fn send(&mut self, msg: &[u8]) {
+        // SAFETY: `msg` is valid for its length.
+        let r = unsafe { libc::mq_send(self.tx.0, msg.as_ptr().cast(), msg.len(), 0) };
+        assert_eq!(r, 0, "mq_send: {}", std::io::Error::last_os_error());
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> usize {
+        // SAFETY: `buf` is valid for its length.
+        let r = unsafe {
+            libc::mq_receive(
+                self.rx.0,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                std::ptr::null_mut(),
+            )
+        };
+        assert!(r >= 0, "mq_receive: {}", std::io::Error::last_os_error());
+        r as usize
+    }
+}
+
+/// The do-it-yourself baseline: a single-producer single-consumer ring in shared memory,
+/// with an eventfd to wake a sleeping consumer (or spinning, for the physical floor).
+pub struct ShmRing {
+    slots: Vec<std::cell::UnsafeCell<Vec<u8>>>,
+    lens: Vec<AtomicU64>,
+    head: AtomicU64,
+    tail: AtomicU64,
+    efd: OwnedFd,
+}
+
+// SAFETY: a slot is written only by the producer before it publishes `head`, and read only by
+// the consumer after it saw `head` pass it and before it advances `tail`.
+unsafe impl Sync for ShmRing {}
+
+const SHM_SLOTS: usize = 64;
+
+impl ShmRing {
+    pub fn new(max: usize) -> Self {
+        Self {
+            slots: (0..SHM_SLOTS)
+                .map(|_| std::cell::UnsafeCell::new(vec![0; max]))
+                .collect(),
+            lens: (0..SHM_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            head: AtomicU64::new(0),
+            tail: AtomicU64::new(0),
+            efd: rustix::event::eventfd(0, EventfdFlags::CLOEXEC).unwrap(),
+        }
+    }
+
+    pub fn push(&self, msg: &[u8], spin: bool) {
+        let h = self.head.load(Ordering::Relaxed);
+        while h - self.tail.load(Ordering::Acquire) >= SHM_SLOTS as u64 {
+            std::hint::spin_loop();
+        }
+        let i = (h % SHM_SLOTS as u64) as usize;
+        // SAFETY: see `Sync`: the slot is free (tail passed it) and only the producer writes.
+        unsafe { (&mut *self.slots[i].get())[..msg.len()].copy_from_slice(msg) };
+        self.lens[i].store(msg.len() as u64, Ordering::Relaxed);
+        self.head.store(h + 1, Ordering::Release);
+        if !spin {
+            rustix::io::write(&self.efd, &1u64.to_ne_bytes()).unwrap();
+        }
+    }
+
+    pub fn pop(&self, buf: &mut [u8], spin: bool) -> usize {
+        let t = self.tail.load(Ordering::Relaxed);
+        loop {
+            if self.head.load(Ordering::Acquire) > t {
+                break;
+            }
+            if spin {
+                std::hint::spin_loop();
+            } else {
+                let mut v = [0u8; 8];
+                match rustix::io::read(&self.efd, &mut v) {
+                    Ok(_) | Err(Errno::INTR) => {}
+                    Err(e) => panic!("eventfd: {e}"),
+                }
+            }
+        }
+        let i = (t % SHM_SLOTS as u64) as usize;
+        let n = self.lens[i].load(Ordering::Relaxed) as usize;
+        // SAFETY: see `Sync`: the producer published this slot and will not touch it until
+        // `tail` moves past it.
+        buf[..n].copy_from_slice(unsafe { &(&*self.slots[i].get())[..n] });
+        self.tail.store(t + 1, Ordering::Release);
+        n
+    }
+}
+
+struct ShmEnd {
+    tx: Arc<ShmRing>,
+    rx: Arc<ShmRing>,
+    spin: bool,
+}
+
+impl Endpoint for ShmEnd {
+    fn send(&mut self, msg: &[u8]) {
+        self.tx.push(msg, self.spin);
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> usize {
+        self.rx.pop(buf, self.spin)
+    }
+}
+
+struct McRead {
+    tx: Sender,
+    rx: Receiver,
+}
+
+impl Endpoint for McRead {
+    fn send(&mut self, msg: &[u8]) {
+        self.tx.send(msg).unwrap();
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> usize {
+        let m = self.rx.recv().unwrap();
+        buf[..m.payload.len()].copy_from_slice(m.payload);
+        m.payload.len()
+    }
+}
+
+struct McEpoll {
+    tx: Sender,
+    rx: Receiver,
+    ep: OwnedFd,
+}
+
+impl Endpoint for McEpoll {
+    fn send(&mut self, msg: &[u8]) {
+        self.tx.send(msg).unwrap();
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> usize {
+        loop {
+            match self.rx.try_recv() {
+                Ok(m) => {
+                    buf[..m.payload.len()].copy_from_slice(m.payload);
+                    return m.payload.len();
+                }
+                Err(memchan::Error::WouldBlock) => {
+                    let mut events = Vec::with_capacity(1);
+                    let _ =
+                        epoll::wait(&self.ep, rustix::buffer::spare_capacity(&mut events), None);
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+}
+
+struct McMmap {
+    tx: Sender,
+    rx: MappedReceiver,
+    spin: bool,
+}
+
+impl Endpoint for McMmap {
+    fn send(&mut self, msg: &[u8]) {
+        self.tx.send(msg).unwrap();
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> usize {
+        let rec = if self.spin {
+            self.rx.recv_spin()
+        } else {
+            self.rx.recv()
+        }
+        .unwrap();
+        // Touch the payload where it lies (a real consumer would parse it in place).
+        let n = rec.payload().len();
+        buf[0] = rec.payload().first().copied().unwrap_or(0);
+        n
+    }
+}

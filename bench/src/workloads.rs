@@ -1,0 +1,331 @@
+//! The workloads: ping-pong latency, 1 → 1 throughput, 1 → N fan-out, size scaling.
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::peers::{self, Endpoint, Kind, Packet};
+use crate::Row;
+
+/// Largest message used (the module is reloaded to accept it).
+const MAX: usize = 65536;
+
+/// Reloads the module for benchmarking: block policy (lossless, like the peers), 4 MiB rings,
+/// 64 KiB messages; raises the POSIX mq message size limit.
+pub fn setup() {
+    let ko = std::env::var("MEMCHAN_KO").expect("MEMCHAN_KO (run by cargo xtask bench)");
+    let sh = |c: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", c])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let _ = sh("rmmod memchan 2>/dev/null");
+    assert!(
+        sh(&format!(
+            "insmod {ko} channels=4 ring_kib=4096 msg_max={MAX} policy=0"
+        )),
+        "insmod failed"
+    );
+    let _ = std::fs::write("/proc/sys/fs/mqueue/msgsize_max", format!("{MAX}"));
+}
+
+/// Pins the calling thread to `cpu` (if the machine has it).
+fn pin(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu % std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let _ = rustix::thread::sched_setaffinity(None, &set);
+}
+
+/// CPU time (user + system) of the calling thread, from `getrusage(RUSAGE_THREAD)` (the
+/// test kernel has no POSIX timers, so no `CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu() -> Duration {
+    // SAFETY: `getrusage` fills in the zeroed struct it is given.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn iters(base: usize, scale: f64) -> usize {
+    ((base as f64 * scale) as usize).max(10)
+}
+
+/// Ping-pong: one-way latency (RTT / 2) percentiles, in ns.
+fn pingpong(kind: Kind, size: usize, n: usize) -> Histogram<u64> {
+    let (mut a, mut b) = peers::pair(kind, size.max(64), 0);
+    let warm = n / 10 + 10;
+    let echo = std::thread::spawn(move || {
+        pin(1);
+        let mut buf = vec![0u8; size.max(64)];
+        for _ in 0..warm + n {
+            let len = b.recv(&mut buf);
+            b.send(&buf[..len]);
+        }
+    });
+    pin(0);
+    let msg = vec![0x5au8; size];
+    let mut buf = vec![0u8; size.max(64)];
+    let mut h = Histogram::<u64>::new(3).unwrap();
+    for i in 0..warm + n {
+        let t = Instant::now();
+        a.send(&msg);
+        a.recv(&mut buf);
+        if i >= warm {
+            let _ = h.record((t.elapsed().as_nanos() / 2) as u64);
+        }
+    }
+    echo.join().unwrap();
+    h
+}
+
+pub fn latency(rows: &mut Vec<Row>, reps: usize, scale: f64) {
+    for size in [64, 1024, 16384] {
+        for kind in Kind::ALL {
+            let mut v: [Vec<f64>; 4] = Default::default();
+            for _ in 0..reps {
+                let h = pingpong(kind, size, iters(2000, scale));
+                for (k, q) in [0.5, 0.99, 0.999, 1.0].iter().enumerate() {
+                    v[k].push(h.value_at_quantile(*q) as f64);
+                }
+            }
+            for (k, metric) in ["p50 ns", "p99 ns", "p99.9 ns", "max ns"]
+                .iter()
+                .enumerate()
+            {
+                rows.push(Row {
+                    group: "latency",
+                    metric,
+                    transport: kind.name(),
+                    size,
+                    readers: 1,
+                    lower_is_better: true,
+                    values: v[k].clone(),
+                });
+            }
+            println!("latency {size:>6} B {:<22} p50 {:?} ns", kind.name(), v[0]);
+        }
+    }
+}
+
+/// 1 writer → 1 reader: messages per second.
+fn stream(kind: Kind, size: usize, n: usize) -> f64 {
+    let (mut a, mut b) = peers::pair(kind, size, 1);
+    let start = Arc::new(Barrier::new(2));
+    let s2 = start.clone();
+    let reader = std::thread::spawn(move || {
+        pin(1);
+        let mut buf = vec![0u8; size.max(64)];
+        s2.wait();
+        for _ in 0..n {
+            b.recv(&mut buf);
+        }
+        Instant::now()
+    });
+    pin(0);
+    let msg = vec![0x5au8; size];
+    start.wait();
+    let t0 = Instant::now();
+    for _ in 0..n {
+        a.send(&msg);
+    }
+    let end = reader.join().unwrap();
+    n as f64 / end.duration_since(t0).as_secs_f64()
+}
+
+const STREAM_KINDS: [Kind; 7] = [
+    Kind::Pipe,
+    Kind::SeqPacket,
+    Kind::PosixMq,
+    Kind::EventfdShm,
+    Kind::MemchanRead,
+    Kind::MemchanEpoll,
+    Kind::MemchanMmapPoll,
+];
+
+pub fn throughput(rows: &mut Vec<Row>, reps: usize, scale: f64) {
+    for size in [64, 4096] {
+        for kind in STREAM_KINDS {
+            let v: Vec<f64> = (0..reps)
+                .map(|_| stream(kind, size, iters(20000, scale)))
+                .collect();
+            println!("throughput {size:>5} B {:<22} {:?} msg/s", kind.name(), v);
+            rows.push(Row {
+                group: "throughput",
+                metric: "msgs/s",
+                transport: kind.name(),
+                size,
+                readers: 1,
+                lower_is_better: false,
+                values: v.clone(),
+            });
+            rows.push(Row {
+                group: "throughput",
+                metric: "MB/s",
+                transport: kind.name(),
+                size,
+                readers: 1,
+                lower_is_better: false,
+                values: v.iter().map(|m| m * size as f64 / 1e6).collect(),
+            });
+        }
+    }
+}
+
+/// 1 writer → `readers` readers, `n` messages: (deliveries/s, writer CPU ns per message).
+fn fan(memchan: bool, readers: usize, n: usize) -> (f64, f64) {
+    let size = 64;
+    let start = Arc::new(Barrier::new(readers + 1));
+    let mut threads = Vec::new();
+    let mut socks = Vec::new();
+    for r in 0..readers {
+        let s = start.clone();
+        let mut end: Box<dyn Endpoint> = if memchan {
+            Box::new(FanReader(memchan::Receiver::open_index(3).unwrap()))
+        } else {
+            let (w, rd) = peers::seqpacket_pair(size);
+            socks.push(Packet(w));
+            Box::new(Packet(rd))
+        };
+        threads.push(std::thread::spawn(move || {
+            pin(1 + r);
+            let mut buf = vec![0u8; 128];
+            s.wait();
+            for _ in 0..n {
+                end.recv(&mut buf);
+            }
+            Instant::now()
+        }));
+    }
+    pin(0);
+    let tx = memchan::Sender::open_index(3).unwrap();
+    let msg = [0x5au8; 64];
+    start.wait();
+    let (t0, c0) = (Instant::now(), thread_cpu());
+    for _ in 0..n {
+        if memchan {
+            tx.send(&msg).unwrap();
+        } else {
+            for s in &mut socks {
+                s.send(&msg);
+            }
+        }
+    }
+    let cpu = thread_cpu() - c0;
+    let end = threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .max()
+        .unwrap();
+    let secs = end.duration_since(t0).as_secs_f64();
+    (
+        (readers * n) as f64 / secs,
+        cpu.as_nanos() as f64 / n as f64,
+    )
+}
+
+struct FanReader(memchan::Receiver);
+
+impl Endpoint for FanReader {
+    fn send(&mut self, _: &[u8]) {}
+    fn recv(&mut self, buf: &mut [u8]) -> usize {
+        let m = self.0.recv().unwrap();
+        let n = m.payload.len();
+        buf[..n].copy_from_slice(m.payload);
+        n
+    }
+}
+
+pub fn fanout(rows: &mut Vec<Row>, reps: usize, scale: f64) {
+    for readers in [1, 2, 4, 8] {
+        for (memchan, name) in [(true, "memchan read"), (false, "unix seqpacket")] {
+            let v: Vec<(f64, f64)> = (0..reps)
+                .map(|_| fan(memchan, readers, iters(5000, scale)))
+                .collect();
+            println!("fanout {readers} {name:<16} {:?}", v);
+            rows.push(Row {
+                group: "fanout",
+                metric: "deliveries/s",
+                transport: name,
+                size: 64,
+                readers,
+                lower_is_better: false,
+                values: v.iter().map(|x| x.0).collect(),
+            });
+            rows.push(Row {
+                group: "fanout",
+                metric: "writer CPU ns/msg",
+                transport: name,
+                size: 64,
+                readers,
+                lower_is_better: true,
+                values: v.iter().map(|x| x.1).collect(),
+            });
+        }
+    }
+}
+
+pub fn sizes(rows: &mut Vec<Row>, reps: usize, scale: f64) {
+    for size in [64, 256, 1024, 4096, 16384, 65536] {
+        for kind in [
+            Kind::Pipe,
+            Kind::SeqPacket,
+            Kind::MemchanRead,
+            Kind::MemchanMmapPoll,
+        ] {
+            let mut lat = Vec::new();
+            let mut tput = Vec::new();
+            for _ in 0..reps {
+                lat.push(pingpong(kind, size, iters(500, scale)).value_at_quantile(0.5) as f64);
+                tput.push(stream(kind, size, iters(4000, scale)) * size as f64 / 1e6);
+            }
+            println!(
+                "size {size:>6} B {:<22} p50 {lat:?} ns, {tput:?} MB/s",
+                kind.name()
+            );
+            rows.push(Row {
+                group: "size",
+                metric: "p50 ns",
+                transport: kind.name(),
+                size,
+                readers: 1,
+                lower_is_better: true,
+                values: lat,
+            });
+            rows.push(Row {
+                group: "size",
+                metric: "MB/s",
+                transport: kind.name(),
+                size,
+                readers: 1,
+                lower_is_better: false,
+                values: tput,
+            });
+        }
+    }
+}
+
+/// Slab memory (KiB) before and after moving many messages: no allocation per message means
+/// no growth.
+pub fn slab_check(scale: f64) -> (u64, u64, u64) {
+    let slab = || {
+        std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Slab:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let n = iters(50000, scale);
+    let _ = stream(Kind::MemchanRead, 64, 1000);
+    let before = slab();
+    let _ = stream(Kind::MemchanRead, 64, n);
+    let after = slab();
+    println!("slab: {before} KiB before, {after} KiB after {n} messages");
+    (before, after, n as u64)
+}

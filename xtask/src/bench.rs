@@ -1,0 +1,171 @@
+//! `cargo xtask bench`: memchan against its peers in one guest run, reported as ratios.
+//!
+//! Builds `memchan-bench` (release) and the module, runs the benchmark in a guest of the test
+//! kernel (2 vCPUs), and writes `bench/results/<date>.json` (raw, every repetition) and
+//! `bench/results/<date>.md` (the tables), and copies the tables to `bench/results/latest.md`.
+//! Absolute numbers under software emulation mean little; ratios within one run do.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::{cache, module, run, vm, KernelOpts};
+
+/// `cargo xtask bench`.
+pub fn run(opts: &KernelOpts, reps: u32, scale: f64) -> Result<i32> {
+    run::stage("building memchan-bench (release)");
+    run::checked(
+        Command::new("cargo")
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--package",
+                "memchan-bench",
+            ])
+            .current_dir(cache::repo()),
+    )?;
+    let exe = cache::target_dir().join("release/memchan-bench");
+    let built = module::ensure(opts)?;
+    let cmd = format!(
+        "env MEMCHAN_BENCH_REPS={reps} MEMCHAN_BENCH_SCALE={scale} {}",
+        vm::shell_quote(&exe.to_string_lossy())
+    );
+    let out = vm::boot(&built, &cmd, Duration::from_secs(3600))?;
+    if out.code != 0 {
+        return Ok(out.code);
+    }
+    let raw = std::fs::read_to_string(out.scratch.join("bench.json"))
+        .context("the benchmark wrote no bench.json")?;
+    let report: Value = serde_json::from_str(&raw)?;
+    let date = run::query(Command::new("date").arg("+%Y-%m-%d"))?;
+    let dir = cache::repo().join("bench/results");
+    cache::mkdir(&dir)?;
+    std::fs::write(dir.join(format!("{date}.json")), &raw)?;
+    let md = markdown(&report, &date)?;
+    std::fs::write(dir.join(format!("{date}.md")), &md)?;
+    std::fs::write(dir.join("latest.md"), &md)?;
+    println!("\n{md}");
+    println!(
+        "==> results: {}",
+        dir.join(format!("{date}.{{json,md}}")).display()
+    );
+    Ok(0)
+}
+
+/// Median and (min, max) of the repetitions.
+fn stats(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let med = v.get(v.len() / 2).copied().unwrap_or(0.0);
+    (
+        med,
+        v.first().copied().unwrap_or(0.0),
+        v.last().copied().unwrap_or(0.0),
+    )
+}
+
+fn fmt_num(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// The tables: one per (workload, metric, size/readers), each transport's median with the
+/// spread over repetitions, and memchan's best path against the best peer.
+fn markdown(r: &Value, date: &str) -> Result<String> {
+    let rows = r["rows"].as_array().context("no rows")?;
+    if rows.is_empty() {
+        bail!("no benchmark rows");
+    }
+    let mut md = String::new();
+    writeln!(
+        md,
+        "# memchan benchmarks, {date}\n\nGuest kernel {}, {} vCPUs under QEMU software emulation \
+         (TCG) on a 2-core host; {} repetitions, median shown with (min-max). Absolute times \
+         under emulation are slow and noisy: compare the ratios, which come from one run.\n",
+        r["kernel"].as_str().unwrap_or("?"),
+        r["cpus"],
+        r["repetitions"]
+    )?;
+    let mut tables: BTreeMap<(String, String, u64, u64), Vec<&Value>> = BTreeMap::new();
+    for row in rows {
+        let key = (
+            row["group"].as_str().unwrap_or("").to_string(),
+            row["metric"].as_str().unwrap_or("").to_string(),
+            row["size"].as_u64().unwrap_or(0),
+            row["readers"].as_u64().unwrap_or(1),
+        );
+        tables.entry(key).or_default().push(row);
+    }
+    for ((group, metric, size, readers), rows) in &tables {
+        let lower = rows[0]["lower_is_better"].as_bool().unwrap_or(true);
+        let title = match group.as_str() {
+            "fanout" => format!("fan-out 1 → {readers}, {size} B: {metric}"),
+            _ => format!("{group}, {size} B: {metric}"),
+        };
+        writeln!(
+            md,
+            "## {title} ({} is better)\n",
+            if lower { "lower" } else { "higher" }
+        )?;
+        writeln!(md, "| transport | median | spread |\n|---|---:|---:|")?;
+        let mut best_peer: Option<(f64, String)> = None;
+        let mut best_mc: Option<(f64, String)> = None;
+        for row in rows {
+            let name = row["transport"].as_str().unwrap_or("?").to_string();
+            let vals: Vec<f64> = row["values"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default();
+            let (med, lo, hi) = stats(&vals);
+            writeln!(
+                md,
+                "| {name} | {} | {}-{} |",
+                fmt_num(med),
+                fmt_num(lo),
+                fmt_num(hi)
+            )?;
+            let better = |cur: &Option<(f64, String)>| {
+                cur.as_ref()
+                    .is_none_or(|(b, _)| if lower { med < *b } else { med > *b })
+            };
+            if name.starts_with("memchan") {
+                if better(&best_mc) {
+                    best_mc = Some((med, name));
+                }
+            } else if !name.contains("floor") && better(&best_peer) {
+                best_peer = Some((med, name));
+            }
+        }
+        if let (Some((m, mn)), Some((p, pn))) = (&best_mc, &best_peer) {
+            if *p > 0.0 {
+                writeln!(
+                    md,
+                    "\n**memchan / best peer: {:.2}×** ({mn} vs {pn}; {})\n",
+                    m / p,
+                    if lower {
+                        "below 1 is better"
+                    } else {
+                        "above 1 is better"
+                    }
+                )?;
+            }
+        } else {
+            writeln!(md)?;
+        }
+    }
+    writeln!(
+        md,
+        "## Allocation per message\n\nSlab memory before/after {} messages through memchan: \
+         {} KiB → {} KiB.",
+        r["slab_messages"], r["slab_kib_before"], r["slab_kib_after"]
+    )?;
+    Ok(md)
+}
