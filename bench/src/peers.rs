@@ -250,8 +250,14 @@ struct MqFd(libc::mqd_t);
 
 fn mq(name: &str, max: usize) -> MqFd {
     let cname = std::ffi::CString::new(name).unwrap();
-    // SAFETY: valid C string; the attr struct is fully initialised.
+    // SAFETY: valid C string; the attr and rlimit structs are fully initialised.
     unsafe {
+        // Queue memory counts against RLIMIT_MSGQUEUE (800 KiB by default): lift it (root).
+        let lim = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        libc::setrlimit(libc::RLIMIT_MSGQUEUE, &lim);
         libc::mq_unlink(cname.as_ptr());
         let mut attr: libc::mq_attr = std::mem::zeroed();
         attr.mq_maxmsg = 10;
@@ -275,6 +281,14 @@ fn mq(name: &str, max: usize) -> MqFd {
 struct Mq {
     tx: MqFd,
     rx: MqFd,
+}
+
+impl Drop for Mq {
+    fn drop(&mut self) {
+        // Each queue is the `tx` of exactly one endpoint: closed once.
+        // SAFETY: `tx` is an open message queue descriptor owned by this pair.
+        unsafe { libc::mq_close(self.tx.0) };
+    }
 }
 
 impl Endpoint for Mq {
