@@ -61,15 +61,21 @@ say "memchan stats 0: counters, and each reader's lag"
 say "Done: the blocked readers received all $(wc -l < "$GOT") messages."
 "#;
 
-/// `cargo xtask demo`.
-pub fn run(opts: &KernelOpts) -> Result<i32> {
+/// Builds the `memchan` tool (debug profile) and returns its path (also `$MEMCHAN_CLI` in the
+/// guest).
+pub fn build_cli() -> Result<std::path::PathBuf> {
     run::stage("building the memchan command-line tool");
     run::checked(
         Command::new("cargo")
             .args(["build", "--quiet", "--package", "memchan-cli"])
             .current_dir(cache::repo()),
     )?;
-    let cli = cache::target_dir().join("debug/memchan");
+    Ok(cache::target_dir().join("debug/memchan"))
+}
+
+/// `cargo xtask demo`.
+pub fn run(opts: &KernelOpts) -> Result<i32> {
+    let cli = build_cli()?;
     let built = module::ensure(opts)?;
     let body = format!("CLI={}\n{SCRIPT}", vm::shell_quote(&cli.to_string_lossy()));
     Ok(vm::boot(&built, &body, Duration::from_secs(600))?.code)

@@ -187,12 +187,8 @@ fn host_tests() -> Result<Counts> {
 
 /// Builds the guest test binaries (and the `memchan` tool they test) and returns their paths.
 fn build_guest_tests() -> Result<Vec<(String, PathBuf)>> {
-    run::stage("building the memchan tool and the guest test suite");
-    run::checked(
-        Command::new("cargo")
-            .args(["build", "--quiet", "--package", "memchan-cli"])
-            .current_dir(cache::repo()),
-    )?;
+    crate::demo::build_cli()?;
+    run::stage("building the guest test suite");
     let out = Command::new("cargo")
         .args([
             "test",
