@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -41,20 +42,49 @@ pub fn run(opts: &KernelOpts, reps: u32, scale: f64) -> Result<i32> {
     }
     let raw = std::fs::read_to_string(out.scratch.join("bench.json"))
         .context("the benchmark wrote no bench.json")?;
-    let report: Value = serde_json::from_str(&raw)?;
+    let _: Value = serde_json::from_str(&raw).context("bench.json is not JSON")?;
     let date = run::query(Command::new("date").arg("+%Y-%m-%d"))?;
     let dir = cache::repo().join("bench/results");
     cache::mkdir(&dir)?;
-    std::fs::write(dir.join(format!("{date}.json")), &raw)?;
-    let md = markdown(&report, &date)?;
+    let json = dir.join(format!("{date}.json"));
+    std::fs::write(&json, &raw)?;
+    render(&json)?;
+    Ok(0)
+}
+
+/// Writes the tables (`<date>.md`, `latest.md`) and charts (`<date>-*.svg`, `latest-*.svg`)
+/// of the raw results in `json` (named `<date>.json`) next to it.
+pub fn render(json: &Path) -> Result<()> {
+    let raw =
+        std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+    let report: Value = serde_json::from_str(&raw)?;
+    let dir = json.parent().unwrap_or(Path::new("."));
+    let date = json
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("results")
+        .to_string();
+    let mut md = markdown(&report, &date)?;
+    let charts = crate::charts::draw(&report, &dir.join(&date))?;
+    md.push_str("\n## Charts\n\n");
+    for chart in &charts {
+        let name = chart.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let latest = name.replacen(&date, "latest", 1);
+        std::fs::copy(chart, dir.join(&latest))?;
+        md.push_str(&format!("![{name}]({name})\n"));
+    }
     std::fs::write(dir.join(format!("{date}.md")), &md)?;
-    std::fs::write(dir.join("latest.md"), &md)?;
+    std::fs::write(
+        dir.join("latest.md"),
+        md.replace(&format!("]({date}-"), "](latest-"),
+    )?;
     println!("\n{md}");
     println!(
-        "==> results: {}",
-        dir.join(format!("{date}.{{json,md}}")).display()
+        "==> results: {}.{{json,md}}, {} charts",
+        dir.join(&date).display(),
+        charts.len()
     );
-    Ok(0)
+    Ok(())
 }
 
 /// Median and (min, max) of the repetitions.

@@ -8,6 +8,7 @@
 mod bench;
 mod buildroot;
 mod cache;
+mod charts;
 mod demo;
 mod kernel;
 mod logscan;
@@ -109,6 +110,9 @@ enum Verb {
         /// Multiplies every iteration count (0.1 for a quick look).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
+        /// Do not run: redraw the tables and charts of this raw results file.
+        #[arg(long, value_name = "JSON")]
+        render: Option<PathBuf>,
     },
     /// Run the lint and host tests, then the guest suite on the test kernel and on its debug
     /// flavor (one boot each).
@@ -137,7 +141,11 @@ fn main() -> ExitCode {
             kernel,
             reps,
             scale,
-        } => bench::run(&kernel, reps, scale),
+            render,
+        } => match render {
+            Some(json) => bench::render(&json).map(|_| 0),
+            None => bench::run(&kernel, reps, scale),
+        },
         Verb::Test { kernel, quick } => test::run(&kernel, quick),
         Verb::Stress { kernel, secs } => {
             test::run_one(&kernel, "stress", &format!("MEMCHAN_STRESS_SECS={secs}"))
