@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: memchan against its peers in one guest run, reported as ratios.
 //!
-//! Builds `memchan-bench` (release) and the module, runs the benchmark in a guest of the test
-//! kernel (2 vCPUs), and writes `bench/results/<date>.json` (raw, every repetition) and
+//! Builds `memchan-bench` (release) and the module, runs the benchmark in a guest of the
+//! benchmark kernel (the test kernel without lockdep and debug checks, 2 vCPUs), and writes `bench/results/<date>.json` (raw, every repetition) and
 //! `bench/results/<date>.md` (the tables), and copies the tables to `bench/results/latest.md`.
 //! Absolute numbers under software emulation mean little; ratios within one run do.
 
@@ -31,7 +31,12 @@ pub fn run(opts: &KernelOpts, reps: u32, scale: f64) -> Result<i32> {
             .current_dir(cache::repo()),
     )?;
     let exe = cache::target_dir().join("release/memchan-bench");
-    let built = module::ensure(opts)?;
+    // The benchmark flavor (no lockdep and friends) unless a tree was given.
+    let opts = KernelOpts {
+        perf: opts.kdir.is_none() && !opts.debug,
+        ..opts.clone()
+    };
+    let built = module::ensure(&opts)?;
     let cmd = format!(
         "env MEMCHAN_BENCH_REPS={reps} MEMCHAN_BENCH_SCALE={scale} {}",
         vm::shell_quote(&exe.to_string_lossy())

@@ -92,13 +92,24 @@ pub struct KernelTree {
 }
 
 /// The checked-in configuration fragments of a flavor, in merge order.
-fn fragments(debug: bool) -> Vec<PathBuf> {
+fn fragments(extra: Option<&str>) -> Vec<PathBuf> {
     let dir = cache::repo().join("xtask/kernel-config");
     let mut v = vec![dir.join("test-kernel.config")];
-    if debug {
-        v.push(dir.join("debug.config"));
+    if let Some(extra) = extra {
+        v.push(dir.join(extra));
     }
     v
+}
+
+/// The flavor's extra fragment, if any.
+fn extra_fragment(opts: &KernelOpts) -> Option<&'static str> {
+    if opts.debug {
+        Some("debug.config")
+    } else if opts.perf {
+        Some("perf.config")
+    } else {
+        None
+    }
 }
 
 /// Makes sure the test kernel (or `--kdir`) is built and returns it.
@@ -129,8 +140,11 @@ pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
         (None, None) => bail!("no kernel source"),
     };
     let debug = opts.debug;
+    let extra = extra_fragment(opts);
     if debug {
         flavor.push_str("-debug");
+    } else if opts.perf {
+        flavor.push_str("-perf");
     }
     let builder = if debug {
         Builder::Root(buildroot::ensure()?)
@@ -139,7 +153,7 @@ pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
     };
     let build = cache::build_dir(&flavor);
     let bzimage = build.join("arch/x86/boot/bzImage");
-    let frag_text = fragment_text(debug)?;
+    let frag_text = fragment_text(extra)?;
     let key = format!(
         "recipe: {RECIPE}\nsource: {}\n{}fragment:\n{frag_text}",
         src.display(),
@@ -157,7 +171,7 @@ pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
     }
     let _ = std::fs::remove_file(&key_path);
     cache::mkdir(&build)?;
-    configure(&src, &build, &builder, debug)?;
+    configure(&src, &build, &builder, extra)?;
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get() + 1);
     run::logged(
         &format!(
@@ -180,9 +194,9 @@ pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
 }
 
 /// The text of all fragments of a flavor (part of the build key, and what must survive).
-fn fragment_text(debug: bool) -> Result<String> {
+fn fragment_text(extra: Option<&str>) -> Result<String> {
     let mut text = String::new();
-    for f in fragments(debug) {
+    for f in fragments(extra) {
         let part =
             std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
         text.push_str(&part);
@@ -198,7 +212,7 @@ fn make(src: &Path, build: &Path, builder: &Builder) -> Command {
 }
 
 /// tinyconfig + fragments + olddefconfig, then checks that every fragment option stuck.
-fn configure(src: &Path, build: &Path, builder: &Builder, debug: bool) -> Result<()> {
+fn configure(src: &Path, build: &Path, builder: &Builder, extra: Option<&str>) -> Result<()> {
     run::logged(
         "checking the Rust toolchain (make rustavailable)",
         make(src, build, builder).arg("rustavailable"),
@@ -213,7 +227,7 @@ fn configure(src: &Path, build: &Path, builder: &Builder, debug: bool) -> Result
              make -C '{src}' O='{build}' $MAKE_VARS olddefconfig",
             src = src.display(),
             build = build.display(),
-            frags = fragments(debug)
+            frags = fragments(extra)
                 .iter()
                 .map(|f| format!("'{}'", f.display()))
                 .collect::<Vec<_>>()
@@ -223,12 +237,14 @@ fn configure(src: &Path, build: &Path, builder: &Builder, debug: bool) -> Result
         "See the log.",
     )?;
     let config = std::fs::read_to_string(build.join(".config")).context("reading .config")?;
-    let frag_text = fragment_text(debug)?;
-    let missing: Vec<&str> = frag_text
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("CONFIG_"))
-        .filter(|l| !config.lines().any(|c| c == *l))
+    let frag_text = fragment_text(extra)?;
+    let missing: Vec<String> = wanted(&frag_text)
+        .into_iter()
+        .filter(|(name, value)| match value {
+            Some(line) => !config.lines().any(|c| c == line),
+            None => config.lines().any(|c| c.starts_with(&format!("{name}="))),
+        })
+        .map(|(name, value)| value.unwrap_or(format!("# {name} is not set")))
         .collect();
     if !missing.is_empty() {
         bail!(
@@ -240,4 +256,44 @@ fn configure(src: &Path, build: &Path, builder: &Builder, debug: bool) -> Result
         );
     }
     Ok(())
+}
+
+/// What the fragments ask for, the later fragment winning: option name → `Some(line)` for
+/// `CONFIG_X=...`, `None` for `# CONFIG_X is not set`.
+fn wanted(text: &str) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        let entry =
+            if let Some((name, _)) = line.split_once('=').filter(|_| line.starts_with("CONFIG_")) {
+                (name.to_string(), Some(line.to_string()))
+            } else if let Some(name) = line
+                .strip_prefix("# ")
+                .and_then(|l| l.strip_suffix(" is not set"))
+                .filter(|n| n.starts_with("CONFIG_"))
+            {
+                (name.to_string(), None)
+            } else {
+                continue;
+            };
+        out.retain(|(n, _)| *n != entry.0);
+        out.push(entry);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wanted;
+
+    #[test]
+    fn later_fragments_override_earlier_ones() {
+        let w = wanted("CONFIG_A=y\nCONFIG_B=y\n# CONFIG_A is not set\n# comment\n");
+        assert_eq!(
+            w,
+            vec![
+                ("CONFIG_B".into(), Some("CONFIG_B=y".into())),
+                ("CONFIG_A".into(), None)
+            ]
+        );
+    }
 }

@@ -47,6 +47,10 @@ pub struct KernelOpts {
     /// injection; clang-built in a Debian 13 build root (built and cached separately).
     #[arg(long)]
     debug: bool,
+    /// The benchmark flavor: the test kernel without lockdep, KUnit and Rust debug checks
+    /// (chosen by `bench`).
+    #[arg(skip)]
+    perf: bool,
 }
 
 #[derive(Subcommand)]
