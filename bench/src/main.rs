@@ -49,6 +49,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1.0);
+    let cpus = workloads::cpus();
+    println!("bench: {cpus} CPUs, {reps} repetitions, scale {scale}");
     workloads::setup();
     let mut rows = Vec::new();
     workloads::latency(&mut rows, reps, scale);
@@ -61,7 +63,7 @@ fn main() {
             .unwrap_or_default()
             .trim()
             .to_string(),
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpus,
         repetitions: reps,
         slab_kib_before: before,
         slab_kib_after: after,

@@ -32,10 +32,17 @@ pub fn setup() {
     let _ = std::fs::write("/proc/sys/fs/mqueue/msgsize_max", format!("{MAX}"));
 }
 
-/// Pins the calling thread to `cpu` (if the machine has it).
+/// Online CPUs, counted once before any thread is pinned (a pinned thread's
+/// `available_parallelism` is 1, and threads inherit their creator's mask).
+pub fn cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Pins the calling thread to `cpu` (modulo the number of CPUs).
 fn pin(cpu: usize) {
     let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu % std::thread::available_parallelism().map_or(1, |n| n.get()));
+    set.set(cpu % cpus());
     let _ = rustix::thread::sched_setaffinity(None, &set);
 }
 

@@ -122,8 +122,9 @@ fn markdown(r: &Value, date: &str) -> Result<String> {
     let mut md = String::new();
     writeln!(
         md,
-        "# memchan benchmarks, {date}\n\nGuest kernel {}, {} vCPUs under QEMU software emulation \
-         (TCG) on a 2-core host; {} repetitions, median shown with (min-max). Absolute times \
+        "# memchan benchmarks, {date}\n\nGuest kernel {} (the benchmark flavor: the test kernel \
+         without lockdep, atomic-sleep checks, list debugging, Rust debug checks and KUnit), {} \
+         vCPUs under QEMU software emulation (TCG) on a 2-core host; {} repetitions, median shown with (min-max). Absolute times \
          under emulation are slow and noisy: compare the ratios, which come from one run.\n",
         r["kernel"].as_str().unwrap_or("?"),
         r["cpus"],
