@@ -177,7 +177,7 @@ pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
         &format!(
             "building the {flavor} test kernel with {jobs} jobs (about {} minutes on 2 cores \
              the first time, seconds when nothing changed)",
-            if debug { "20-25" } else { "8-10" }
+            if debug { "11-15" } else { "8-10" }
         ),
         make(&src, &build, &builder).args([format!("-j{jobs}").as_str(), "bzImage", "modules"]),
         &run::log_path(&format!("kernel-build-{flavor}")),
