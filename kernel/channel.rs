@@ -35,6 +35,7 @@ use crate::{
         Pages, //
     },
     ring::{
+        Cursor,
         Next,
         Policy,
         Ring, //
@@ -57,14 +58,14 @@ pub(crate) struct ChannelConfig {
     pub(crate) max_readers: usize,
 }
 
-/// A message taken from the ring into a reader's buffer (not yet committed).
+/// A message taken from the ring into a reader's buffer (the cursor already moved past it).
 pub(crate) struct Fetched {
     /// Its sequence number.
     pub(crate) seq: u64,
-    /// Its payload length.
-    pub(crate) len: u32,
     /// Bytes placed in the buffer (payload, plus the header in record mode).
     pub(crate) bytes: usize,
+    /// Ring position of its record.
+    pub(crate) pos: u64,
 }
 
 /// One channel.
@@ -164,33 +165,35 @@ impl Channel {
         Ok(seq)
     }
 
-    /// Waits until subscriber `slot` has a message or an overrun to report.
-    pub(crate) fn wait_readable(&self, slot: usize, nonblock: bool) -> Result {
+    /// Takes subscriber `slot`'s next message: waits until there is one (or an overrun to
+    /// report), copies it into `buf` (header first in record mode) and moves the cursor past
+    /// it, all in one hold of the ring lock (released while sleeping). Two readers of one file
+    /// therefore never get the same message. `EAGAIN` if `nonblock` and there is none;
+    /// `EPIPE` (once) after an overrun; `EMSGSIZE` if it needs more than `room` bytes (the
+    /// message stays). If the copy to userspace then fails, [`Channel::give_back`] undoes it.
+    pub(crate) fn take(
+        &self,
+        slot: usize,
+        buf: &mut [u8],
+        record: bool,
+        room: usize,
+        nonblock: bool,
+    ) -> Result<Fetched> {
         let mut ring = self.ring.lock();
-        while matches!(ring.next(slot)?, Next::Empty) {
-            if nonblock {
-                return Err(EAGAIN);
+        let (h, pos) = loop {
+            match ring.next(slot)? {
+                Next::Record(h, pos) => break (h, pos),
+                Next::Overrun => {
+                    ring.clear_overrun(slot)?;
+                    return Err(EPIPE);
+                }
+                Next::Empty if nonblock => return Err(EAGAIN),
+                Next::Empty => {
+                    if self.readable.wait_interruptible(&mut ring) {
+                        return Err(ERESTARTSYS);
+                    }
+                }
             }
-            if self.readable.wait_interruptible(&mut ring) {
-                return Err(ERESTARTSYS);
-            }
-        }
-        Ok(())
-    }
-
-    /// Copies subscriber `slot`'s next message into `buf` (header first in record mode),
-    /// without consuming it. `None` if there is none; `EPIPE` (once) after an overrun;
-    /// `EMSGSIZE` if it needs more than `room` bytes.
-    pub(crate) fn fetch(&self, slot: usize, buf: &mut [u8], record: bool, room: usize) -> Result<Option<Fetched>> {
-        let ring = self.ring.lock();
-        let (h, pos) = match ring.next(slot)? {
-            Next::Empty => return Ok(None),
-            Next::Overrun => {
-                let mut ring = ring;
-                ring.clear_overrun(slot)?;
-                return Err(EPIPE);
-            }
-            Next::Record(h, pos) => (h, pos),
         };
         let len = h.len as usize;
         let hsize = if record { abi::RECORD_HEADER_SIZE as usize } else { 0 };
@@ -203,19 +206,19 @@ impl Channel {
             head.copy_from_slice(&crate::ring::header_bytes(&h));
         }
         ring.read_payload(pos, body)?;
-        Ok(Some(Fetched { seq: h.seq, len: h.len, bytes }))
-    }
-
-    /// Consumes message `seq` for subscriber `slot` after it reached userspace.
-    pub(crate) fn commit(&self, slot: usize, seq: u64, len: u32) -> Result {
-        let block = {
-            let mut ring = self.ring.lock();
-            ring.commit(slot, seq, len)?;
-            ring.policy == Policy::Block
-        };
+        ring.commit(slot, h.seq, h.len)?;
+        let block = ring.policy == Policy::Block;
+        drop(ring);
         if block {
             self.writable.notify_all();
         }
+        Ok(Fetched { seq: h.seq, bytes, pos })
+    }
+
+    /// Undoes [`Channel::take`] after the copy to userspace failed, if the message is still
+    /// there and the cursor did not move since.
+    pub(crate) fn give_back(&self, slot: usize, got: &Fetched) -> Result {
+        self.ring.lock().uncommit(slot, Cursor { pos: got.pos, seq: got.seq })?;
         Ok(())
     }
 

@@ -149,20 +149,24 @@ impl MiscDevice for MemchanFile {
         let me = kiocb.file();
         let slot = me.slot()?;
         let record = me.record();
-        loop {
-            me.chan.wait_readable(slot, nonblock)?;
-            let mut buf = me.rbuf.lock();
-            // Another reader of this file may have taken the message meanwhile: wait again.
-            let Some(got) = me.chan.fetch(slot, &mut buf, record, iov.len())? else {
-                continue;
-            };
-            let data = buf.get(..got.bytes).ok_or(EINVAL)?;
-            if iov.copy_to_iter(data) != got.bytes {
-                return Err(EFAULT);
+        // The file's own buffer; a second reader of the same file (threads sharing it) gets a
+        // temporary one rather than waiting behind the first one's sleep.
+        let mut own = me.rbuf.try_lock();
+        let mut temp;
+        let buf = match own.as_mut() {
+            Some(guard) => guard.as_mut_slice(),
+            None => {
+                temp = buffer(me.chan.msg_max() as usize + abi::RECORD_HEADER_SIZE as usize)?;
+                temp.as_mut_slice()
             }
-            me.chan.commit(slot, got.seq, got.len)?;
-            return Ok(got.bytes);
+        };
+        let got = me.chan.take(slot, buf, record, iov.len(), nonblock)?;
+        let data = buf.get(..got.bytes).ok_or(EINVAL)?;
+        if iov.copy_to_iter(data) != got.bytes {
+            me.chan.give_back(slot, &got)?;
+            return Err(EFAULT);
         }
+        Ok(got.bytes)
     }
 
     fn write_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterSource<'_>) -> Result<usize> {

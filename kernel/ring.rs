@@ -380,6 +380,20 @@ impl<S: Storage> Ring<S> {
         Ok(false)
     }
 
+    /// Gives record `at` back to subscriber `i` after it was taken ([`Ring::commit`]) but could
+    /// not be copied to userspace: the cursor returns to it if nothing moved the cursor since
+    /// and the record is still in the ring. Returns whether it did.
+    pub(crate) fn uncommit(&mut self, i: usize, at: Cursor) -> Result<bool> {
+        let tail = self.tail;
+        let s = self.slots.get_mut(i).filter(|s| s.active).ok_or(EINVAL)?;
+        if s.pending_lost != 0 || s.cur.seq != at.seq.wrapping_add(1) || at.seq < tail.seq {
+            return Ok(false);
+        }
+        s.cur = at;
+        self.stats.delivered = self.stats.delivered.wrapping_sub(1);
+        Ok(true)
+    }
+
     /// Moves subscriber `i` to the oldest retained record or to the head; clears its overrun.
     pub(crate) fn seek(&mut self, i: usize, whence: u32) -> Result {
         let to = match whence {
@@ -646,6 +660,34 @@ mod tests {
         assert_eq!(r.reader_state(s)?.cursor_seq, before.cursor_seq);
         r.consume(s, 11)?;
         assert_eq!(r.reader_state(s)?.lag, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn uncommit_gives_a_record_back_only_if_nothing_moved() -> Result {
+        let mut r = ring(128, 8, Policy::Overwrite)?;
+        let s = r.subscribe()?;
+        r.push(b"a", 0)?;
+        r.push(b"b", 0)?;
+        let first = Cursor { pos: r.reader_state(s)?.cursor_pos, seq: 1 };
+        let mut buf = [0u8; 8];
+        assert_eq!(recv(&mut r, s, &mut buf)?, Some((1, 1)));
+        // The copy failed: the record is given back.
+        assert!(r.uncommit(s, first)?);
+        assert_eq!(recv(&mut r, s, &mut buf)?, Some((1, 1)));
+        assert_eq!(recv(&mut r, s, &mut buf)?, Some((2, 1)));
+        // The cursor moved on: nothing changes.
+        assert!(!r.uncommit(s, first)?);
+        assert_eq!(r.reader_state(s)?.cursor_seq, 3);
+        // A record overwritten since it was taken cannot be given back.
+        let third = Cursor { pos: r.reader_state(s)?.cursor_pos, seq: 3 };
+        r.push(b"c", 0)?;
+        assert_eq!(recv(&mut r, s, &mut buf)?, Some((3, 1)));
+        for _ in 0..20 {
+            r.push(b"12345678", 0)?;
+        }
+        r.seek(s, abi::SEEK_NEWEST)?;
+        assert!(!r.uncommit(s, third)?);
         Ok(())
     }
 
