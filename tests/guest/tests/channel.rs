@@ -475,3 +475,33 @@ fn concurrent_writers_and_readers_lose_and_duplicate_nothing() {
     }
     set_policy(&w, abi::POLICY_OVERWRITE);
 }
+
+#[test]
+fn threads_sharing_one_file_each_get_distinct_messages() {
+    require_guest();
+    let w = writer_with(abi::POLICY_BLOCK);
+    // One blocking file, read by four threads at once: every message exactly once in total.
+    let r = std::sync::Arc::new(open(OFlags::RDONLY).unwrap());
+    let n = 2000u32;
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (r, taken) = (r.clone(), taken.clone());
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                while taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < n {
+                    let m = recv(&r).expect("read");
+                    got.push(u32::from_le_bytes(m[..4].try_into().unwrap()));
+                }
+                got
+            })
+        })
+        .collect();
+    for i in 0..n {
+        send(&w, &i.to_le_bytes()).unwrap();
+    }
+    let mut all: Vec<u32> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..n).collect::<Vec<_>>(), "a message lost or delivered twice");
+    set_policy(&w, abi::POLICY_OVERWRITE);
+}
