@@ -500,8 +500,15 @@ fn threads_sharing_one_file_each_get_distinct_messages() {
     for i in 0..n {
         send(&w, &i.to_le_bytes()).unwrap();
     }
-    let mut all: Vec<u32> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let mut all: Vec<u32> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     all.sort_unstable();
-    assert_eq!(all, (0..n).collect::<Vec<_>>(), "a message lost or delivered twice");
+    assert_eq!(
+        all,
+        (0..n).collect::<Vec<_>>(),
+        "a message lost or delivered twice"
+    );
     set_policy(&w, abi::POLICY_OVERWRITE);
 }
