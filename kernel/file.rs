@@ -77,6 +77,11 @@ pub(crate) struct MemchanFile {
     wbuf: Mutex<KVec<u8>>,
 }
 
+/// Size of a reader's buffer on `chan`: the largest message plus a record header.
+fn read_buffer_len(chan: &Channel) -> usize {
+    chan.msg_max() as usize + abi::RECORD_HEADER_SIZE as usize
+}
+
 /// A zeroed buffer of `len` bytes, charged to the caller's memory cgroup.
 fn buffer(len: usize) -> Result<KVec<u8>> {
     let mut buf = KVec::with_capacity(len, GFP_KERNEL_ACCOUNT)?;
@@ -117,7 +122,7 @@ impl MiscDevice for MemchanFile {
         let read = mode != O_WRONLY;
         let write = mode == O_WRONLY || mode == O_RDWR;
         let max = chan.msg_max() as usize;
-        let rbuf = buffer(if read { max + abi::RECORD_HEADER_SIZE as usize } else { 0 })?;
+        let rbuf = buffer(if read { read_buffer_len(&chan) } else { 0 })?;
         let wbuf = buffer(if write { max } else { 0 })?;
         let slot = chan.attach(read, write)?;
         let owned = chan.clone();
@@ -156,7 +161,7 @@ impl MiscDevice for MemchanFile {
         let buf = match own.as_mut() {
             Some(guard) => guard.as_mut_slice(),
             None => {
-                temp = buffer(me.chan.msg_max() as usize + abi::RECORD_HEADER_SIZE as usize)?;
+                temp = buffer(read_buffer_len(&me.chan))?;
                 temp.as_mut_slice()
             }
         };

@@ -12,10 +12,7 @@ pub fn run(path: &Path, messages: &[String]) -> Result<(), Error> {
         return messages.iter().try_for_each(|m| tx.send(m.as_bytes()));
     }
     for line in std::io::stdin().lock().lines() {
-        let line = line.map_err(|e| Error::Os {
-            op: "reading stdin",
-            errno: rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO),
-        })?;
+        let line = line.map_err(|e| Error::io("reading stdin", &e))?;
         tx.send(line.as_bytes())?;
     }
     Ok(())

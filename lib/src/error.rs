@@ -95,6 +95,14 @@ impl Error {
         }
     }
 
+    /// An I/O error from `op` that is not about a channel (stdin, the async reactor).
+    pub fn io(op: &'static str, err: &std::io::Error) -> Self {
+        Self::Os {
+            op,
+            errno: Errno::from_io_error(err).unwrap_or(Errno::IO),
+        }
+    }
+
     /// The errno behind this error, if it came from the kernel (`EPIPE` for an overrun).
     pub fn errno(&self) -> Option<Errno> {
         Some(match self {

@@ -7,14 +7,16 @@ use std::time::{Duration, Instant};
 use memchan_abi as abi;
 use rustix::fs::OFlags;
 
-use crate::receiver::Receiver;
+use crate::receiver::{parse_header, Receiver};
 use crate::sys::{self, RingMap};
 use crate::{channel_path, Error, Info, Policy, Result, Seek};
 
-/// Offsets of the control page fields (`abi::RingControl`).
-const MAGIC: usize = 0;
-const HEAD_POS: usize = 24;
-const TAIL_POS: usize = 40;
+/// Offsets of the control page fields read here (`abi::RingControl`).
+const MAGIC: usize = std::mem::offset_of!(abi::RingControl, magic);
+const RING_BYTES: usize = std::mem::offset_of!(abi::RingControl, ring_bytes);
+const DATA_OFFSET: usize = std::mem::offset_of!(abi::RingControl, data_offset);
+const HEAD_POS: usize = std::mem::offset_of!(abi::RingControl, head_pos);
+const TAIL_POS: usize = std::mem::offset_of!(abi::RingControl, tail_pos);
 /// Record header size.
 const HDR: usize = abi::RECORD_HEADER_SIZE as usize;
 
@@ -60,10 +62,7 @@ impl MappedReceiver {
         let rx = Receiver::open_flags(path, OFlags::NONBLOCK)?;
         let info = rx.info()?;
         let len = usize::try_from(info.mmap_bytes).map_err(|_| Error::BadRing("mapping size"))?;
-        let map = RingMap::new(rx.as_fd(), len).map_err(|e| Error::Os {
-            op: "mmap",
-            errno: e,
-        })?;
+        let map = RingMap::new(rx.as_fd(), len).map_err(|e| rx.err("mmap", e))?;
         let ctl = |off| {
             map.load_acquire(off)
                 .ok_or(Error::BadRing("short control page"))
@@ -74,8 +73,9 @@ impl MappedReceiver {
                 "bad magic or ABI version in the control page",
             ));
         }
-        let ring_bytes = ctl(8)?;
-        let data_offset = usize::try_from(ctl(16)?).map_err(|_| Error::BadRing("data offset"))?;
+        let ring_bytes = ctl(RING_BYTES)?;
+        let data_offset =
+            usize::try_from(ctl(DATA_OFFSET)?).map_err(|_| Error::BadRing("data offset"))?;
         if !ring_bytes.is_power_of_two() {
             return Err(Error::BadRing("ring size is not a power of two"));
         }
@@ -103,10 +103,7 @@ impl MappedReceiver {
 
     /// Takes the position of the kernel-side cursor of this file.
     fn resync(&mut self) -> Result<()> {
-        let raw = sys::reader(self.rx.as_fd()).map_err(|e| Error::Os {
-            op: "reader state",
-            errno: e,
-        })?;
+        let raw = sys::reader(self.rx.as_fd()).map_err(|e| self.rx.err("reader state", e))?;
         self.next_seq = raw.cursor_seq;
         self.next_pos = raw.cursor_pos;
         self.consumed_seq = raw.cursor_seq;
@@ -118,10 +115,7 @@ impl MappedReceiver {
     fn lapped(&mut self) -> Error {
         let before = self.next_seq;
         let res = sys::seek(self.rx.as_fd(), abi::SEEK_OLDEST)
-            .map_err(|e| Error::Os {
-                op: "seek",
-                errno: e,
-            })
+            .map_err(|e| self.rx.err("seek", e))
             .and_then(|()| self.resync());
         match res {
             Ok(()) => Error::Overrun {
@@ -161,13 +155,9 @@ impl MappedReceiver {
         if !self.map.copy_out(off, &mut hdr) {
             return Err(Error::BadRing("record outside the mapping"));
         }
-        let word = |at: usize| {
-            hdr.get(at..at + 8)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_ne_bytes)
-        };
-        let (seq, ts) = (word(0), word(8));
-        let len = usize::try_from(word(16) & 0xffff_ffff).unwrap_or(usize::MAX);
+        let h = parse_header(&hdr).ok_or(Error::BadRing("short record"))?;
+        let (seq, ts) = (h.seq, h.timestamp_ns);
+        let len = usize::try_from(h.len).unwrap_or(usize::MAX);
         if self.passed(self.next_pos)? {
             return Err(self.lapped());
         }
@@ -255,17 +245,18 @@ impl MappedReceiver {
     /// file (and `poll` stays readable). That is put right by moving the kernel cursor to the
     /// oldest record and consuming up to this receiver's position again.
     fn release_consumed(&mut self) -> Result<()> {
-        let os = |op| move |e| Error::Os { op, errno: e };
+        let rx = &self.rx;
+        let os = |op| move |e| rx.err(op, e);
         if self.consumed_seq != self.next_seq {
-            sys::consume(self.rx.as_fd(), self.next_seq).map_err(os("consume"))?;
+            sys::consume(rx.as_fd(), self.next_seq).map_err(os("consume"))?;
             self.consumed_seq = self.next_seq;
             self.consumed_pos = self.next_pos;
         }
         if !self.in_place {
-            let st = sys::reader(self.rx.as_fd()).map_err(os("reader state"))?;
+            let st = sys::reader(rx.as_fd()).map_err(os("reader state"))?;
             if st.flags & abi::READER_OVERRUN != 0 || st.cursor_seq < self.next_seq {
-                sys::seek(self.rx.as_fd(), abi::SEEK_OLDEST).map_err(os("seek"))?;
-                sys::consume(self.rx.as_fd(), self.next_seq).map_err(os("consume"))?;
+                sys::seek(rx.as_fd(), abi::SEEK_OLDEST).map_err(os("seek"))?;
+                sys::consume(rx.as_fd(), self.next_seq).map_err(os("consume"))?;
             }
         }
         Ok(())
@@ -285,10 +276,7 @@ impl MappedReceiver {
 
     /// Moves to the oldest record in the ring or past the newest.
     pub fn seek(&mut self, to: Seek) -> Result<()> {
-        sys::seek(self.rx.as_fd(), to.raw()).map_err(|e| Error::Os {
-            op: "seek",
-            errno: e,
-        })?;
+        sys::seek(self.rx.as_fd(), to.raw()).map_err(|e| self.rx.err("seek", e))?;
         self.resync()
     }
 

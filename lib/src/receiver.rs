@@ -17,6 +17,18 @@ use crate::{
 /// Header size as a `usize`.
 const HDR: usize = abi::RECORD_HEADER_SIZE as usize;
 
+/// Parses a record header (`abi::RecordHeader`, native endian) from the front of `bytes`.
+pub(crate) fn parse_header(bytes: &[u8]) -> Option<abi::RecordHeader> {
+    let u64_at = |at: usize| Some(u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    Some(abi::RecordHeader {
+        seq: u64_at(0)?,
+        timestamp_ns: u64_at(8)?,
+        len: u32_at(16)?,
+        flags: u32_at(20)?,
+    })
+}
+
 /// Receives every message sent to a channel after it was opened (or after a [`Receiver::seek`]).
 ///
 /// Each receiver has its own position in the channel: receivers never take messages from each
@@ -144,19 +156,14 @@ impl Receiver {
 
     /// The record the last [`Receiver::fill`] read.
     pub(crate) fn last(&self) -> Result<Message<'_>> {
-        let n = self.len;
-        let header = self.buf.get(..HDR).ok_or(Error::BadRing("short record"))?;
-        let field = |at: usize| {
-            header
-                .get(at..at + 8)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_ne_bytes)
-        };
-        let (seq, ts) = (field(0), field(8));
-        let payload = self.buf.get(HDR..n).ok_or(Error::BadRing("short record"))?;
+        let h = parse_header(&self.buf).ok_or(Error::BadRing("short record"))?;
+        let payload = self
+            .buf
+            .get(HDR..self.len)
+            .ok_or(Error::BadRing("short record"))?;
         Ok(Message {
-            seq,
-            timestamp: Duration::from_nanos(ts),
+            seq: h.seq,
+            timestamp: Duration::from_nanos(h.timestamp_ns),
             payload,
         })
     }
@@ -202,6 +209,11 @@ impl Receiver {
     /// The channel's counters.
     pub fn stats(&self) -> Result<Stats> {
         self.handle.stats()
+    }
+
+    /// Maps an errno from `op` on this receiver's channel.
+    pub(crate) fn err(&self, op: &'static str, errno: Errno) -> Error {
+        self.handle.err(op, errno)
     }
 
     /// The path this receiver was opened from.

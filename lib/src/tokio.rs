@@ -45,24 +45,19 @@ impl AsyncReceiver {
         let rx = Receiver::open_flags(path.as_ref(), OFlags::NONBLOCK)?;
         // SAFETY: the receiver owns its file descriptor and never closes or replaces it while
         // it lives; the `AsyncFd` owns the receiver.
-        let inner =
-            unsafe { AsyncFd::register_with_interest(rx, Interest::READABLE) }.map_err(|e| {
-                Error::Os {
-                    op: "register with tokio",
-                    errno: rustix::io::Errno::from_io_error(&e.into_parts().1)
-                        .unwrap_or(rustix::io::Errno::IO),
-                }
-            })?;
+        let inner = unsafe { AsyncFd::register_with_interest(rx, Interest::READABLE) }
+            .map_err(|e| Error::io("register with tokio", &e.into_parts().1))?;
         Ok(Self { inner })
     }
 
     /// Waits for the next message.
     pub async fn recv(&mut self) -> Result<Message<'_>> {
         loop {
-            let mut guard = self.inner.readable_mut().await.map_err(|e| Error::Os {
-                op: "wait",
-                errno: rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO),
-            })?;
+            let mut guard = self
+                .inner
+                .readable_mut()
+                .await
+                .map_err(|e| Error::io("wait", &e))?;
             match guard.get_inner_mut().fill() {
                 Err(Error::WouldBlock) => guard.clear_ready(),
                 Err(e) => return Err(e),
@@ -92,13 +87,7 @@ impl futures_core::Stream for AsyncReceiver {
         loop {
             let mut guard = match ready!(this.inner.poll_read_ready_mut(cx)) {
                 Ok(g) => g,
-                Err(e) => {
-                    return Poll::Ready(Some(Err(Error::Os {
-                        op: "wait",
-                        errno: rustix::io::Errno::from_io_error(&e)
-                            .unwrap_or(rustix::io::Errno::IO),
-                    })))
-                }
+                Err(e) => return Poll::Ready(Some(Err(Error::io("wait", &e)))),
             };
             let rx = guard.get_inner_mut();
             match rx.fill() {

@@ -92,9 +92,12 @@ pub fn render(json: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Median and (min, max) of the repetitions.
-fn stats(values: &[f64]) -> (f64, f64, f64) {
-    let mut v = values.to_vec();
+/// Median and (min, max) of a result row's repetitions.
+pub fn stats(row: &Value) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = row["values"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
     v.sort_by(f64::total_cmp);
     let med = v.get(v.len() / 2).copied().unwrap_or(0.0);
     (
@@ -156,11 +159,7 @@ fn markdown(r: &Value, date: &str) -> Result<String> {
         let mut best_mc: Option<(f64, String)> = None;
         for row in rows {
             let name = row["transport"].as_str().unwrap_or("?").to_string();
-            let vals: Vec<f64> = row["values"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_f64).collect())
-                .unwrap_or_default();
-            let (med, lo, hi) = stats(&vals);
+            let (med, lo, hi) = stats(row);
             writeln!(
                 md,
                 "| {name} | {} | {}-{} |",

@@ -10,16 +10,6 @@ use serde_json::Value;
 /// One line of a chart: a name and (x, y) points.
 type Series = (String, Vec<(f64, f64)>);
 
-/// Median of a row's repetitions.
-fn median(row: &Value) -> f64 {
-    let mut v: Vec<f64> = row["values"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_f64).collect())
-        .unwrap_or_default();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
 /// Series of `metric` in `group`, one per transport, with x from `x_of(row)`.
 fn series(
     report: &Value,
@@ -34,7 +24,7 @@ fn series(
         }
         let Some(x) = x_of(row) else { continue };
         let name = row["transport"].as_str().unwrap_or("?").to_string();
-        let y = median(row);
+        let y = crate::bench::stats(row).0;
         match out.iter_mut().find(|(n, _)| *n == name) {
             Some((_, pts)) => pts.push((x, y)),
             None => out.push((name, vec![(x, y)])),

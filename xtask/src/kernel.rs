@@ -33,36 +33,37 @@ pub enum Builder {
 }
 
 impl Builder {
-    /// A `make` command for this builder (environment and toolchain variables set).
-    pub fn make(&self) -> Command {
+    /// `program` run with this builder's toolchain (host environment, or inside the root).
+    fn command(&self, program: &str) -> Command {
         match self {
             Self::Host(tc) => {
-                let mut cmd = Command::new("make");
+                let mut cmd = Command::new(program);
                 tc.apply(&mut cmd);
                 cmd
             }
-            Self::Root(root) => {
-                let mut cmd = root.command("make");
-                cmd.args(buildroot::MAKE_VARS);
-                cmd
-            }
+            Self::Root(root) => root.command(program),
         }
+    }
+
+    /// The `make` variables that select this builder's toolchain.
+    fn make_vars(&self) -> &'static [&'static str] {
+        match self {
+            Self::Host(_) => &[],
+            Self::Root(_) => buildroot::MAKE_VARS,
+        }
+    }
+
+    /// A `make` command for this builder (environment and toolchain variables set).
+    pub fn make(&self) -> Command {
+        let mut cmd = self.command("make");
+        cmd.args(self.make_vars());
+        cmd
     }
 
     /// `sh -c script` for this builder; `$MAKE_VARS` holds the toolchain's `make` variables.
     fn sh(&self, script: &str) -> Command {
-        let mut cmd = match self {
-            Self::Host(tc) => {
-                let mut cmd = Command::new("sh");
-                tc.apply(&mut cmd);
-                cmd
-            }
-            Self::Root(root) => root.command("sh"),
-        };
-        let vars = match self {
-            Self::Host(_) => String::new(),
-            Self::Root(_) => buildroot::MAKE_VARS.join(" "),
-        };
+        let mut cmd = self.command("sh");
+        let vars = self.make_vars().join(" ");
         cmd.arg("-c").arg(format!("MAKE_VARS='{vars}'; {script}"));
         cmd
     }
