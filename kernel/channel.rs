@@ -7,6 +7,12 @@
 //! allocations and sleeping happen outside it. Readers (and pollers) wait on `readable`,
 //! writers of a `block` channel on `writable`; every wait is interruptible and re-checks the
 //! state under the lock, and pollers register before checking, so no wake-up is lost.
+//!
+//! A channel can be removed while files still have it open (a named channel's `rmdir`, or a
+//! reconfiguration): [`Channel::close`] wakes everyone; afterwards reads return the messages
+//! still queued for the file and then end of file, `poll` reports `POLLHUP`, writes fail with
+//! `ENODEV`, and mappings stay valid (the pages live as long as the channel, which every open
+//! file keeps alive).
 
 use kernel::{
     fs::File,
@@ -18,6 +24,10 @@ use kernel::{
         poll::{
             PollCondVar,
             PollTable, //
+        },
+        atomic::{
+            Atomic,
+            Relaxed, //
         },
         Arc,
         SpinLock, //
@@ -84,7 +94,13 @@ pub(crate) struct Channel {
     /// Writers and pollers of a `block` channel wait here for room.
     #[pin]
     writable: PollCondVar,
+    /// Set (under the ring lock) once the channel has been removed; see [`Channel::close`].
+    closed: Atomic<u32>,
 }
+
+/// What [`Channel::take`] gives once a removed channel has nothing left for the reader; `read`
+/// turns it into end of file.
+pub(crate) const END: Error = ENODEV;
 
 /// `CLOCK_MONOTONIC` now, in nanoseconds.
 fn now_ns() -> u64 {
@@ -104,14 +120,43 @@ impl Channel {
                 ring <- new_spinlock!(ring, "memchan::ring"),
                 readable <- new_poll_condvar!("memchan::readable"),
                 writable <- new_poll_condvar!("memchan::writable"),
+                closed: Atomic::new(0),
             }),
             GFP_KERNEL,
         )
     }
 
+    /// Marks the channel removed and wakes every waiter (see the module docs for what open
+    /// files see afterwards).
+    pub(crate) fn close(&self) {
+        // Set under the lock: a waiter checks the flag under the lock before it sleeps, and the
+        // condition variables release the lock only once the waiter is queued.
+        let ring = self.ring.lock();
+        self.closed.store(1, Relaxed);
+        drop(ring);
+        self.readable.notify_all();
+        self.writable.notify_all();
+    }
+
+    /// Whether [`Channel::close`] ran.
+    fn is_closed(&self) -> bool {
+        self.closed.load(Relaxed) != 0
+    }
+
+    /// Whether no file has the channel open (no subscriber and no writer).
+    pub(crate) fn is_idle(&self) -> bool {
+        let ring = self.ring.lock();
+        ring.subscribers() == 0 && ring.writers == 0
+    }
+
     /// Largest message.
     pub(crate) fn msg_max(&self) -> u32 {
         self.cfg.msg_max
+    }
+
+    /// Subscriber limit.
+    pub(crate) fn max_readers(&self) -> usize {
+        self.cfg.max_readers
     }
 
     /// Registers an opening file: a subscriber slot if it reads, a writer count if it writes.
@@ -144,6 +189,9 @@ impl Channel {
         let mut ring = self.ring.lock();
         let mut counted = false;
         let seq = loop {
+            if self.is_closed() {
+                return Err(ENODEV);
+            }
             match ring.push(payload, now_ns()) {
                 Err(e) if e == EAGAIN => {
                     if nonblock {
@@ -170,7 +218,8 @@ impl Channel {
     /// it, all in one hold of the ring lock (released while sleeping). Two readers of one file
     /// therefore never get the same message. `EAGAIN` if `nonblock` and there is none;
     /// `EPIPE` (once) after an overrun; `EMSGSIZE` if it needs more than `room` bytes (the
-    /// message stays). If the copy to userspace then fails, [`Channel::give_back`] undoes it.
+    /// message stays); [`END`] once the channel is removed and nothing is left for the reader.
+    /// If the copy to userspace then fails, [`Channel::give_back`] undoes it.
     pub(crate) fn take(
         &self,
         slot: usize,
@@ -187,6 +236,7 @@ impl Channel {
                     ring.clear_overrun(slot)?;
                     return Err(EPIPE);
                 }
+                Next::Empty if self.is_closed() => return Err(END),
                 Next::Empty if nonblock => return Err(EAGAIN),
                 Next::Empty => {
                     if self.readable.wait_interruptible(&mut ring) {
@@ -237,7 +287,9 @@ impl Channel {
         table.register_wait(file, &self.writable);
         let ring = self.ring.lock();
         let mut mask = 0;
-        if !ring.would_block(self.cfg.msg_max) {
+        if self.is_closed() {
+            mask |= sys::POLLHUP;
+        } else if !ring.would_block(self.cfg.msg_max) {
             mask |= sys::POLLOUT | sys::POLLWRNORM;
         }
         if let Some(i) = slot {

@@ -8,7 +8,8 @@
 //!   wait (`EAGAIN` with `O_NONBLOCK`).
 //! - `read()`: exactly one message (in record mode: [`abi::RecordHeader`] + payload); blocks
 //!   until one arrives (`EAGAIN` with `O_NONBLOCK`); a buffer too small gives `EMSGSIZE` and the
-//!   message stays unread; after an overrun it fails once with `EPIPE`.
+//!   message stays unread; after an overrun it fails once with `EPIPE`; on a removed channel,
+//!   once the file's queued messages are read, it returns 0 (end of file).
 //! - Opening with read access subscribes: the file receives every message written after it
 //!   opened. Write-only opens never hold the ring back.
 
@@ -44,7 +45,10 @@ use kernel::{
 
 use crate::{
     abi,
-    channel::Channel,
+    channel::{
+        self,
+        Channel, //
+    },
     ring::Policy,
     sys, //
 };
@@ -117,10 +121,12 @@ impl MiscDevice for MemchanFile {
     type Ptr = Pin<KBox<Self>>;
 
     fn open(file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Pin<KBox<Self>>> {
-        let chan = sys::channel_of(misc).clone();
+        let dev = sys::device_of(misc);
         let mode = file.flags() & O_ACCMODE;
         let read = mode != O_WRONLY;
         let write = mode == O_WRONLY || mode == O_RDWR;
+        dev.check_access(file, if read { 4 } else { 0 } | if write { 2 } else { 0 })?;
+        let chan = dev.channel().clone();
         let max = chan.msg_max() as usize;
         let rbuf = buffer(if read { read_buffer_len(&chan) } else { 0 })?;
         let wbuf = buffer(if write { max } else { 0 })?;
@@ -165,7 +171,10 @@ impl MiscDevice for MemchanFile {
                 temp.as_mut_slice()
             }
         };
-        let got = me.chan.take(slot, buf, record, iov.len(), nonblock)?;
+        let got = match me.chan.take(slot, buf, record, iov.len(), nonblock) {
+            Err(e) if e == channel::END => return Ok(0),
+            other => other?,
+        };
         let data = buf.get(..got.bytes).ok_or(EINVAL)?;
         if iov.copy_to_iter(data) != got.bytes {
             me.chan.give_back(slot, &got)?;

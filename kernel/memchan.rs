@@ -12,6 +12,9 @@
 //! - [`pages`]: the pages behind a ring and how they are mapped into userspace;
 //! - [`channel`]: one channel: locking, waiting, waking, and the operations files perform;
 //! - [`file`]: the file operations of an open `/dev/memchan*` (the `MiscDevice` impl);
+//! - [`named`]: channels created at run time through configfs
+//!   (`mkdir /sys/kernel/config/memchan/<name>` makes `/dev/memchan-<name>`);
+//! - [`observe`]: every channel's settings and counters in sysfs;
 //! - [`sys`]: the few raw kernel accesses the safe abstractions of 7.3 do not offer yet; every
 //!   `unsafe` block of the driver lives there;
 //! - [`abi`]: the ABI shared with userspace (`abi/src/abi.rs`, also the `memchan-abi` crate).
@@ -22,25 +25,31 @@
 mod abi;
 mod channel;
 mod file;
+mod named;
+mod observe;
 mod pages;
 mod ring;
 mod sys;
 
 use kernel::{
-    miscdevice::{
-        MiscDeviceOptions,
-        MiscDeviceRegistration, //
-    },
+    configfs,
+    fs::File,
     page::PAGE_SIZE,
     prelude::*,
-    sync::Arc, //
+    str::CString,
+    sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Arc, //
+    }, //
 };
 
 use channel::{
     Channel,
     ChannelConfig, //
 };
-use file::MemchanFile;
 use ring::Policy;
 
 module! {
@@ -94,25 +103,45 @@ const _: () = {
     assert!(core::mem::size_of::<abi::RecordHeader>() == abi::RECORD_HEADER_SIZE as usize);
 };
 
+/// Who may open a named channel: owner, group and permission bits, checked by `open` like a
+/// file's (the device node of a named channel is created `0666`; these are the real gate).
+pub(crate) struct Access {
+    /// Owning user id.
+    pub(crate) uid: Atomic<u32>,
+    /// Owning group id.
+    pub(crate) gid: Atomic<u32>,
+    /// Permission bits (`0o777` at most; only the read and write bits matter).
+    pub(crate) mode: Atomic<u32>,
+}
+
 /// One channel exposed as a misc device node.
-#[pin_data]
+#[pin_data(PinnedDrop)]
 pub(crate) struct ChannelDev {
     /// The misc device registration; declared first so that it is dropped (deregistered,
     /// so no new `open` can start) before the rest of the device goes away.
     #[pin]
-    reg: MiscDeviceRegistration<MemchanFile>,
+    reg: sys::Registration,
     /// The channel state; every open file holds a reference of its own.
     chan: Arc<Channel>,
+    /// Access rule checked at open (named channels); `None`: the node's permissions alone.
+    access: Option<Access>,
 }
 
 impl ChannelDev {
-    /// Creates the channel and registers its device node `/dev/<name>`.
-    fn new(name: &'static CStr, cfg: ChannelConfig) -> impl PinInit<Self, Error> {
+    /// Creates the channel and registers its device node `/dev/<name>` (node permission bits
+    /// `mode`, 0 for the default).
+    pub(crate) fn new(
+        name: CString,
+        mode: u16,
+        cfg: ChannelConfig,
+        access: Option<Access>,
+    ) -> impl PinInit<Self, Error> {
         // The registration is initialised last: once it succeeds, `open` may run at once and
         // must find `chan` ready.
         try_pin_init!(Self {
             chan: Channel::new(cfg)?,
-            reg <- MiscDeviceRegistration::register(MiscDeviceOptions { name }),
+            access,
+            reg <- sys::Registration::new(name, mode),
         })
     }
 
@@ -120,20 +149,71 @@ impl ChannelDev {
     pub(crate) fn channel(&self) -> &Arc<Channel> {
         &self.chan
     }
+
+    /// The access rule, for a named channel.
+    pub(crate) fn access(&self) -> Option<&Access> {
+        self.access.as_ref()
+    }
+
+    /// `EACCES` unless the opener of `file` may read (`want` 4), write (2) or both.
+    pub(crate) fn check_access(&self, file: &File, want: u32) -> Result {
+        match &self.access {
+            Some(a) if !sys::permits(
+                file,
+                a.uid.load(Relaxed),
+                a.gid.load(Relaxed),
+                a.mode.load(Relaxed),
+                want,
+            ) =>
+            {
+                Err(EACCES)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for ChannelDev {
+    fn drop(self: Pin<&mut Self>) {
+        // Files still open on the channel see it removed (end of file, `POLLHUP`, `ENODEV`).
+        self.chan.close();
+    }
 }
 
 /// Checks the module parameters; logs the reason and gives `EINVAL` for a bad one.
 fn config() -> Result<(u32, ChannelConfig)> {
     let channels = module_parameters::channels.value();
-    let ring_kib = module_parameters::ring_kib.value();
-    let msg_max = module_parameters::msg_max.value();
     let policy = module_parameters::policy.value();
-    let max_readers = module_parameters::max_readers.value();
     if channels == 0 || channels > abi::CHANNELS_MAX {
         pr_err!("channels={channels}: must be 1 to {}\n", abi::CHANNELS_MAX);
         return Err(EINVAL);
     }
-    let ring_bytes = u64::from(ring_kib) * 1024;
+    let Ok(policy) = Policy::from_abi(policy) else {
+        pr_err!("policy={policy}: must be 0 (block) or 1 (overwrite)\n");
+        return Err(EINVAL);
+    };
+    let cfg = ChannelConfig::checked(
+        0,
+        module_parameters::ring_kib.value(),
+        module_parameters::msg_max.value(),
+        module_parameters::max_readers.value(),
+        policy,
+    )?;
+    Ok((channels, cfg))
+}
+
+impl ChannelConfig {
+    /// A channel configuration from sizes given by the user (module parameters or configfs
+    /// attributes); logs the reason and gives `EINVAL` for a bad one.
+    pub(crate) fn checked(
+        index: u32,
+        ring_kib: u32,
+        msg_max: u32,
+        max_readers: u32,
+        policy: Policy,
+    ) -> Result<Self> {
+        let ring_bytes = u64::from(ring_kib) * 1024;
     if !ring_kib.is_power_of_two()
         || !(abi::RING_KIB_MIN..=abi::RING_KIB_MAX).contains(&ring_kib)
         || ring_bytes < PAGE_SIZE as u64
@@ -149,40 +229,57 @@ fn config() -> Result<(u32, ChannelConfig)> {
         pr_err!("msg_max={msg_max}: must be at least 1 and fit in the {ring_kib} KiB ring\n");
         return Err(EINVAL);
     }
-    let Ok(policy) = Policy::from_abi(policy) else {
-        pr_err!("policy={policy}: must be 0 (block) or 1 (overwrite)\n");
-        return Err(EINVAL);
-    };
-    if max_readers == 0 || max_readers > 4096 {
-        pr_err!("max_readers={max_readers}: must be 1 to 4096\n");
+    if max_readers == 0 || max_readers > MAX_READERS {
+        pr_err!("max_readers={max_readers}: must be 1 to {MAX_READERS}\n");
         return Err(EINVAL);
     }
-    let cfg = ChannelConfig { index: 0, ring_bytes, msg_max, policy, max_readers: max_readers as usize };
-    Ok((channels, cfg))
+    Ok(Self { index, ring_bytes, msg_max, policy, max_readers: max_readers as usize })
+    }
 }
 
-/// The module: owns every channel device.
+/// Largest subscriber limit a channel may have.
+const MAX_READERS: u32 = 4096;
+
+/// Creates the load-time channels `/dev/memchan`, `/dev/memchan1`, ...
+fn devices(channels: u32, cfg: ChannelConfig) -> Result<KVec<Pin<KBox<ChannelDev>>>> {
+    let mut devs = KVec::with_capacity(channels as usize, GFP_KERNEL)?;
+    for (index, name) in (0..channels).zip(NAMES.iter()) {
+        // On error, `devs` is dropped: the channels created so far are removed again.
+        let dev = CString::try_from(*name).map_err(Error::from).and_then(|owned| {
+            KBox::pin_init(ChannelDev::new(owned, 0, ChannelConfig { index, ..cfg }, None), GFP_KERNEL)
+        });
+        let dev = dev.inspect_err(|e| pr_err!("creating /dev/{name:?}: error {}\n", e.to_errno()))?;
+        devs.push(dev, GFP_KERNEL)?;
+    }
+    pr_info!(
+        "{channels} channel(s) (/dev/memchan...), ring {} KiB, messages up to {} bytes, policy {}\n",
+        cfg.ring_bytes / 1024,
+        cfg.msg_max,
+        cfg.policy.name()
+    );
+    Ok(devs)
+}
+
+/// The module: owns the load-time channel devices and the configfs subsystem of the named ones.
+#[pin_data]
 struct Memchan {
-    /// The channel devices, `/dev/memchan` first.
+    /// `/sys/kernel/config/memchan`; unregistered first on unload (configfs holds a module
+    /// reference while it has children, so by then there are none).
+    #[pin]
+    named: configfs::Subsystem<named::Named>,
+    /// The load-time channel devices, `/dev/memchan` first.
     _devs: KVec<Pin<KBox<ChannelDev>>>,
 }
 
-impl kernel::Module for Memchan {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
-        let (channels, cfg) = config()?;
-        let mut devs = KVec::with_capacity(channels as usize, GFP_KERNEL)?;
-        for (index, name) in (0..channels).zip(NAMES.iter()) {
-            // On error, `devs` is dropped: the channels created so far are removed again.
-            let dev = KBox::pin_init(ChannelDev::new(name, ChannelConfig { index, ..cfg }), GFP_KERNEL)
-                .inspect_err(|e| pr_err!("creating /dev/{name:?}: error {}\n", e.to_errno()))?;
-            devs.push(dev, GFP_KERNEL)?;
-        }
-        pr_info!(
-            "{channels} channel(s) (/dev/memchan...), ring {} KiB, messages up to {} bytes, policy {}\n",
-            cfg.ring_bytes / 1024,
-            cfg.msg_max,
-            cfg.policy.name()
-        );
-        Ok(Self { _devs: devs })
+impl kernel::InPlaceModule for Memchan {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        let cfg = config();
+        try_pin_init!(Self {
+            _devs: {
+                let (channels, cfg) = cfg?;
+                devices(channels, cfg)?
+            },
+            named <- named::subsystem(cfg?.1),
+        })
     }
 }

@@ -3,8 +3,12 @@
 //! The raw kernel accesses that the safe abstractions of Linux 7.3 do not offer yet.
 //!
 //! Every `unsafe` block of the driver is in this file, each with its justification:
-//! - [`channel_of`]: `MiscDevice::open` receives only the registration, not the device that
-//!   embeds it; recover the embedding [`ChannelDev`] with `container_of!`.
+//! - [`Registration`]: `MiscDeviceOptions` of 7.3 takes only a `'static` name; channels created
+//!   at run time need a name of their own, a node mode, and sysfs attributes (`groups`).
+//! - [`device_of`]: `MiscDevice::open` (and a sysfs `show`) receives only the registration, not
+//!   the device that embeds it; recover the embedding [`ChannelDev`] with `container_of!`.
+//! - [`permits`]: no safe accessor for the opener's `fsuid`, `in_group_p` or `capable`.
+//! - [`sysfs_show`]: 7.3 has no safe sysfs attribute abstraction for devices.
 //! - [`kiocb_nonblocking`]: `Kiocb` does not expose `O_NONBLOCK` (`iocb_flags()` does not map
 //!   it), so read the flag from the `struct file` behind the kiocb.
 //! - [`page_write`] / [`page_read`]: `Page`'s raw accessors, for the ring pages.
@@ -26,32 +30,184 @@ use kernel::{
         MiscDeviceRegistration, //
     },
     mm::virt::VmaNew,
-    page::Page,
-    prelude::*,
-    sync::{
-        poll::PollTable,
-        Arc, //
+    page::{
+        Page,
+        PAGE_SIZE, //
     },
+    prelude::*,
+    str::CString,
+    sync::poll::PollTable,
     transmute::AsBytes,
     types::ForeignOwnable, //
 };
 
+use core::cell::UnsafeCell;
+
 use crate::{
     abi,
-    channel::Channel,
     file::MemchanFile,
     ChannelDev, //
 };
 
-/// Returns the channel of the device whose registration is `misc`.
-pub(crate) fn channel_of(misc: &MiscDeviceRegistration<MemchanFile>) -> &Arc<Channel> {
-    let reg: *const MiscDeviceRegistration<MemchanFile> = misc;
+/// A registered misc device that owns its name, with a node mode and memchan's sysfs
+/// attributes.
+#[pin_data]
+pub(crate) struct Registration {
+    /// The registration; declared first, so dropped (deregistered) before `name`.
+    #[pin]
+    misc: MiscDeviceRegistration<MemchanFile>,
+    /// The device name; `misc_register` keeps a pointer to it (for `/proc/misc`).
+    _name: CString,
+}
+
+impl Registration {
+    /// Registers `/dev/<name>`, its node created with permission bits `mode` (0: the default,
+    /// 0600), and the sysfs attributes of [`crate::observe`] in `/sys/class/misc/<name>/`.
+    pub(crate) fn new(name: CString, mode: u16) -> impl PinInit<Self, Error> {
+        // The string's bytes live in a heap buffer that stays put when the `CString` moves.
+        let name_ptr = name.as_char_ptr();
+        let register = move |slot: *mut MiscDeviceRegistration<MemchanFile>| -> Result {
+            let mut raw = MiscDeviceOptions { name: c"memchan" }.into_raw::<MemchanFile>();
+            raw.name = name_ptr;
+            raw.mode = mode;
+            raw.groups = SYSFS.groups();
+            let raw_slot = slot.cast::<bindings::miscdevice>();
+            // SAFETY: `slot` is valid for writing a `MiscDeviceRegistration`, which is
+            // `repr(transparent)` over `Opaque<miscdevice>`, itself transparent over `miscdevice`.
+            unsafe { raw_slot.write(raw) };
+            // SAFETY: `raw_slot` holds a `miscdevice` made by `into_raw` (as `register` does)
+            // with a name that outlives the registration (`_name` is dropped after `misc`, whose
+            // drop deregisters) and `'static` sysfs groups. The slot is pinned.
+            kernel::error::to_result(unsafe { bindings::misc_register(raw_slot) })
+        };
+        try_pin_init!(Self {
+            // SAFETY: On `Ok` the closure has initialised the slot as `misc_register` would
+            // through `MiscDeviceRegistration::register` (the type's invariants hold: registered,
+            // made by `into_raw`); on `Err` nothing needs dropping. The slot is pinned memory.
+            misc <- unsafe { pin_init::pin_init_from_closure(register) },
+            _name: name,
+        })
+    }
+}
+
+/// Returns the device whose registration is `misc`.
+pub(crate) fn device_of(misc: &MiscDeviceRegistration<MemchanFile>) -> &ChannelDev {
+    let misc: *const MiscDeviceRegistration<MemchanFile> = misc;
     // Lifetime: `misc_open` calls `open` under `misc_mtx`, and `misc_deregister` (run when the
-    // `ChannelDev` is dropped, before its memory is freed) takes the same mutex.
-    // SAFETY: A `MiscDeviceRegistration<MemchanFile>` only exists as the `reg` field of a pinned
-    // `ChannelDev` (`ChannelDev::new`), which outlives `misc` (above): the result is valid.
-    let dev = unsafe { &*kernel::container_of!(reg.cast_mut(), ChannelDev, reg) };
-    dev.channel()
+    // `ChannelDev` is dropped, before its memory is freed) takes the same mutex; sysfs `show`
+    // runs under a kernfs active reference, which `misc_deregister` drains.
+    // SAFETY: A `MiscDeviceRegistration<MemchanFile>` only exists as the `misc` field of a
+    // [`Registration`] (the only code creating one is `Registration::new`), which only exists
+    // as the `reg` field of a pinned `ChannelDev`; both outlive `misc` (above).
+    unsafe {
+        let reg = kernel::container_of!(misc.cast_mut(), Registration, misc);
+        &*kernel::container_of!(reg, ChannelDev, reg)
+    }
+}
+
+/// Whether the opener of `file` may open it for `want` (`4` read, `2` write, or both) on a
+/// channel owned by `uid`:`gid` with permission bits `mode`, like a file's permission check
+/// (owner, then group, then other bits; `CAP_DAC_OVERRIDE` passes). Ids are kernel ids (the
+/// initial user namespace).
+pub(crate) fn permits(file: &File, uid: u32, gid: u32, mode: u32, want: u32) -> bool {
+    // SAFETY: `file.cred()` is the opener's credential, valid while `file` is; `fsuid` is never
+    // changed after the credential is set up.
+    let fsuid = unsafe { (*file.cred().as_ptr()).fsuid.val };
+    let bits = if fsuid == uid {
+        mode >> 6
+    // SAFETY: `open` runs in the opener's context; `in_group_p` reads the current credential.
+    } else if unsafe { bindings::in_group_p(bindings::kgid_t { val: gid }) } != 0 {
+        mode >> 3
+    } else {
+        mode
+    };
+    // SAFETY: `capable` may be called from process context with any capability number.
+    bits & want == want || unsafe { bindings::capable(bindings::CAP_DAC_OVERRIDE as i32) }
+}
+
+/// Number of sysfs attributes.
+const ATTRS: usize = crate::observe::ATTRS.len();
+
+/// The sysfs attribute tables of every memchan device (writable memory, as in C: sysfs and
+/// lockdep may use the embedded keys).
+struct Sysfs(UnsafeCell<SysfsTables>);
+
+/// The tables behind [`SYSFS`].
+struct SysfsTables {
+    /// One read-only attribute per name in [`crate::observe::ATTRS`].
+    attrs: [bindings::device_attribute; ATTRS],
+    /// Pointers to the `attr` of each, NULL-terminated.
+    list: [*mut bindings::attribute; ATTRS + 1],
+    /// The group.
+    group: bindings::attribute_group,
+    /// The groups of a device, NULL-terminated.
+    groups: [*const bindings::attribute_group; 2],
+}
+
+// SAFETY: The kernel only reads the tables (and lockdep the keys inside, which are its own
+// business); Rust code never touches them after compile time.
+unsafe impl Sync for Sysfs {}
+
+impl Sysfs {
+    /// The groups list for `miscdevice::groups`.
+    fn groups(&self) -> *mut *const bindings::attribute_group {
+        // SAFETY: Field projection within the static.
+        unsafe { (&raw mut (*self.0.get()).groups).cast() }
+    }
+}
+
+/// A read-only device attribute shown by [`sysfs_show`].
+const fn attribute(name: &'static CStr) -> bindings::device_attribute {
+    let mut a: bindings::device_attribute = pin_init::zeroed();
+    a.attr.name = kernel::str::as_char_ptr_in_const_context(name);
+    a.attr.mode = 0o444;
+    a.__bindgen_anon_1.show = Some(sysfs_show);
+    a
+}
+
+/// The attribute tables, built at compile time.
+static SYSFS: Sysfs = {
+    let t: *mut SysfsTables = SYSFS.0.get();
+    let mut attrs = [attribute(c"x"); ATTRS];
+    let mut list = [core::ptr::null_mut(); ATTRS + 1];
+    let mut i = 0;
+    while i < ATTRS {
+        attrs[i] = attribute(crate::observe::ATTRS[i]);
+        // SAFETY: Field projection within the static being defined (no access).
+        list[i] = unsafe { &raw mut (*t).attrs[i].attr };
+        i += 1;
+    }
+    let mut group: bindings::attribute_group = pin_init::zeroed();
+    // SAFETY: As above.
+    group.__bindgen_anon_2.attrs = unsafe { &raw mut (*t).list }.cast();
+    // SAFETY: As above.
+    let groups = [unsafe { &raw const (*t).group }, core::ptr::null()];
+    Sysfs(UnsafeCell::new(SysfsTables { attrs, list, group, groups }))
+};
+
+/// `show` of every memchan sysfs attribute: formats it with [`crate::observe::show`].
+///
+/// # Safety
+///
+/// Called by sysfs for a device registered through [`Registration`], with one of the
+/// attributes in [`SYSFS`] and a `PAGE_SIZE` buffer.
+unsafe extern "C" fn sysfs_show(
+    dev: *mut bindings::device,
+    attr: *mut bindings::device_attribute,
+    buf: *mut kernel::ffi::c_char,
+) -> isize {
+    // SAFETY: `misc_register` stores the `miscdevice` as the device's driver data; it is the
+    // inner value of a `MiscDeviceRegistration` (transparent), which outlives this call (see
+    // `device_of`).
+    let misc = unsafe { &*bindings::dev_get_drvdata(dev).cast::<MiscDeviceRegistration<MemchanFile>>() };
+    // SAFETY: Our attributes' names are `'static` C strings.
+    let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
+    // SAFETY: sysfs passes a zeroed buffer of `PAGE_SIZE` bytes, ours for this call.
+    let out = unsafe { core::slice::from_raw_parts_mut(buf.cast::<u8>(), PAGE_SIZE) };
+    match crate::observe::show(device_of(misc), name, out) {
+        Ok(n) => isize::try_from(n).unwrap_or(0),
+        Err(e) => e.to_errno() as isize,
+    }
 }
 
 /// Whether the file behind `kiocb` was opened (or `fcntl`-ed) with `O_NONBLOCK`.
@@ -97,6 +253,8 @@ pub(crate) const POLLPRI: u32 = bindings::POLLPRI;
 pub(crate) const POLLOUT: u32 = bindings::POLLOUT;
 /// See [`POLLIN`].
 pub(crate) const POLLERR: u32 = bindings::POLLERR;
+/// See [`POLLIN`].
+pub(crate) const POLLHUP: u32 = bindings::POLLHUP;
 /// See [`POLLIN`].
 pub(crate) const POLLRDNORM: u32 = bindings::POLLRDNORM;
 /// See [`POLLIN`].

@@ -21,16 +21,14 @@ pub enum Error {
         /// The path that was opened.
         path: PathBuf,
     },
-    /// The device node's owner, group or mode does not allow this access.
-    #[error(
-        "{}: permission denied for {access}: ask for the device node's group, or install \
-         kernel/99-memchan.rules (group `memchan`) and join that group",
-        path.display()
-    )]
+    /// The device node's (or named channel's) owner, group or mode does not allow this
+    /// access, or configuring channels was asked by someone other than root.
+    #[error("{}: permission denied for {access}: {}", path.display(), permission_hint(access))]
     PermissionDenied {
         /// The path that was opened.
         path: PathBuf,
-        /// What was asked: "reading", "writing" or "changing the policy".
+        /// What was asked: "reading", "writing", "changing the policy" or "configuring
+        /// channels".
         access: &'static str,
     },
     /// The file is not a memchan channel (the ioctl is unknown to its driver).
@@ -65,6 +63,50 @@ pub enum Error {
     /// ring of this version (only a mismatched module produces this).
     #[error("unexpected ring layout: {0}")]
     BadRing(&'static str),
+    /// Not a valid name for a named channel.
+    #[error("invalid channel name {name:?}: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A named channel of that name exists already.
+    #[error("a channel named {name:?} exists already (`memchan destroy {name}` removes it)")]
+    Exists {
+        /// The name given.
+        name: String,
+    },
+    /// The module's configfs directory is missing.
+    #[error(
+        "{}: missing: load the memchan module and mount configfs \
+         (`mount -t configfs none /sys/kernel/config`)",
+        path.display()
+    )]
+    NoConfigfs {
+        /// The directory looked for.
+        path: PathBuf,
+    },
+    /// The module refused a setting of a named channel.
+    #[error(
+        "the kernel refused {attr} = {value}: ring_kib is a power of two from 4 to 16384, \
+         msg_max must fit in the ring, max_readers is 1 to 4096, mode is octal up to 777"
+    )]
+    InvalidSetting {
+        /// The attribute.
+        attr: &'static str,
+        /// The value written.
+        value: String,
+    },
+    /// The channel's sizes can only change while no file has it open.
+    #[error("{}: the channel is open; sizes can only change while nothing has it open", path.display())]
+    Busy {
+        /// The attribute written.
+        path: PathBuf,
+    },
+    /// The module's limit on named channels (64) is reached.
+    #[error("too many named channels (the module allows 64): destroy one first")]
+    TooManyChannels,
     /// Any other operating-system error.
     #[error("{op}: {errno}")]
     Os {
@@ -114,8 +156,23 @@ impl Error {
             Self::Overrun { .. } => Errno::PIPE,
             Self::MessageTooLarge { .. } => Errno::MSGSIZE,
             Self::Os { errno, .. } => *errno,
+            Self::InvalidName { .. } | Self::InvalidSetting { .. } => Errno::INVAL,
+            Self::Exists { .. } => Errno::EXIST,
+            Self::NoConfigfs { .. } => Errno::NOENT,
+            Self::Busy { .. } => Errno::BUSY,
+            Self::TooManyChannels => Errno::NOSPC,
             Self::BadRing(_) => return None,
         })
+    }
+}
+
+/// What to do about a permission error for `access`.
+fn permission_hint(access: &str) -> &'static str {
+    if access == "configuring channels" {
+        "creating, changing and removing channels needs root"
+    } else {
+        "ask for the device node's group (for a named channel: its uid/gid/mode, see `memchan \
+         create --help`), or install kernel/99-memchan.rules (group `memchan`) and join that group"
     }
 }
 

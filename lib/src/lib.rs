@@ -10,6 +10,8 @@
 //!   `state`.
 //! - [`MappedReceiver`]: zero-copy receive from the read-only ring mapping.
 //! - `tokio::AsyncReceiver` (feature `tokio`): `async fn recv` and a `Stream`.
+//! - [`named`]: create and remove named channels (`/dev/memchan-<name>`) at run time.
+//! - [`query`]: a channel's settings and counters, read from sysfs without opening it.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -33,6 +35,7 @@
 mod error;
 mod handle;
 mod mapped;
+pub mod named;
 mod receiver;
 mod sender;
 mod sys;

@@ -1,0 +1,412 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Named channels, created and removed at run time through configfs.
+//!
+//! - `mkdir /sys/kernel/config/memchan/<name>` creates a channel and its device node
+//!   `/dev/memchan-<name>` at once, with the module parameters' sizes and policy, owned by
+//!   root with mode `0600`. Names are 1 to [`NAME_MAX`] characters of `A-Z a-z 0-9 _ . -`,
+//!   starting with a letter or digit (`EINVAL`, `ENAMETOOLONG`); an existing name gives
+//!   `EEXIST`; at most [`NAMED_MAX`] named channels exist at once (`ENOSPC`).
+//! - Attributes in that directory: `device` (the node's name, read-only); `ring_kib`,
+//!   `msg_max`, `max_readers` (writable while no file has the channel open, else `EBUSY`: the
+//!   channel is then re-created with the new sizes and an empty ring, under the same node name);
+//!   `policy` (`block` or `overwrite`, writable at any time, like `MEMCHAN_IOC_SET_POLICY`);
+//!   `uid`, `gid`, `mode` (octal): who may open the channel, checked by `open` like a file's
+//!   owner and mode (writable at any time; files already open keep their access). The node
+//!   itself is created `0666` so that these attributes are the one place that decides.
+//! - `rmdir` removes the channel: its node disappears and no new open succeeds. Files still
+//!   open keep the channel's memory alive; they read what is left for them and then end of
+//!   file, `poll` reports `POLLHUP`, writes fail with `ENODEV`, and mappings stay readable until
+//!   unmapped. (configfs removes the directory when no one holds one of its attribute files
+//!   open; that is when the node goes.)
+//! - While named channels exist, the module cannot be unloaded (configfs holds a reference).
+
+use core::fmt::Write;
+
+use kernel::{
+    configfs,
+    configfs_attrs,
+    new_mutex,
+    page::PAGE_SIZE,
+    prelude::*,
+    str::{
+        CString,
+        Formatter, //
+    },
+    sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Mutex, //
+    }, //
+};
+
+use crate::{
+    abi,
+    channel::ChannelConfig,
+    ring::Policy,
+    Access,
+    ChannelDev, //
+};
+
+/// Longest channel name.
+pub(crate) const NAME_MAX: usize = 32;
+/// Most named channels at once.
+pub(crate) const NAMED_MAX: u32 = 64;
+/// Mode of a new named channel.
+const DEFAULT_MODE: u32 = 0o600;
+/// Mode of a named channel's device node; access is decided by [`Access`].
+const NODE_MODE: u16 = 0o666;
+
+/// Named channels that exist now.
+static COUNT: Atomic<u32> = Atomic::new(0);
+/// Index reported for the next named channel (`MEMCHAN_IOC_INFO`, sysfs `index`): named
+/// channels are numbered from [`abi::CHANNELS_MAX`] up (wrapping after 2^32 creations).
+static NEXT_INDEX: Atomic<u32> = Atomic::new(abi::CHANNELS_MAX);
+
+/// The data of `/sys/kernel/config/memchan`: makes named channels.
+#[pin_data]
+pub(crate) struct Named {
+    /// Settings of a new channel (from the module parameters).
+    defaults: ChannelConfig,
+}
+
+/// The configfs subsystem `memchan`.
+pub(crate) fn subsystem(defaults: ChannelConfig) -> impl PinInit<configfs::Subsystem<Named>, Error> {
+    let item_type = configfs_attrs! {
+        container: configfs::Subsystem<Named>,
+        data: Named,
+        child: NamedChannel,
+        attributes: [
+            channels: 0,
+        ],
+    };
+    configfs::Subsystem::new(c"memchan", item_type, try_pin_init!(Named { defaults }))
+}
+
+/// `EINVAL` (or `ENAMETOOLONG`) unless `name` is a valid channel name.
+fn check_name(name: &CStr) -> Result {
+    let b = name.to_bytes();
+    if b.len() > NAME_MAX {
+        pr_err!("channel name too long (at most {NAME_MAX} characters)\n");
+        return Err(ENAMETOOLONG);
+    }
+    let first_ok = b.first().is_some_and(u8::is_ascii_alphanumeric);
+    if !first_ok || !b.iter().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c)) {
+        pr_err!("channel name {name:?}: use A-Z a-z 0-9 _ . - and start with a letter or digit\n");
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+#[vtable]
+impl configfs::GroupOperations for Named {
+    type Child = NamedChannel;
+
+    fn make_group(&self, name: &CStr) -> Result<impl PinInit<configfs::Group<NamedChannel>, Error>> {
+        check_name(name)?;
+        let item_type = configfs_attrs! {
+            container: configfs::Group<NamedChannel>,
+            data: NamedChannel,
+            attributes: [
+                device: 0,
+                ring_kib: 1,
+                msg_max: 2,
+                max_readers: 3,
+                policy: 4,
+                uid: 5,
+                gid: 6,
+                mode: 7,
+            ],
+        };
+        let chan = NamedChannel::new(name, self.defaults)?;
+        Ok(configfs::Group::new(name.try_into()?, item_type, chan))
+    }
+}
+
+#[vtable]
+impl configfs::AttributeOperations<0> for Named {
+    type Data = Named;
+
+    /// `channels`: how many named channels exist.
+    fn show(_: &Named, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        emit(page, fmt!("{}\n", COUNT.load(Relaxed)))
+    }
+}
+
+/// A place among the [`NAMED_MAX`] named channels, given back on drop.
+struct Slot;
+
+impl Slot {
+    /// Takes a place, or `ENOSPC`.
+    fn take() -> Result<Self> {
+        if COUNT.fetch_add(1, Relaxed) >= NAMED_MAX {
+            COUNT.fetch_sub(1, Relaxed);
+            pr_err!("at most {NAMED_MAX} named channels\n");
+            return Err(ENOSPC);
+        }
+        Ok(Slot)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        COUNT.fetch_sub(1, Relaxed);
+    }
+}
+
+/// What a named channel is configured as; guarded by [`NamedChannel::state`].
+struct State {
+    /// Sizes, index and (initial) policy of the channel.
+    cfg: ChannelConfig,
+    /// Owner.
+    uid: u32,
+    /// Group.
+    gid: u32,
+    /// Permission bits.
+    mode: u32,
+    /// The device; `None` only if re-creating it failed (a later write retries).
+    dev: Option<Pin<KBox<ChannelDev>>>,
+}
+
+/// One named channel: the data of `/sys/kernel/config/memchan/<name>`.
+#[pin_data]
+pub(crate) struct NamedChannel {
+    /// The device name, `memchan-<name>`.
+    dev_name: CString,
+    /// Configuration and device; a mutex (re-creating the device sleeps).
+    #[pin]
+    state: Mutex<State>,
+    /// Its place among the named channels.
+    _slot: Slot,
+}
+
+impl NamedChannel {
+    /// Creates the channel `name` and its device node.
+    fn new(name: &CStr, defaults: ChannelConfig) -> Result<impl PinInit<Self, Error>> {
+        let slot = Slot::take()?;
+        let dev_name = CString::try_from_fmt(fmt!("memchan-{}", name.to_str().map_err(|_| EINVAL)?))?;
+        let cfg = ChannelConfig { index: NEXT_INDEX.fetch_add(1, Relaxed), ..defaults };
+        let mut state = State { cfg, uid: 0, gid: 0, mode: DEFAULT_MODE, dev: None };
+        state.dev = Some(state.device(&dev_name)?);
+        Ok(try_pin_init!(Self {
+            dev_name,
+            state <- new_mutex!(state, "memchan::named"),
+            _slot: slot,
+        }))
+    }
+
+    /// Applies `change` to the sizes and re-creates the channel with them: `EBUSY` while a file
+    /// has it open; the sizes are checked like the module parameters (`EINVAL`).
+    fn resize(&self, change: impl FnOnce(&mut [u32; 3])) -> Result {
+        let mut st = self.state.lock();
+        let c = st.cfg;
+        let mut sizes = [
+            u32::try_from(c.ring_bytes / 1024).map_err(|_| EINVAL)?,
+            c.msg_max,
+            u32::try_from(c.max_readers).map_err(|_| EINVAL)?,
+        ];
+        change(&mut sizes);
+        let policy = st.dev.as_ref().map_or(c.policy, |d| d.channel().policy());
+        let [ring_kib, msg_max, max_readers] = sizes;
+        let cfg = ChannelConfig::checked(c.index, ring_kib, msg_max, max_readers, policy)?;
+        if st.dev.as_ref().is_some_and(|d| !d.channel().is_idle()) {
+            return Err(EBUSY);
+        }
+        // A device name can be registered once: the old node goes first.
+        st.dev = None;
+        st.cfg = cfg;
+        match st.device(&self.dev_name) {
+            Ok(dev) => {
+                st.dev = Some(dev);
+                Ok(())
+            }
+            Err(e) => {
+                // Keep the old sizes (a later write retries the device as well).
+                st.cfg = c;
+                st.dev = st.device(&self.dev_name).ok();
+                Err(e)
+            }
+        }
+    }
+
+    /// Sets one of the access fields to `v` (and the live device's copy).
+    fn set_access(
+        &self,
+        v: u32,
+        field: fn(&mut State) -> &mut u32,
+        live: fn(&Access) -> &Atomic<u32>,
+    ) -> Result {
+        let mut st = self.state.lock();
+        *field(&mut st) = v;
+        if let Some(a) = st.dev.as_ref().and_then(|d| d.access()) {
+            live(a).store(v, Relaxed);
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    /// Registers a device for this configuration under `name`.
+    fn device(&self, name: &CStr) -> Result<Pin<KBox<ChannelDev>>> {
+        let access = Access {
+            uid: Atomic::new(self.uid),
+            gid: Atomic::new(self.gid),
+            mode: Atomic::new(self.mode),
+        };
+        KBox::pin_init(
+            ChannelDev::new(CString::try_from(name)?, NODE_MODE, self.cfg, Some(access)),
+            GFP_KERNEL,
+        )
+    }
+}
+
+/// Writes `args` into a configfs page, returning the length.
+fn emit(page: &mut [u8], args: core::fmt::Arguments<'_>) -> Result<usize> {
+    let mut f = Formatter::new(page);
+    f.write_fmt(args).map_err(|_| EINVAL)?;
+    Ok(f.bytes_written())
+}
+
+/// The written value without surrounding white space (`echo` adds a newline).
+fn text(page: &[u8]) -> Result<&str> {
+    Ok(core::str::from_utf8(page).map_err(|_| EINVAL)?.trim())
+}
+
+/// A decimal number.
+fn parse_u32(page: &[u8]) -> Result<u32> {
+    text(page)?.parse().map_err(|_| EINVAL)
+}
+
+/// Octal permission bits (`0640` or `640`), at most `0777`.
+fn parse_mode(page: &[u8]) -> Result<u32> {
+    let m = u32::from_str_radix(text(page)?, 8).map_err(|_| EINVAL)?;
+    if m > 0o777 {
+        return Err(EINVAL);
+    }
+    Ok(m)
+}
+
+#[vtable]
+impl configfs::AttributeOperations<0> for NamedChannel {
+    type Data = NamedChannel;
+
+    /// `device`: the node's name under `/dev`.
+    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        emit(page, fmt!("{}\n", c.dev_name.to_str().map_err(|_| EINVAL)?))
+    }
+}
+
+#[vtable]
+impl configfs::AttributeOperations<1> for NamedChannel {
+    type Data = NamedChannel;
+
+    /// `ring_kib`: ring size in KiB.
+    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        emit(page, fmt!("{}\n", c.state.lock().cfg.ring_bytes / 1024))
+    }
+
+    fn store(c: &NamedChannel, page: &[u8]) -> Result {
+        let v = parse_u32(page)?;
+        c.resize(|s| s[0] = v)
+    }
+}
+
+#[vtable]
+impl configfs::AttributeOperations<2> for NamedChannel {
+    type Data = NamedChannel;
+
+    /// `msg_max`: largest message in bytes.
+    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        emit(page, fmt!("{}\n", c.state.lock().cfg.msg_max))
+    }
+
+    fn store(c: &NamedChannel, page: &[u8]) -> Result {
+        let v = parse_u32(page)?;
+        c.resize(|s| s[1] = v)
+    }
+}
+
+#[vtable]
+impl configfs::AttributeOperations<3> for NamedChannel {
+    type Data = NamedChannel;
+
+    /// `max_readers`: subscriber limit.
+    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        emit(page, fmt!("{}\n", c.state.lock().cfg.max_readers))
+    }
+
+    fn store(c: &NamedChannel, page: &[u8]) -> Result {
+        let v = parse_u32(page)?;
+        c.resize(|s| s[2] = v)
+    }
+}
+
+#[vtable]
+impl configfs::AttributeOperations<4> for NamedChannel {
+    type Data = NamedChannel;
+
+    /// `policy`: `block` or `overwrite`.
+    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        let st = c.state.lock();
+        let policy = st.dev.as_ref().map_or(st.cfg.policy, |d| d.channel().policy());
+        emit(page, fmt!("{}\n", policy.name()))
+    }
+
+    fn store(c: &NamedChannel, page: &[u8]) -> Result {
+        let policy = match text(page)? {
+            "block" | "0" => Policy::Block,
+            "overwrite" | "1" => Policy::Overwrite,
+            _ => return Err(EINVAL),
+        };
+        let mut st = c.state.lock();
+        st.cfg.policy = policy;
+        if let Some(d) = &st.dev {
+            d.channel().set_policy(policy);
+        }
+        Ok(())
+    }
+}
+
+#[vtable]
+impl configfs::AttributeOperations<5> for NamedChannel {
+    type Data = NamedChannel;
+
+    /// `uid`: owning user id.
+    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        emit(page, fmt!("{}\n", c.state.lock().uid))
+    }
+
+    fn store(c: &NamedChannel, page: &[u8]) -> Result {
+        c.set_access(parse_u32(page)?, |s| &mut s.uid, |a| &a.uid)
+    }
+}
+
+#[vtable]
+impl configfs::AttributeOperations<6> for NamedChannel {
+    type Data = NamedChannel;
+
+    /// `gid`: owning group id.
+    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        emit(page, fmt!("{}\n", c.state.lock().gid))
+    }
+
+    fn store(c: &NamedChannel, page: &[u8]) -> Result {
+        c.set_access(parse_u32(page)?, |s| &mut s.gid, |a| &a.gid)
+    }
+}
+
+#[vtable]
+impl configfs::AttributeOperations<7> for NamedChannel {
+    type Data = NamedChannel;
+
+    /// `mode`: permission bits, octal.
+    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        emit(page, fmt!("{:04o}\n", c.state.lock().mode))
+    }
+
+    fn store(c: &NamedChannel, page: &[u8]) -> Result {
+        c.set_access(parse_mode(page)?, |s| &mut s.mode, |a| &a.mode)
+    }
+}
