@@ -24,6 +24,9 @@ pub fn info(channel: Option<&str>) -> Result<(), Error> {
         println!("readers      {}", i.subscribers);
         println!("writers      {}", i.writers);
         println!("mmap length  {} bytes", i.mmap_bytes);
+        if let Some(access) = named_access(&path) {
+            println!("access       {access}");
+        }
         return Ok(());
     }
     let paths = crate::channel::all();
@@ -33,13 +36,13 @@ pub fn info(channel: Option<&str>) -> Result<(), Error> {
         });
     }
     println!(
-        "{:<16} {:>3} {:<9} {:>9} {:>7} {:>10} {:>7} {:>7}",
+        "{:<24} {:>3} {:<9} {:>9} {:>7} {:>10} {:>7} {:>7}",
         "DEVICE", "IDX", "POLICY", "RING", "MSG_MAX", "NEXT_SEQ", "READERS", "WRITERS"
     );
     for path in paths {
         match memchan::query(&path) {
             Ok((i, _)) => println!(
-                "{:<16} {:>3} {:<9} {:>9} {:>7} {:>10} {:>7} {:>7}",
+                "{:<24} {:>3} {:<9} {:>9} {:>7} {:>10} {:>7} {:>7}",
                 path.display(),
                 i.index,
                 i.policy.name(),
@@ -49,10 +52,27 @@ pub fn info(channel: Option<&str>) -> Result<(), Error> {
                 i.subscribers,
                 i.writers
             ),
-            Err(e) => println!("{:<16} {e}", path.display()),
+            Err(e) => println!("{:<24} {e}", path.display()),
         }
     }
     Ok(())
+}
+
+/// For a named channel, its owner, group and mode from configfs.
+fn named_access(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?.strip_prefix("memchan-")?;
+    let dir = Path::new(memchan::named::CONFIGFS_DIR).join(name);
+    let get = |a: &str| {
+        std::fs::read_to_string(dir.join(a))
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    Some(format!(
+        "uid {} gid {} mode {} (checked by memchan at open)",
+        get("uid")?,
+        get("gid")?,
+        get("mode")?
+    ))
 }
 
 /// One reader of a channel, found in `/proc/<pid>/fdinfo`.

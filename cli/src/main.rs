@@ -1,5 +1,6 @@
 //! `memchan`: send, receive and inspect memchan channels from the shell.
 
+mod admin;
 mod channel;
 mod inspect;
 mod recv;
@@ -12,8 +13,8 @@ use memchan::{Error, Policy};
 
 /// Send, receive and inspect memchan kernel message channels (/dev/memchan*).
 ///
-/// CHANNEL is a channel number (0 is /dev/memchan, 1 is /dev/memchan1, ...), a device name
-/// (memchan1) or a path (/dev/memchan1).
+/// CHANNEL is a channel number (0 is /dev/memchan, 1 is /dev/memchan1, ...), a named
+/// channel's name (telemetry is /dev/memchan-telemetry), a device name (memchan1) or a path.
 #[derive(Parser)]
 #[command(
     name = "memchan",
@@ -29,9 +30,12 @@ Examples:
   memchan info                         every channel in a table
   memchan stats 0 --watch              live rates, lag per reader, overruns
   memchan policy 0 overwrite           writers never wait; slow readers lose the oldest
+  memchan create telemetry --ring 1M --policy block --mode 660 --group adm
+  memchan destroy telemetry            remove it (open files read what is left, then EOF)
 
-Exit status: 0 success; 2 bad usage; 65 message too large; 69 no such channel (module not
-loaded?); 75 timed out; 77 permission denied; 1 anything else."
+Exit status: 0 success; 2 bad usage; 64 invalid name or setting; 65 message too large;
+69 no such channel (module not loaded?); 73 channel exists or too many; 75 timed out or
+channel busy; 77 permission denied; 1 anything else."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -73,6 +77,18 @@ enum Cmd {
         #[arg(value_enum)]
         policy: PolicyArg,
     },
+    /// Create a named channel /dev/memchan-NAME (root; configfs).
+    ///
+    /// Unset options take the module's defaults (its load parameters; owner root, mode 600).
+    /// memchan checks owner, group and mode itself when the channel is opened; the device node
+    /// gets the same owner and mode.
+    Create(admin::CreateArgs),
+    /// Remove a named channel (root). Files still open on it read what is left, then end of
+    /// file; writes to it fail.
+    Destroy {
+        /// The channel's name.
+        name: String,
+    },
     /// Print a shell completion script (e.g. `memchan completions bash > /etc/bash_completion.d/memchan`).
     Completions {
         /// The shell.
@@ -90,10 +106,12 @@ enum PolicyArg {
 /// Exit codes scripts can rely on (from sysexits.h).
 fn exit_code(err: &Error) -> u8 {
     match err {
-        Error::MessageTooLarge { .. } => 65, // EX_DATAERR
-        Error::DeviceMissing { .. } | Error::NotAChannel { .. } => 69, // EX_UNAVAILABLE
-        Error::TimedOut => 75,               // EX_TEMPFAIL
-        Error::PermissionDenied { .. } => 77, // EX_NOPERM
+        Error::InvalidName { .. } | Error::InvalidSetting { .. } => 64, // EX_USAGE
+        Error::MessageTooLarge { .. } => 65,                            // EX_DATAERR
+        Error::DeviceMissing { .. } | Error::NotAChannel { .. } | Error::NoConfigfs { .. } => 69, // EX_UNAVAILABLE
+        Error::Exists { .. } | Error::TooManyChannels => 73, // EX_CANTCREAT
+        Error::TimedOut | Error::Busy { .. } => 75,          // EX_TEMPFAIL
+        Error::PermissionDenied { .. } => 77,                // EX_NOPERM
         _ => 1,
     }
 }
@@ -116,6 +134,8 @@ fn main() -> ExitCode {
             };
             memchan::Sender::open(channel::path(&channel)).and_then(|tx| tx.set_policy(policy))
         }
+        Cmd::Create(args) => admin::create(&args),
+        Cmd::Destroy { name } => admin::destroy(&name),
         Cmd::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -180,3 +180,75 @@ fn help_and_completions() {
     let o = run(&["completions", "bash"]);
     assert!(o.status.success() && stdout(&o).contains("memchan"));
 }
+
+#[test]
+fn create_and_destroy_named_channels() {
+    require_guest();
+    /// Removes the channel even if an assertion fails.
+    struct Cleanup;
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir("/sys/kernel/config/memchan/clitest");
+        }
+    }
+    let _c = Cleanup;
+    let o = run(&[
+        "create",
+        "clitest",
+        "--ring",
+        "128K",
+        "--msg-max",
+        "512",
+        "--policy",
+        "block",
+        "--mode",
+        "660",
+        "--group",
+        "nogroup",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(stdout(&o).trim(), "/dev/memchan-clitest");
+    // The node shows what memchan enforces.
+    let st = rustix::fs::stat("/dev/memchan-clitest").unwrap();
+    assert_eq!(st.st_mode & 0o777, 0o660);
+    assert_eq!(st.st_gid, 65534);
+    let text = stdout(&run(&["info", "clitest"]));
+    assert!(text.contains("policy       block"), "{text}");
+    assert!(text.contains("131072 bytes"), "{text}");
+    assert!(text.contains("gid 65534 mode 0660"), "{text}");
+    assert!(stdout(&run(&["info"])).contains("/dev/memchan-clitest"));
+    assert!(run(&["send", "clitest", "hello"]).status.success());
+    let text = stdout(&run(&["recv", "clitest", "--from", "oldest"]));
+    assert_eq!(text.trim(), "hello");
+    let text = stdout(&run(&["stats", "clitest"]));
+    assert!(
+        text.lines().any(|l| l.trim() == "messages        1"),
+        "{text}"
+    );
+    // Errors: exists (73), bad name (64), bad size (64, nothing left behind), missing (69).
+    assert_eq!(run(&["create", "clitest"]).status.code(), Some(73));
+    let o = run(&["create", "no/slash"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid channel name"));
+    let o = run(&["create", "oddring", "--ring", "100K"]);
+    assert_eq!(
+        o.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!std::path::Path::new("/sys/kernel/config/memchan/oddring").exists());
+    assert!(run(&["destroy", "clitest"]).status.success());
+    assert!(!std::path::Path::new("/dev/memchan-clitest").exists());
+    let o = run(&["destroy", "clitest"]);
+    assert_eq!(o.status.code(), Some(69));
+    // Only root configures channels.
+    let cli_path = std::env::var("MEMCHAN_CLI").unwrap();
+    assert_eq!(
+        sh(&format!(
+            "setpriv --reuid=65534 --regid=65534 --clear-groups {cli_path} create mine 2>/dev/null; \
+             test $? -eq 77"
+        )),
+        0
+    );
+}

@@ -148,3 +148,18 @@ fn a_udev_rule_grants_one_channel_to_a_group() {
     assert_eq!(sh("udevadm control --reload"), 0);
     assert_eq!(reload(""), 0);
 }
+
+#[test]
+fn named_channels_pin_the_module_until_removed() {
+    require_guest();
+    let _g = MODULE.lock().unwrap();
+    std::fs::create_dir("/sys/kernel/config/memchan/pinned").unwrap();
+    assert_ne!(
+        sh("rmmod memchan 2>/dev/null"),
+        0,
+        "rmmod with a named channel"
+    );
+    std::fs::remove_dir("/sys/kernel/config/memchan/pinned").unwrap();
+    assert_eq!(reload(""), 0);
+    assert!(std::path::Path::new("/sys/kernel/config/memchan").is_dir());
+}
