@@ -140,6 +140,13 @@ pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
         (None, Some(src)) => (src.clone(), "default".to_string()),
         (None, None) => bail!("no kernel source"),
     };
+    // Fixes to the kernel's own code that memchan's tests need, applied to the Debian source
+    // (ours to patch); a source tree given with --src is used as it is.
+    let patch_text = if opts.src.is_none() {
+        apply_patches(&src)?
+    } else {
+        String::new()
+    };
     let debug = opts.debug;
     let extra = extra_fragment(opts);
     if debug {
@@ -156,7 +163,7 @@ pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
     let bzimage = build.join("arch/x86/boot/bzImage");
     let frag_text = fragment_text(extra)?;
     let key = format!(
-        "recipe: {RECIPE}\nsource: {}\n{}fragment:\n{frag_text}",
+        "recipe: {RECIPE}\nsource: {}\n{}fragment:\n{frag_text}patches:\n{patch_text}",
         src.display(),
         builder.key(&toolchain)?
     );
@@ -192,6 +199,50 @@ pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
         builder,
         debug,
     })
+}
+
+/// The kernel patches carried in `xtask/kernel-patches/`, in name order.
+fn patches() -> Result<Vec<PathBuf>> {
+    let dir = cache::repo().join("xtask/kernel-patches");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "patch"))
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// Applies each carried patch to `src` unless it is applied already; returns their text (part
+/// of the build key).
+fn apply_patches(src: &Path) -> Result<String> {
+    let mut text = String::new();
+    for p in patches()? {
+        let quiet = |args: &[&str]| {
+            Command::new("patch")
+                .args(args)
+                .arg("-i")
+                .arg(&p)
+                .arg("-d")
+                .arg(src)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !quiet(&["-p1", "-R", "--dry-run", "-s", "-f"]) {
+            println!("==> patching the kernel source: {}", p.display());
+            if !quiet(&["-p1", "-s", "-f", "-N"]) {
+                bail!(
+                    "{} does not apply to {}: remove the source directory to unpack it afresh",
+                    p.display(),
+                    src.display()
+                );
+            }
+        }
+        text.push_str(&std::fs::read_to_string(&p)?);
+    }
+    Ok(text)
 }
 
 /// The text of all fragments of a flavor (part of the build key, and what must survive).

@@ -26,6 +26,7 @@ const HOST_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "kmod",
     "udev",
+    "patch",
     "python3",
     "python3-venv",
     "ca-certificates",

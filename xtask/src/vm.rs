@@ -107,6 +107,7 @@ fn write_script(dir: &Path, built: &Built, body: &str) -> Result<PathBuf> {
          export PATH=\"$PATH:/usr/sbin:/sbin\"\n\
          cd '{repo}' || exit 125\n\
          echo \"[guest] Linux $(uname -r), $(nproc) CPUs; loading memchan.ko\"\n\
+         mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config\n\
          insmod \"$MEMCHAN_KO\" || {{ echo '[guest] insmod failed'; exit 125; }}\n\
          sh '{body}' \"$@\"\n\
          rc=$?\n\
