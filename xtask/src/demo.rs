@@ -54,10 +54,20 @@ say "... and a writer: memchan send 0 'sent by memchan send', memchan send 0 'an
 send "$CLI" send 0 'sent by memchan send'
 send "$CLI" send 0 'and a second message'
 kill $READER; wait
-say "memchan info: every channel at a glance"
+say "Channels can be made at run time: memchan create news --ring 256K --policy block"
+"$CLI" create news --ring 256K --policy block || exit 1
+say "A reader on it: cat /dev/memchan-news; a writer: echo 'fresh news' > /dev/memchan-news"
+reader cat /dev/memchan-news
+blocked
+send sh -c "echo 'fresh news' > /dev/memchan-news"
+say "memchan info: every channel at a glance (read from sysfs, without opening them)"
 "$CLI" info
-say "memchan stats 0: counters, and each reader's lag"
-"$CLI" stats 0
+say "memchan stats news: counters, and each reader's lag"
+"$CLI" stats news
+say "memchan destroy news: the node goes; the reader gets end of file and exits"
+"$CLI" destroy news || exit 1
+wait
+[ -e /dev/memchan-news ] && { echo "[demo] /dev/memchan-news still there"; exit 1; }
 say "Done: the blocked readers received all $(wc -l < "$GOT") messages."
 "#;
 

@@ -201,3 +201,72 @@ fn allocation_failures_during_open_fail_cleanly() {
     send(&probe, b"x").unwrap();
     assert_eq!(recv(&fd).unwrap(), b"x");
 }
+
+#[test]
+fn allocation_failures_creating_and_resizing_named_channels_fail_cleanly() {
+    require_guest();
+    let Some(_armed) = Injection::arm() else {
+        return;
+    };
+    let dir = "/sys/kernel/config/memchan/faulty";
+    let node = std::path::Path::new("/dev/memchan-faulty");
+    let mut fi = FailNth::new();
+    let (mut failed, mut n) = (0, 1);
+    // mkdir: every allocation on the way (configfs, the channel, its ring, the device) fails
+    // once; each failure leaves neither a directory nor a node.
+    loop {
+        let (r, injected) = fi.run(n, || std::fs::create_dir(dir));
+        match r {
+            Ok(()) if !injected => break,
+            Ok(()) => std::fs::remove_dir(dir).unwrap(),
+            Err(e) => {
+                assert!(injected, "mkdir failed without an injected fault: {e}");
+                assert!(!node.exists(), "node left by a failed mkdir (fail-nth {n})");
+                assert!(
+                    !std::path::Path::new(dir).exists(),
+                    "directory left by a failed mkdir (fail-nth {n}: {e})"
+                );
+                failed += 1;
+            }
+        }
+        n += 1;
+        assert!(
+            n < 2000,
+            "mkdir never completed without an injected failure"
+        );
+    }
+    println!("mkdir: {failed} injected allocation failures, each a clean error");
+    assert!(failed > 0);
+    // Resizing re-creates the channel: a failure keeps the old one (or, if even that cannot be
+    // rebuilt, reports it and recovers on the next write).
+    let (mut failed, mut n) = (0, 1);
+    loop {
+        let (r, injected) = fi.run(n, || std::fs::write(format!("{dir}/ring_kib"), "8"));
+        match r {
+            Ok(()) if !injected => break,
+            Ok(()) => {}
+            Err(e) => {
+                assert!(injected, "resize failed without an injected fault: {e}");
+                failed += 1;
+            }
+        }
+        n += 1;
+        assert!(
+            n < 2000,
+            "resize never completed without an injected failure"
+        );
+    }
+    println!("resize: {failed} injected allocation failures, each a clean error");
+    assert_eq!(
+        std::fs::read_to_string(format!("{dir}/ring_kib"))
+            .unwrap()
+            .trim(),
+        "8"
+    );
+    let fd = open_path("/dev/memchan-faulty", OFlags::RDWR).unwrap();
+    assert_eq!(info(&fd).ring_bytes, 8192);
+    send(&fd, b"ok").unwrap();
+    assert_eq!(recv(&fd).unwrap(), b"ok");
+    drop(fd);
+    std::fs::remove_dir(dir).unwrap();
+}
