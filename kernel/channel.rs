@@ -219,7 +219,9 @@ impl Channel {
     /// therefore never get the same message. `EAGAIN` if `nonblock` and there is none;
     /// `EPIPE` (once) after an overrun; `EMSGSIZE` if it needs more than `room` bytes (the
     /// message stays); [`END`] once the channel is removed and nothing is left for the reader.
-    /// If the copy to userspace then fails, [`Channel::give_back`] undoes it.
+    /// If the copy to userspace then fails, [`Channel::give_back`] undoes it. With `more` (a
+    /// further message of a batch) it never waits and leaves a pending overrun for the next
+    /// call to report (`EAGAIN`).
     pub(crate) fn take(
         &self,
         slot: usize,
@@ -227,11 +229,13 @@ impl Channel {
         record: bool,
         room: usize,
         nonblock: bool,
+        more: bool,
     ) -> Result<Fetched> {
         let mut ring = self.ring.lock();
         let (h, pos) = loop {
             match ring.next(slot)? {
                 Next::Record(h, pos) => break (h, pos),
+                Next::Overrun | Next::Empty if more => return Err(EAGAIN),
                 Next::Overrun => {
                     ring.clear_overrun(slot)?;
                     return Err(EPIPE);
@@ -285,7 +289,7 @@ impl Channel {
     pub(crate) fn poll(&self, file: &File, table: PollTable<'_>, slot: Option<usize>) -> u32 {
         table.register_wait(file, &self.readable);
         table.register_wait(file, &self.writable);
-        let ring = self.ring.lock();
+        let mut ring = self.ring.lock();
         let mut mask = 0;
         if self.is_closed() {
             mask |= sys::POLLHUP;

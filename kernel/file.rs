@@ -69,7 +69,8 @@ pub(crate) struct MemchanFile {
     slot: Option<usize>,
     /// Whether opened with write access.
     writer: bool,
-    /// Record mode (1) or plain payloads (0).
+    /// Record mode: [`abi::RECORD_MODE_OFF`], [`abi::RECORD_MODE_ON`] or
+    /// [`abi::RECORD_MODE_BATCH`].
     record_mode: Atomic<u32>,
     /// Bounce buffer for reads (header + largest message), allocated at open; its lock
     /// serialises readers of this file but is never held while waiting for a message.
@@ -110,9 +111,9 @@ impl MemchanFile {
         self.chan.poll(file, table, self.slot)
     }
 
-    /// Whether record mode is on.
+    /// Whether record mode is on (single or batch).
     fn record(&self) -> bool {
-        self.record_mode.load(Relaxed) != 0
+        self.record_mode.load(Relaxed) != abi::RECORD_MODE_OFF
     }
 }
 
@@ -171,16 +172,43 @@ impl MiscDevice for MemchanFile {
                 temp.as_mut_slice()
             }
         };
-        let got = match me.chan.take(slot, buf, record, iov.len(), nonblock) {
-            Err(e) if e == channel::END => return Ok(0),
-            other => other?,
-        };
-        let data = buf.get(..got.bytes).ok_or(EINVAL)?;
-        if iov.copy_to_iter(data) != got.bytes {
-            me.chan.give_back(slot, &got)?;
-            return Err(EFAULT);
+        if me.record_mode.load(Relaxed) != abi::RECORD_MODE_BATCH {
+            let got = match me.chan.take(slot, buf, record, iov.len(), nonblock, false) {
+                Err(e) if e == channel::END => return Ok(0),
+                other => other?,
+            };
+            let data = buf.get(..got.bytes).ok_or(EINVAL)?;
+            if iov.copy_to_iter(data) != got.bytes {
+                me.chan.give_back(slot, &got)?;
+                return Err(EFAULT);
+            }
+            return Ok(got.bytes);
         }
-        Ok(got.bytes)
+        // Batch: whole padded records while they are ready and fit; the first as usual.
+        let zeros = [0u8; abi::RECORD_ALIGN as usize];
+        let align = abi::RECORD_ALIGN as usize;
+        let mut total = 0usize;
+        loop {
+            let first = total == 0;
+            // Room rounded down to the alignment: a record fits iff its padded size does.
+            let room = iov.len() & !(align - 1);
+            let got = match me.chan.take(slot, buf, true, room, nonblock, !first) {
+                Ok(got) => got,
+                Err(e) if e == channel::END && first => return Ok(0),
+                Err(e) if first => return Err(e),
+                // Nothing more ready, an overrun to report next time, or no room: done.
+                Err(_) => return Ok(total),
+            };
+            let pad = got.bytes.wrapping_neg() & (align - 1);
+            let data = buf.get(..got.bytes).ok_or(EINVAL)?;
+            if iov.copy_to_iter(data) != got.bytes
+                || iov.copy_to_iter(zeros.get(..pad).ok_or(EINVAL)?) != pad
+            {
+                me.chan.give_back(slot, &got)?;
+                return if first { Err(EFAULT) } else { Ok(total) };
+            }
+            total = total.checked_add(got.bytes.wrapping_add(pad)).ok_or(EINVAL)?;
+        }
     }
 
     fn write_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterSource<'_>) -> Result<usize> {
@@ -235,8 +263,11 @@ impl MiscDevice for MemchanFile {
             }
             abi::IOC_RECORD_MODE => {
                 me.slot()?;
-                match arg {
-                    0 | 1 => me.record_mode.store(arg as u32, Relaxed),
+                let mode = u32::try_from(arg).map_err(|_| EINVAL)?;
+                match mode {
+                    abi::RECORD_MODE_OFF | abi::RECORD_MODE_ON | abi::RECORD_MODE_BATCH => {
+                        me.record_mode.store(mode, Relaxed)
+                    }
                     _ => return Err(EINVAL),
                 }
                 Ok(0)
@@ -269,7 +300,7 @@ impl MiscDevice for MemchanFile {
             seq_print!(m, "memchan_lag:\t{}\n", st.lag);
             seq_print!(m, "memchan_lost:\t{}\n", st.lost);
             seq_print!(m, "memchan_pending_lost:\t{}\n", st.pending_lost);
-            seq_print!(m, "memchan_record_mode:\t{}\n", u8::from(me.record()));
+            seq_print!(m, "memchan_record_mode:\t{}\n", me.record_mode.load(Relaxed));
         }
     }
 }

@@ -138,6 +138,10 @@ pub(crate) struct Ring<S: Storage> {
     tail: Cursor,
     /// Subscriber slots; allocated once, at creation.
     slots: KVec<Slot>,
+    /// A position at or before every active subscriber's cursor (exact after
+    /// [`Ring::rescan`], stale-low after readers advance). Writes consult it instead of
+    /// scanning all slots, which would make every message cost O(`max_readers`).
+    low: Cursor,
     /// Active slots.
     subscribers: u32,
     /// Open files with write access.
@@ -166,6 +170,7 @@ impl<S: Storage> Ring<S> {
             head: start,
             tail: start,
             slots,
+            low: start,
             subscribers: 0,
             writers: 0,
             stats: Stats::default(),
@@ -211,6 +216,10 @@ impl<S: Storage> Ring<S> {
             .find(|(_, s)| !s.active)
             .ok_or(ENOSPC)?;
         *slot = Slot { active: true, cur: head, lost: 0, pending_lost: 0 };
+        if self.subscribers == 0 {
+            // No cursor constrained the bound: start it at the only one.
+            self.low = head;
+        }
         self.subscribers = self.subscribers.wrapping_add(1);
         Ok(i)
     }
@@ -235,21 +244,41 @@ impl<S: Storage> Ring<S> {
         self.slots.get_mut(i).filter(|s| s.active).ok_or(EINVAL)
     }
 
-    /// Whether a record of `len` payload bytes can be added without overwriting anything a
-    /// subscriber has not read yet.
-    pub(crate) fn fits_unread(&self, len: u32) -> bool {
-        let max_lag = self
+    /// Lowers the bound [`Ring::low`] to `at` if `at` is before it (a cursor moved back).
+    fn lower_bound(&mut self, at: Cursor) {
+        if at.seq < self.low.seq {
+            self.low = at;
+        }
+    }
+
+    /// Recomputes [`Ring::low`] exactly: the slowest active cursor (the head if none).
+    fn rescan(&mut self) {
+        self.low = self
             .slots
             .iter()
             .filter(|s| s.active)
-            .map(|s| self.head.pos.wrapping_sub(s.cur.pos))
-            .max()
-            .unwrap_or(0);
-        max_lag.saturating_add(record_size(len)) <= self.size
+            .map(|s| s.cur)
+            .min_by_key(|c| c.seq)
+            .unwrap_or(self.head);
+    }
+
+    /// Whether a record of `len` payload bytes fits before `at`'s unread data.
+    fn fits_after(&self, at: Cursor, len: u32) -> bool {
+        self.head.pos.wrapping_sub(at.pos).saturating_add(record_size(len)) <= self.size
+    }
+
+    /// Whether a record of `len` payload bytes can be added without overwriting anything a
+    /// subscriber has not read yet (exact; scans the slots only if the cached bound says no).
+    pub(crate) fn fits_unread(&mut self, len: u32) -> bool {
+        if self.subscribers == 0 || self.fits_after(self.low, len) {
+            return true;
+        }
+        self.rescan();
+        self.fits_after(self.low, len)
     }
 
     /// Whether a write of `len` bytes would have to wait now.
-    pub(crate) fn would_block(&self, len: u32) -> bool {
+    pub(crate) fn would_block(&mut self, len: u32) -> bool {
         self.policy == Policy::Block && !self.fits_unread(len)
     }
 
@@ -312,8 +341,12 @@ impl<S: Storage> Ring<S> {
     }
 
     /// Moves every subscriber whose next record was discarded to the tail, counting its loss.
+    /// Scans the slots only if the cached bound says a cursor may be behind the tail.
     fn lap_readers(&mut self) {
         let tail = self.tail;
+        if self.subscribers == 0 || self.low.seq >= tail.seq {
+            return;
+        }
         for s in self.slots.iter_mut().filter(|s| s.active) {
             if s.cur.seq < tail.seq {
                 let lost = tail.seq.wrapping_sub(s.cur.seq);
@@ -328,6 +361,7 @@ impl<S: Storage> Ring<S> {
                 self.stats.lost = self.stats.lost.wrapping_add(lost);
             }
         }
+        self.rescan();
     }
 
     /// Subscriber `i`'s next record, or a pending overrun (which takes precedence).
@@ -390,6 +424,7 @@ impl<S: Storage> Ring<S> {
             return Ok(false);
         }
         s.cur = at;
+        self.lower_bound(at);
         self.stats.delivered = self.stats.delivered.wrapping_sub(1);
         Ok(true)
     }
@@ -404,6 +439,7 @@ impl<S: Storage> Ring<S> {
         let s = self.slot_mut(i)?;
         s.cur = to;
         s.pending_lost = 0;
+        self.lower_bound(to);
         Ok(())
     }
 
@@ -721,6 +757,77 @@ mod tests {
         recv(&mut r, slow, &mut buf)?;
         assert!(!r.would_block(8));
         r.push(b"room", 0)?;
+        Ok(())
+    }
+
+    #[test]
+    fn block_tracks_the_slowest_reader_through_seeks_and_leaves() -> Result {
+        // Records of 8-byte payloads take 32 bytes: 4 fit in 128.
+        let mut r = ring(128, 8, Policy::Block)?;
+        let a = r.subscribe()?;
+        let b = r.subscribe()?;
+        let mut buf = [0u8; 8];
+        for n in 0u8..4 {
+            r.push(&[n; 8], 0)?;
+        }
+        for _ in 0..4 {
+            recv(&mut r, a, &mut buf)?;
+            recv(&mut r, b, &mut buf)?;
+        }
+        assert!(!r.would_block(8));
+        r.push(b"e", 0)?;
+        // A cursor moving back (replay) holds writers again, though the cached bound was at
+        // the head: the whole (full) ring is unread for it now.
+        r.seek(a, abi::SEEK_OLDEST)?;
+        assert!(r.would_block(8));
+        recv(&mut r, a, &mut buf)?;
+        assert!(!r.would_block(8));
+        r.push(b"f", 0)?;
+        recv(&mut r, b, &mut buf)?;
+        assert!(r.would_block(8));
+        // The slow reader leaving frees the ring at once.
+        r.unsubscribe(a);
+        assert!(!r.would_block(8));
+        // A message given back after a failed copy is protected again.
+        recv(&mut r, b, &mut buf)?;
+        r.push(b"g", 0)?;
+        let Next::Record(h, pos) = r.next(b)? else {
+            return Err(EINVAL);
+        };
+        r.commit(b, h.seq, h.len)?;
+        for _ in 0..3 {
+            r.push(b"h", 0)?;
+        }
+        assert!(r.uncommit(b, Cursor { pos, seq: h.seq })?);
+        // Nor a given-back message.
+        assert!(r.would_block(8));
+        Ok(())
+    }
+
+    #[test]
+    fn overwrite_laps_only_the_readers_behind_among_many() -> Result {
+        let mut r = Ring::new(VecStore::new(128)?, 128, 8, Policy::Overwrite, 64)?;
+        let slots: KVec<usize> = {
+            let mut v = KVec::new();
+            for _ in 0..64 {
+                v.push(r.subscribe()?, GFP_KERNEL)?;
+            }
+            v
+        };
+        let mut buf = [0u8; 8];
+        // Every reader but the last keeps up; the last one falls 6 behind in a 4-record ring.
+        for n in 0u8..10 {
+            r.push(&[n; 8], 0)?;
+            for &s in slots.iter().take(63) {
+                recv(&mut r, s, &mut buf)?;
+            }
+        }
+        for &s in slots.iter().take(63) {
+            assert_eq!(r.reader_state(s)?.lost, 0);
+        }
+        let last = *slots.last().ok_or(EINVAL)?;
+        assert_eq!(r.reader_state(last)?.lost, 6);
+        assert_eq!(r.stats.overruns, 1);
         Ok(())
     }
 

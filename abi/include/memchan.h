@@ -98,7 +98,12 @@ struct memchan_reader_state {
 #define MEMCHAN_IOC_READER      _IOR(MEMCHAN_IOC_MAGIC, 3, struct memchan_reader_state)
 #define MEMCHAN_IOC_SEEK        _IO(MEMCHAN_IOC_MAGIC, 4)  /* arg: MEMCHAN_SEEK_* by value */
 #define MEMCHAN_IOC_SET_POLICY  _IO(MEMCHAN_IOC_MAGIC, 5)  /* arg: MEMCHAN_POLICY_* by value */
-#define MEMCHAN_IOC_RECORD_MODE _IO(MEMCHAN_IOC_MAGIC, 6)  /* arg: 1 on, 0 off */
+#define MEMCHAN_IOC_RECORD_MODE _IO(MEMCHAN_IOC_MAGIC, 6)  /* arg: a MEMCHAN_RECORD_MODE_* */
+/* Record modes: payload only; header + payload per read(); as many whole records per read()
+ * as are ready and fit, each header + payload + zero padding (MEMCHAN_RECORD_SIZE(len)). */
+#define MEMCHAN_RECORD_MODE_OFF 0
+#define MEMCHAN_RECORD_MODE_ON 1
+#define MEMCHAN_RECORD_MODE_BATCH 2
 #define MEMCHAN_IOC_CONSUME     _IOW(MEMCHAN_IOC_MAGIC, 7, __u64) /* arg: pointer to next seq */
 
 #endif /* MEMCHAN_H */

@@ -227,9 +227,18 @@ pub const IOC_SEEK: u32 = ioc(IOC_NONE, 4, 0);
 /// Set the channel's overflow policy: argument (by value) [`POLICY_BLOCK`] or
 /// [`POLICY_OVERWRITE`]. Needs write access to the channel.
 pub const IOC_SET_POLICY: u32 = ioc(IOC_NONE, 5, 0);
-/// Record mode on (argument 1) or off (0): in record mode each `read()` returns a
-/// [`RecordHeader`] followed by the payload.
+/// Record mode, by value: [`RECORD_MODE_OFF`], [`RECORD_MODE_ON`] or [`RECORD_MODE_BATCH`].
 pub const IOC_RECORD_MODE: u32 = ioc(IOC_NONE, 6, 0);
+/// `IOC_RECORD_MODE` argument: each `read()` returns one message's payload only.
+pub const RECORD_MODE_OFF: u32 = 0;
+/// `IOC_RECORD_MODE` argument: each `read()` returns one [`RecordHeader`] followed by the
+/// payload.
+pub const RECORD_MODE_ON: u32 = 1;
+/// `IOC_RECORD_MODE` argument: each `read()` returns as many whole records as are ready and
+/// fit in the buffer (at least one; it waits for the first as usual), each a [`RecordHeader`],
+/// the payload and zero padding to [`RECORD_ALIGN`] — [`record_size`] bytes, as in the ring.
+/// A batch stops before a pending overrun, which the next `read()` reports.
+pub const RECORD_MODE_BATCH: u32 = 2;
 /// Advance this reader's cursor past every message with a sequence number below the `u64`
 /// the argument points to (the mmap reader's "release"): frees room in `block` mode.
 pub const IOC_CONSUME: u32 = ioc(IOC_WRITE, 7, core::mem::size_of::<u64>());

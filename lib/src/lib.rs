@@ -46,7 +46,7 @@ mod types;
 pub use error::{Error, Result};
 pub use handle::query;
 pub use mapped::{Borrowed, MappedReceiver};
-pub use receiver::{Iter, Receiver};
+pub use receiver::{Iter, Receiver, BATCH_BYTES};
 pub use sender::Sender;
 pub use types::{channel_path, Info, Message, OwnedMessage, Policy, ReaderState, Seek, Stats};
 

@@ -17,6 +17,9 @@ use crate::{
 /// Header size as a `usize`.
 const HDR: usize = abi::RECORD_HEADER_SIZE as usize;
 
+/// Size of a receiver's batch buffer (at least one record of the channel's largest message).
+pub const BATCH_BYTES: usize = 64 * 1024;
+
 /// Parses a record header (`abi::RecordHeader`, native endian) from the front of `bytes`.
 pub(crate) fn parse_header(bytes: &[u8]) -> Option<abi::RecordHeader> {
     let u64_at = |at: usize| Some(u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
@@ -35,13 +38,21 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Option<abi::RecordHeader> {
 /// other. Messages come with their sequence number and send time. Under the `overwrite` policy a
 /// receiver that falls a whole ring behind gets one [`Error::Overrun`] with the exact number of
 /// messages it lost, then continues with the oldest message still there.
+///
+/// Records are fetched in batches (one `read()` returns every message that is ready, up to
+/// [`BATCH_BYTES`]), so a receiver that keeps up pays about one system call per batch, not per
+/// message. Messages fetched but not yet returned count in [`Receiver::state`]'s lag.
 #[derive(Debug)]
 pub struct Receiver {
     handle: Handle,
-    /// Record header + payload of the last message.
+    /// Records fetched by the last `read()`.
     buf: Vec<u8>,
-    /// Bytes of `buf` the last `read()` filled.
+    /// Offset in `buf` of the record [`Receiver::last`] returns.
+    cur: usize,
+    /// Bytes of `buf` the last `read()` filled (0: nothing buffered).
     len: usize,
+    /// The module does batches (`RECORD_MODE_BATCH`); else one record per `read()`.
+    batch: bool,
     /// Opened with `O_NONBLOCK`: `try_recv` is a single `read()`.
     nonblocking: bool,
     /// Overwrite losses already reported.
@@ -67,11 +78,26 @@ impl Receiver {
 
     pub(crate) fn open_flags(path: &Path, flags: OFlags) -> Result<Self> {
         let (handle, info) = Handle::open(path, OFlags::RDONLY | flags)?;
-        sys::record_mode(handle.fd.as_fd(), true).map_err(|e| handle.err("record mode", e))?;
+        // Batches where the module has them (an older one refuses the mode with EINVAL).
+        let batch = match sys::record_mode(handle.fd.as_fd(), abi::RECORD_MODE_BATCH) {
+            Ok(()) => true,
+            Err(Errno::INVAL) => false,
+            Err(e) => return Err(handle.err("record mode", e)),
+        };
+        if !batch {
+            sys::record_mode(handle.fd.as_fd(), abi::RECORD_MODE_ON)
+                .map_err(|e| handle.err("record mode", e))?;
+        }
+        let one = usize::try_from(abi::record_size(
+            u32::try_from(info.msg_max).unwrap_or(u32::MAX),
+        ))
+        .unwrap_or(usize::MAX);
         Ok(Self {
             handle,
-            buf: vec![0; HDR.saturating_add(info.msg_max)],
+            buf: vec![0; if batch { one.max(BATCH_BYTES) } else { one }],
+            cur: 0,
             len: 0,
+            batch,
             nonblocking: flags.contains(OFlags::NONBLOCK),
             lost_reported: 0,
         })
@@ -85,6 +111,9 @@ impl Receiver {
 
     /// Returns the next message if there is one, else [`Error::WouldBlock`].
     pub fn try_recv(&mut self) -> Result<Message<'_>> {
+        if self.advance() {
+            return self.last();
+        }
         if self.nonblocking {
             self.fill()?;
             return self.last();
@@ -104,6 +133,9 @@ impl Receiver {
     }
 
     fn recv_deadline(&mut self, deadline: Option<Instant>) -> Result<Message<'_>> {
+        if self.advance() {
+            return self.last();
+        }
         loop {
             if let Some(deadline) = deadline {
                 self.wait(Some(deadline.saturating_duration_since(Instant::now())))?;
@@ -138,12 +170,51 @@ impl Receiver {
         }
     }
 
-    /// One `read()` of the next record into the buffer (or the overrun report).
-    pub(crate) fn fill(&mut self) -> Result<()> {
+    /// Moves to the next record already fetched, if there is one (else empties the buffer).
+    pub(crate) fn advance(&mut self) -> bool {
+        if self.len == 0 {
+            return false;
+        }
+        let next = self.next_offset(self.cur);
+        if next < self.len {
+            self.cur = next;
+            return true;
+        }
+        self.cur = 0;
         self.len = 0;
+        false
+    }
+
+    /// Offset of the record after the one at `at` (past the end if there is none).
+    fn next_offset(&self, at: usize) -> usize {
+        let len = self
+            .buf
+            .get(at..)
+            .and_then(parse_header)
+            .map_or(0, |h| h.len);
+        let size = usize::try_from(abi::record_size(len)).unwrap_or(usize::MAX);
+        at.saturating_add(size)
+    }
+
+    /// Records fetched but not yet returned.
+    fn buffered(&self) -> u64 {
+        let (mut at, mut n) = (self.next_offset(self.cur), 0);
+        while self.len > 0 && at < self.len {
+            at = self.next_offset(at);
+            n += 1;
+        }
+        n
+    }
+
+    /// The next record: from the buffer, else one `read()` (or the overrun report).
+    pub(crate) fn fill(&mut self) -> Result<()> {
+        if self.advance() {
+            return Ok(());
+        }
         loop {
             match rustix::io::read(&self.handle.fd, &mut self.buf) {
                 Ok(n) => {
+                    self.cur = 0;
                     self.len = n;
                     return Ok(());
                 }
@@ -154,13 +225,12 @@ impl Receiver {
         }
     }
 
-    /// The record the last [`Receiver::fill`] read.
+    /// The current record (the one [`Receiver::fill`] moved to).
     pub(crate) fn last(&self) -> Result<Message<'_>> {
-        let h = parse_header(&self.buf).ok_or(Error::BadRing("short record"))?;
-        let payload = self
-            .buf
-            .get(HDR..self.len)
-            .ok_or(Error::BadRing("short record"))?;
+        let rec = self.buf.get(self.cur..self.len).unwrap_or_default();
+        let h = parse_header(rec).ok_or(Error::BadRing("short record"))?;
+        let end = usize::try_from(h.len).map_or(usize::MAX, |l| l.saturating_add(HDR));
+        let payload = rec.get(HDR..end).ok_or(Error::BadRing("short record"))?;
         Ok(Message {
             seq: h.seq,
             timestamp: Duration::from_nanos(h.timestamp_ns),
@@ -189,16 +259,34 @@ impl Receiver {
     /// Moves this receiver to the oldest message in the ring or past the newest. Clears a
     /// pending overrun (the loss is still counted in [`Receiver::state`]).
     pub fn seek(&mut self, to: Seek) -> Result<()> {
+        // Fetched records are behind the new position (or skipped by it).
+        self.cur = 0;
+        self.len = 0;
         sys::seek(self.handle.fd.as_fd(), to.raw()).map_err(|e| self.handle.err("seek", e))?;
         self.lost_reported = self.state()?.lost;
         Ok(())
     }
 
-    /// This receiver's position: next sequence number, lag, losses.
+    /// This receiver's position: next sequence number, lag, losses (records fetched into
+    /// this receiver but not yet returned count as not received).
     pub fn state(&self) -> Result<ReaderState> {
-        sys::reader(self.handle.fd.as_fd())
+        let mut st = sys::reader(self.handle.fd.as_fd())
             .map(ReaderState::from)
-            .map_err(|e| self.handle.err("reader state", e))
+            .map_err(|e| self.handle.err("reader state", e))?;
+        let pending = self.buffered();
+        if pending > 0 {
+            let next = self.next_offset(self.cur);
+            if let Some(h) = self.buf.get(next..).and_then(parse_header) {
+                st.next_seq = h.seq;
+            }
+            st.lag = st.lag.saturating_add(pending);
+        }
+        Ok(st)
+    }
+
+    /// Whether this receiver fetches messages in batches (the module supports it).
+    pub fn batches(&self) -> bool {
+        self.batch
     }
 
     /// The channel's configuration and state.

@@ -52,12 +52,12 @@ pub fn set_policy(fd: BorrowedFd<'_>, policy: u32) -> Result<(), Errno> {
 }
 
 /// `MEMCHAN_IOC_RECORD_MODE`.
-pub fn record_mode(fd: BorrowedFd<'_>, on: bool) -> Result<(), Errno> {
-    // SAFETY: IOC_RECORD_MODE takes 0 or 1 by value.
+pub fn record_mode(fd: BorrowedFd<'_>, mode: u32) -> Result<(), Errno> {
+    // SAFETY: IOC_RECORD_MODE takes its mode by value; the kernel checks it.
     unsafe {
         ioctl(
             fd,
-            IntegerSetter::<{ abi::IOC_RECORD_MODE }>::new_usize(usize::from(on)),
+            IntegerSetter::<{ abi::IOC_RECORD_MODE }>::new_usize(mode as usize),
         )
     }
 }

@@ -52,6 +52,16 @@ impl AsyncReceiver {
 
     /// Waits for the next message.
     pub async fn recv(&mut self) -> Result<Message<'_>> {
+        // Records already fetched come first: the file may not be readable for them.
+        if !self.inner.get_mut().advance() {
+            self.fetch().await?;
+        }
+        // Borrowed through `self`, so that the message outlives the readiness guard.
+        self.inner.get_ref().last()
+    }
+
+    /// Waits until a `read()` fetched the next record(s).
+    async fn fetch(&mut self) -> Result<()> {
         loop {
             let mut guard = self
                 .inner
@@ -60,12 +70,9 @@ impl AsyncReceiver {
                 .map_err(|e| Error::io("wait", &e))?;
             match guard.get_inner_mut().fill() {
                 Err(Error::WouldBlock) => guard.clear_ready(),
-                Err(e) => return Err(e),
-                Ok(()) => break,
+                other => return other,
             }
         }
-        // Borrowed through `self`, so that the message outlives the readiness guard.
-        self.inner.get_ref().last()
     }
 
     /// The wrapped receiver (for `info`, `state`, `seek`, ...).
@@ -84,6 +91,9 @@ impl futures_core::Stream for AsyncReceiver {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if this.inner.get_mut().advance() {
+            return Poll::Ready(Some(this.inner.get_ref().last().map(|m| m.to_owned())));
+        }
         loop {
             let mut guard = match ready!(this.inner.poll_read_ready_mut(cx)) {
                 Ok(g) => g,

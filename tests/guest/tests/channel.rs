@@ -63,7 +63,7 @@ fn record_mode_header_has_seq_timestamp_and_length() {
     ioctl(&r, abi::IOC_RECORD_MODE, 0).unwrap();
     send(&w, b"plain").unwrap();
     assert_eq!(recv(&r).unwrap(), b"plain");
-    assert_eq!(ioctl(&r, abi::IOC_RECORD_MODE, 2), Err(Errno::INVAL));
+    assert_eq!(ioctl(&r, abi::IOC_RECORD_MODE, 3), Err(Errno::INVAL));
 }
 
 #[test]
@@ -511,4 +511,92 @@ fn threads_sharing_one_file_each_get_distinct_messages() {
         "a message lost or delivered twice"
     );
     set_policy(&w, abi::POLICY_OVERWRITE);
+}
+
+#[test]
+fn batch_record_mode_returns_every_ready_record_that_fits() {
+    require_guest();
+    // A channel of its own (parallel tests use the default one), 4 KiB ring, overwrite.
+    let dir = "/sys/kernel/config/memchan/batchtest";
+    std::fs::create_dir(dir).unwrap();
+    struct Rm(&'static str);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(self.0);
+        }
+    }
+    let _rm = Rm(dir);
+    std::fs::write(format!("{dir}/msg_max"), "1024").unwrap();
+    std::fs::write(format!("{dir}/ring_kib"), "4").unwrap();
+    let path = "/dev/memchan-batchtest";
+    let w = open_path(path, OFlags::WRONLY).unwrap();
+    let r = open_path(path, RD).unwrap();
+    ioctl(&r, abi::IOC_RECORD_MODE, abi::RECORD_MODE_BATCH as usize).unwrap();
+    assert_eq!(ioctl(&r, abi::IOC_RECORD_MODE, 3), Err(Errno::INVAL));
+    let parse = |buf: &[u8]| {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < buf.len() {
+            let u64_at = |o: usize| u64::from_ne_bytes(buf[o..o + 8].try_into().unwrap());
+            let len = u32::from_ne_bytes(buf[at + 16..at + 20].try_into().unwrap());
+            let size = abi::record_size(len) as usize;
+            assert!(at + size <= buf.len(), "record runs past the read");
+            let body = &buf[at + 24..at + 24 + len as usize];
+            assert!(
+                buf[at + 24 + len as usize..at + size]
+                    .iter()
+                    .all(|b| *b == 0),
+                "padding not zero"
+            );
+            out.push((u64_at(at), body.to_vec()));
+            at += size;
+        }
+        out
+    };
+    let mut buf = vec![0u8; 4096];
+    // Nothing ready: EAGAIN, as in the other modes.
+    assert_eq!(rustix::io::read(&r, &mut buf), Err(Errno::AGAIN));
+    let first = info(&w).head_seq;
+    for m in ["a", "bb", "ccc", "dddddddd", "e"] {
+        send(&w, m.as_bytes()).unwrap();
+    }
+    // All five in one read, in order, each padded to 8 bytes.
+    let n = rustix::io::read(&r, &mut buf).unwrap();
+    let got = parse(&buf[..n]);
+    let want: Vec<(u64, Vec<u8>)> = ["a", "bb", "ccc", "dddddddd", "e"]
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (first + i as u64, m.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(n, 5 * 32);
+    // A buffer with room for two (records are 32 bytes): two, then the rest.
+    for m in ["1", "2", "3"] {
+        send(&w, m.as_bytes()).unwrap();
+    }
+    let n = rustix::io::read(&r, &mut buf[..70]).unwrap();
+    assert_eq!(parse(&buf[..n]).len(), 2);
+    let n = rustix::io::read(&r, &mut buf).unwrap();
+    assert_eq!(parse(&buf[..n]), [(first + 7, b"3".to_vec())]);
+    // The first record must fit padded: 25 bytes hold header + 1 but not the padding.
+    send(&w, b"x").unwrap();
+    assert_eq!(rustix::io::read(&r, &mut buf[..25]), Err(Errno::MSGSIZE));
+    assert_eq!(rustix::io::read(&r, &mut buf[..32]).unwrap(), 32);
+    // A batch stops before an overrun; the next read reports it, then reading goes on.
+    let r2 = open_path(path, RD).unwrap();
+    ioctl(&r2, abi::IOC_RECORD_MODE, abi::RECORD_MODE_BATCH as usize).unwrap();
+    for i in 0..300u32 {
+        send(&w, format!("{i:040}").as_bytes()).unwrap();
+    }
+    assert_eq!(rustix::io::read(&r2, &mut buf), Err(Errno::PIPE));
+    let st = reader(&r2);
+    let n = rustix::io::read(&r2, &mut buf).unwrap();
+    let got = parse(&buf[..n]);
+    assert_eq!(
+        got.len() as u64,
+        300 - st.lost,
+        "not every retained record in one batch"
+    );
+    assert_eq!(got.last().unwrap().1, format!("{:040}", 299).as_bytes());
+    assert_eq!(rustix::io::read(&r2, &mut buf), Err(Errno::AGAIN));
 }

@@ -313,3 +313,55 @@ fn errors_say_what_happened() {
     );
     // WouldBlock, TimedOut and Overrun: see the tests above. PermissionDenied: see cli.rs.
 }
+
+#[test]
+fn receivers_fetch_in_batches_and_count_what_they_hold() {
+    require_guest();
+    let opts = memchan::named::ChannelOptions {
+        ring_kib: Some(64),
+        policy: Some(memchan::Policy::Block),
+        ..Default::default()
+    };
+    let _ = memchan::named::destroy("libbatch");
+    let path = memchan::named::create("libbatch", &opts).unwrap();
+    struct Rm;
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = memchan::named::destroy("libbatch");
+        }
+    }
+    let _rm = Rm;
+    assert_eq!(
+        memchan::named::create("libbatch", &opts)
+            .unwrap_err()
+            .errno(),
+        Some(rustix::io::Errno::EXIST)
+    );
+    let tx = memchan::Sender::open(&path).unwrap();
+    let mut rx = memchan::Receiver::open(&path).unwrap();
+    assert!(rx.batches());
+    for i in 0..100u32 {
+        tx.send(&i.to_ne_bytes()).unwrap();
+    }
+    // The first receive fetches all 100; the kernel then holds none for this receiver.
+    let m = rx.recv().unwrap();
+    assert_eq!(m.payload, 0u32.to_ne_bytes());
+    let first = m.seq;
+    let st = rx.state().unwrap();
+    assert_eq!((st.lag, st.next_seq), (99, first + 1));
+    assert_eq!(memchan::query(&path).unwrap().0.next_seq, first + 100);
+    for i in 1..100u32 {
+        let m = rx.try_recv().unwrap();
+        assert_eq!(
+            (m.seq, m.payload),
+            (first + u64::from(i), &i.to_ne_bytes()[..])
+        );
+    }
+    assert!(matches!(rx.try_recv(), Err(memchan::Error::WouldBlock)));
+    assert_eq!(rx.state().unwrap().lag, 0);
+    // Seeking drops what was fetched: replay starts at the oldest record again.
+    tx.send(b"x").unwrap();
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    rx.seek(memchan::Seek::Oldest).unwrap();
+    assert_eq!(rx.recv().unwrap().seq, first);
+}
