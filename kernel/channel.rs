@@ -213,6 +213,71 @@ impl Channel {
         Ok(seq)
     }
 
+    /// Appends the records in `buf` (the [`abi::IOC_SEND_BATCH`] layout) as messages, in
+    /// order, under one hold of the ring lock (released only while waiting for room) and with
+    /// one wake-up of the readers. Returns the bytes of the whole records sent. Errors only for
+    /// the first record (as [`Channel::send`], or `EINVAL` if it is malformed or truncated); a
+    /// later one that cannot be sent (malformed, truncated, too long, no room without
+    /// waiting, a signal while waiting) ends the batch. `buf` is at most
+    /// [`abi::SEND_BATCH_MAX`] bytes, which bounds the work done under the lock.
+    pub(crate) fn send_batch(&self, buf: &[u8], nonblock: bool) -> Result<usize> {
+        let hsize = abi::RECORD_HEADER_SIZE as usize;
+        let mut ring = self.ring.lock();
+        let mut at = 0usize;
+        let mut counted = false;
+        let result = loop {
+            if at >= buf.len() {
+                break Ok(at);
+            }
+            let first = at == 0;
+            // A record: header (only `len` counts, `flags` must be 0), payload, padding.
+            let parsed = buf
+                .get(at..)
+                .and_then(|rest| rest.first_chunk::<{ abi::RECORD_HEADER_SIZE as usize }>())
+                .and_then(crate::ring::header_from_bytes);
+            let payload = parsed.filter(|h| h.flags == 0).and_then(|h| {
+                let start = at.checked_add(hsize)?;
+                buf.get(start..start.checked_add(h.len as usize)?)
+                    .map(|p| (p, crate::ring::record_size(h.len) as usize))
+            });
+            let Some((payload, size)) = payload else {
+                break if first { Err(EINVAL) } else { Ok(at) };
+            };
+            if at.checked_add(size).is_none_or(|end| end > buf.len()) {
+                break if first { Err(EINVAL) } else { Ok(at) };
+            }
+            if self.is_closed() {
+                break if first { Err(ENODEV) } else { Ok(at) };
+            }
+            if payload.is_empty() {
+                at = at.wrapping_add(size);
+                continue;
+            }
+            match ring.push(payload, now_ns()) {
+                Ok(_) => at = at.wrapping_add(size),
+                Err(e) if e == EAGAIN && !nonblock => {
+                    if !counted {
+                        counted = true;
+                        ring.stats.blocked_writes = ring.stats.blocked_writes.wrapping_add(1);
+                    }
+                    // Readers must hear of what is already in before the wait can end.
+                    if !first {
+                        self.readable.notify_all();
+                    }
+                    if self.writable.wait_interruptible(&mut ring) {
+                        break if first { Err(ERESTARTSYS) } else { Ok(at) };
+                    }
+                }
+                Err(e) => break if first { Err(e) } else { Ok(at) },
+            }
+        };
+        drop(ring);
+        if result.as_ref().is_ok_and(|n| *n > 0) {
+            self.readable.notify_all();
+        }
+        result
+    }
+
     /// Takes subscriber `slot`'s next message: waits until there is one (or an overrun to
     /// report), copies it into `buf` (header first in record mode) and moves the cursor past
     /// it, all in one hold of the ring lock (released while sleeping). Two readers of one file

@@ -80,6 +80,10 @@ pub(crate) struct MemchanFile {
     /// on the same file uses a temporary buffer instead of waiting for it).
     #[pin]
     wbuf: Mutex<KVec<u8>>,
+    /// Buffer for [`abi::IOC_SEND_BATCH`], allocated ([`abi::SEND_BATCH_MAX`] bytes) on the
+    /// file's first batch; its lock serialises the batches of this file.
+    #[pin]
+    bbuf: Mutex<KVec<u8>>,
 }
 
 /// Size of a reader's buffer on `chan`: the largest message plus a record header.
@@ -109,6 +113,30 @@ impl MemchanFile {
     /// `poll` (installed by [`sys::install_poll`]).
     pub(crate) fn poll(&self, file: &File, table: PollTable<'_>) -> u32 {
         self.chan.poll(file, table, self.slot)
+    }
+
+    /// [`abi::IOC_SEND_BATCH`]: copies the records in (at most [`abi::SEND_BATCH_MAX`] bytes)
+    /// and sends them; returns the bytes of the records sent.
+    fn send_batch(&self, file: &File, arg: usize) -> Result<isize> {
+        if !self.writer {
+            return Err(EBADF);
+        }
+        let req: abi::SendBatch =
+            UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<abi::SendBatch>())
+                .reader()
+                .read()?;
+        let max = abi::SEND_BATCH_MAX as usize;
+        let len = usize::try_from(req.len).unwrap_or(max).min(max);
+        let addr = usize::try_from(req.data).map_err(|_| EFAULT)?;
+        let mut guard = self.bbuf.lock();
+        if guard.len() < max {
+            *guard = buffer(max)?;
+        }
+        let buf = guard.get_mut(..len).ok_or(EINVAL)?;
+        UserSlice::new(UserPtr::from_addr(addr), len).reader().read_slice(buf)?;
+        let nonblock = file.flags() & kernel::fs::file::flags::O_NONBLOCK != 0;
+        let sent = self.chan.send_batch(buf, nonblock)?;
+        isize::try_from(sent).map_err(|_| EINVAL)
     }
 
     /// Whether record mode is on (single or batch).
@@ -141,6 +169,7 @@ impl MiscDevice for MemchanFile {
                 record_mode: Atomic::new(0),
                 rbuf <- new_mutex!(rbuf, "memchan::rbuf"),
                 wbuf <- new_mutex!(wbuf, "memchan::wbuf"),
+                bbuf <- new_mutex!(KVec::new(), "memchan::bbuf"),
             }),
             GFP_KERNEL_ACCOUNT,
         );
@@ -237,7 +266,7 @@ impl MiscDevice for MemchanFile {
         Ok(len)
     }
 
-    fn ioctl(me: Pin<&MemchanFile>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+    fn ioctl(me: Pin<&MemchanFile>, file: &File, cmd: u32, arg: usize) -> Result<isize> {
         match cmd {
             abi::IOC_INFO => put_user(arg, &me.chan.info()),
             abi::IOC_STATS => put_user(arg, &me.chan.stats()),
@@ -278,6 +307,7 @@ impl MiscDevice for MemchanFile {
                 me.chan.consume(slot, upto)?;
                 Ok(0)
             }
+            abi::IOC_SEND_BATCH => me.send_batch(file, arg),
             abi::FIONREAD => {
                 let n = me.chan.next_size(me.slot()?, me.record())?;
                 put_user(arg, &i32::try_from(n).map_err(|_| EOVERFLOW)?)

@@ -100,6 +100,7 @@ const _: () = {
     assert!(abi::IOC_SET_POLICY == _IO(m, 5));
     assert!(abi::IOC_RECORD_MODE == _IO(m, 6));
     assert!(abi::IOC_CONSUME == _IOW::<u64>(m, 7));
+    assert!(abi::IOC_SEND_BATCH == _IOW::<abi::SendBatch>(m, 8));
     assert!(core::mem::size_of::<abi::RecordHeader>() == abi::RECORD_HEADER_SIZE as usize);
 };
 

@@ -499,7 +499,7 @@ pub(crate) fn header_bytes(h: &RecordHeader) -> [u8; abi::RECORD_HEADER_SIZE as 
 }
 
 /// Parses a record header.
-fn header_from_bytes(b: &[u8; abi::RECORD_HEADER_SIZE as usize]) -> Option<RecordHeader> {
+pub(crate) fn header_from_bytes(b: &[u8; abi::RECORD_HEADER_SIZE as usize]) -> Option<RecordHeader> {
     let (seq, b) = b.split_first_chunk::<8>()?;
     let (timestamp_ns, b) = b.split_first_chunk::<8>()?;
     let (len, b) = b.split_first_chunk::<4>()?;

@@ -316,3 +316,5 @@ unsafe impl AsBytes for abi::ChannelInfo {}
 unsafe impl AsBytes for abi::ChannelStats {}
 // SAFETY: As above.
 unsafe impl AsBytes for abi::ReaderState {}
+// SAFETY: Two `u64` fields, no padding: every bit pattern is a valid value.
+unsafe impl kernel::transmute::FromBytes for abi::SendBatch {}

@@ -106,4 +106,14 @@ struct memchan_reader_state {
 #define MEMCHAN_RECORD_MODE_BATCH 2
 #define MEMCHAN_IOC_CONSUME     _IOW(MEMCHAN_IOC_MAGIC, 7, __u64) /* arg: pointer to next seq */
 
+/* Several messages in one call: records as batch reads return them (header with len set,
+ * payload, zero padding); returns the bytes of whole records sent (at least the first, at
+ * most MEMCHAN_SEND_BATCH_MAX); flags must be 0, seq and timestamp are set by the kernel. */
+struct memchan_send_batch {
+	__u64 data; /* address of the records */
+	__u64 len;  /* their length in bytes */
+};
+#define MEMCHAN_IOC_SEND_BATCH  _IOW(MEMCHAN_IOC_MAGIC, 8, struct memchan_send_batch)
+#define MEMCHAN_SEND_BATCH_MAX  65536
+
 #endif /* MEMCHAN_H */

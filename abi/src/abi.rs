@@ -243,5 +243,28 @@ pub const RECORD_MODE_BATCH: u32 = 2;
 /// the argument points to (the mmap reader's "release"): frees room in `block` mode.
 pub const IOC_CONSUME: u32 = ioc(IOC_WRITE, 7, core::mem::size_of::<u64>());
 
+/// Sends several messages with one call: the argument points to a [`SendBatch`], whose buffer
+/// holds records laid out as batch reads return them ([`RECORD_MODE_BATCH`]): a
+/// [`RecordHeader`] (only `len` counts; `seq` and `timestamp_ns` are set by the kernel; `flags`
+/// must be 0), the payload, zero padding to [`RECORD_ALIGN`]. Each record becomes one message,
+/// in order; a zero-length record stores nothing. Returns the number of bytes of the records
+/// sent, always whole records: at least the first, at most [`SEND_BATCH_MAX`] bytes' worth;
+/// send the rest again. Errors concern the first record, as for `write()` (`EMSGSIZE`,
+/// `EAGAIN`, ...); `EINVAL` for a malformed or truncated first record. Needs write access.
+pub const IOC_SEND_BATCH: u32 = ioc(IOC_WRITE, 8, core::mem::size_of::<SendBatch>());
+
+/// Most bytes of records one [`IOC_SEND_BATCH`] call sends.
+pub const SEND_BATCH_MAX: u32 = 65536;
+
+/// `MEMCHAN_IOC_SEND_BATCH` argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendBatch {
+    /// Address of the records.
+    pub data: u64,
+    /// Length of the records in bytes.
+    pub len: u64,
+}
+
 /// `FIONREAD`: size of the next message's payload (record mode: plus the header), 0 if none.
 pub const FIONREAD: u32 = 0x541B;

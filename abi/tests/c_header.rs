@@ -46,6 +46,12 @@ fn expectations() -> Vec<(String, u64)> {
         ("MEMCHAN_IOC_SET_POLICY".into(), IOC_SET_POLICY.into()),
         ("MEMCHAN_IOC_RECORD_MODE".into(), IOC_RECORD_MODE.into()),
         ("MEMCHAN_IOC_CONSUME".into(), IOC_CONSUME.into()),
+        ("MEMCHAN_IOC_SEND_BATCH".into(), IOC_SEND_BATCH.into()),
+        ("MEMCHAN_SEND_BATCH_MAX".into(), SEND_BATCH_MAX.into()),
+        (
+            "sizeof(struct memchan_send_batch)".into(),
+            std::mem::size_of::<SendBatch>() as u64,
+        ),
         (
             "sizeof(struct memchan_record_header)".into(),
             size_of::<RecordHeader>() as u64,

@@ -14,6 +14,8 @@ pub trait Endpoint: Send {
     fn send(&mut self, msg: &[u8]);
     /// Receives one message into `buf`; returns its length.
     fn recv(&mut self, buf: &mut [u8]) -> usize;
+    /// Sends what `send` held back (transports that batch).
+    fn flush(&mut self) {}
 }
 
 /// A way to connect two endpoints.
@@ -29,6 +31,8 @@ pub enum Kind {
     MemchanEpoll,
     MemchanMmapPoll,
     MemchanMmapSpin,
+    /// Throughput only: `Sender::send_batch` of 32 messages per call, batched reads.
+    MemchanBatch,
 }
 
 impl Kind {
@@ -57,6 +61,7 @@ impl Kind {
             Kind::MemchanEpoll => "memchan epoll+read",
             Kind::MemchanMmapPoll => "memchan mmap (poll)",
             Kind::MemchanMmapSpin => "memchan mmap (busy)",
+            Kind::MemchanBatch => "memchan batch send (32) + read",
         }
     }
 }
@@ -153,7 +158,11 @@ pub fn pair(kind: Kind, max: usize, tag: u32) -> (Box<dyn Endpoint>, Box<dyn End
                 }),
             )
         }
-        Kind::MemchanRead | Kind::MemchanEpoll | Kind::MemchanMmapPoll | Kind::MemchanMmapSpin => {
+        Kind::MemchanRead
+        | Kind::MemchanEpoll
+        | Kind::MemchanMmapPoll
+        | Kind::MemchanMmapSpin
+        | Kind::MemchanBatch => {
             // Channel 1 carries a → b, channel 2 b → a.
             let end = |tx: u32, rx: u32| -> Box<dyn Endpoint> {
                 let sender = Sender::open_index(tx).unwrap();
@@ -161,6 +170,12 @@ pub fn pair(kind: Kind, max: usize, tag: u32) -> (Box<dyn Endpoint>, Box<dyn End
                     Kind::MemchanRead => Box::new(McRead {
                         tx: sender,
                         rx: Receiver::open_index(rx).unwrap(),
+                    }),
+                    Kind::MemchanBatch => Box::new(McBatch {
+                        tx: sender,
+                        rx: Receiver::open_index(rx).unwrap(),
+                        held: Vec::new(),
+                        n: 0,
                     }),
                     Kind::MemchanEpoll => {
                         let r = Receiver::open_nonblocking(memchan::channel_path(rx)).unwrap();
@@ -410,6 +425,42 @@ impl Endpoint for McRead {
         let m = self.rx.recv().unwrap();
         buf[..m.payload.len()].copy_from_slice(m.payload);
         m.payload.len()
+    }
+}
+
+/// Messages per `send_batch` in the batch transport.
+const BATCH: usize = 32;
+
+struct McBatch {
+    tx: Sender,
+    rx: Receiver,
+    /// Messages held back until a batch is full (buffers reused).
+    held: Vec<Vec<u8>>,
+    /// How many of `held` are in use.
+    n: usize,
+}
+
+impl Endpoint for McBatch {
+    fn send(&mut self, msg: &[u8]) {
+        if self.held.len() <= self.n {
+            self.held.push(Vec::new());
+        }
+        self.held[self.n].clear();
+        self.held[self.n].extend_from_slice(msg);
+        self.n += 1;
+        if self.n == BATCH {
+            self.flush();
+        }
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> usize {
+        let m = self.rx.recv().unwrap();
+        buf[..m.payload.len()].copy_from_slice(m.payload);
+        m.payload.len()
+    }
+    fn flush(&mut self) {
+        let msgs: Vec<&[u8]> = self.held[..self.n].iter().map(Vec::as_slice).collect();
+        assert_eq!(self.tx.send_batch(&msgs).unwrap(), msgs.len());
+        self.n = 0;
     }
 }
 

@@ -141,11 +141,12 @@ fn stream(kind: Kind, size: usize, n: usize) -> f64 {
     for _ in 0..n {
         a.send(&msg);
     }
+    a.flush();
     let end = reader.join().unwrap();
     n as f64 / end.duration_since(t0).as_secs_f64()
 }
 
-const STREAM_KINDS: [Kind; 7] = [
+const STREAM_KINDS: [Kind; 8] = [
     Kind::Pipe,
     Kind::SeqPacket,
     Kind::PosixMq,
@@ -153,6 +154,7 @@ const STREAM_KINDS: [Kind; 7] = [
     Kind::MemchanRead,
     Kind::MemchanEpoll,
     Kind::MemchanMmapPoll,
+    Kind::MemchanBatch,
 ];
 
 pub fn throughput(rows: &mut Vec<Row>, reps: usize, scale: f64) {

@@ -18,6 +18,8 @@ use crate::{channel_path, Error, Info, Policy, Result, Stats};
 pub struct Sender {
     handle: Handle,
     msg_max: usize,
+    /// Records being assembled by [`Sender::send_batch`] (reused).
+    batch: Vec<u8>,
 }
 
 impl Sender {
@@ -42,7 +44,61 @@ impl Sender {
         Ok(Self {
             handle,
             msg_max: info.msg_max,
+            batch: Vec::new(),
         })
+    }
+
+    /// Sends each of `msgs` as one message, in order, with one system call per
+    /// [`abi::SEND_BATCH_MAX`](crate::abi::SEND_BATCH_MAX) bytes of records (header + payload +
+    /// padding each) instead of one per message. Returns how many were sent: all of them,
+    /// unless the sender is non-blocking and the channel filled up (then at least one, or
+    /// [`Error::WouldBlock`]). Every message is checked against the channel's limit first:
+    /// [`Error::MessageTooLarge`] sends nothing. Empty messages store nothing, as with `send`.
+    pub fn send_batch(&mut self, msgs: &[&[u8]]) -> Result<usize> {
+        if let Some(big) = msgs.iter().find(|m| m.len() > self.msg_max) {
+            return Err(Error::MessageTooLarge {
+                len: big.len(),
+                max: self.msg_max,
+            });
+        }
+        let max = crate::abi::SEND_BATCH_MAX as usize;
+        let mut sent = 0;
+        while sent < msgs.len() {
+            // Encode as many records as fit in one call.
+            self.batch.clear();
+            let mut count = 0;
+            for m in &msgs[sent..] {
+                let size = crate::abi::record_size(m.len() as u32) as usize;
+                if count > 0 && self.batch.len() + size > max {
+                    break;
+                }
+                let mut header = [0u8; crate::abi::RECORD_HEADER_SIZE as usize];
+                header[16..20].copy_from_slice(&(m.len() as u32).to_ne_bytes());
+                self.batch.extend_from_slice(&header);
+                self.batch.extend_from_slice(m);
+                self.batch
+                    .resize(self.batch.len() + size - header.len() - m.len(), 0);
+                count += 1;
+            }
+            let done = loop {
+                match crate::sys::send_batch(self.handle.fd.as_fd(), &self.batch) {
+                    Err(Errno::INTR) => continue,
+                    Err(Errno::AGAIN) if sent > 0 => return Ok(sent),
+                    Err(e) => return Err(self.handle.err("send batch", e)),
+                    Ok(n) => break n,
+                }
+            };
+            // Count the whole records the kernel took.
+            let mut at = 0;
+            for m in &msgs[sent..sent + count] {
+                if at >= done {
+                    break;
+                }
+                at += crate::abi::record_size(m.len() as u32) as usize;
+                sent += 1;
+            }
+        }
+        Ok(sent)
     }
 
     /// Sends one message.

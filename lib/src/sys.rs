@@ -51,6 +51,42 @@ pub fn set_policy(fd: BorrowedFd<'_>, policy: u32) -> Result<(), Errno> {
     }
 }
 
+/// `MEMCHAN_IOC_SEND_BATCH`: an ioctl whose argument points to a `SendBatch` and whose
+/// return value (bytes of records sent) is the result.
+struct SendBatchIoctl(abi::SendBatch);
+
+// SAFETY: The opcode is IOC_SEND_BATCH, a write ioctl reading a `SendBatch` through the
+// pointer `as_ptr` returns (valid for the call); the kernel does not write through it.
+unsafe impl rustix::ioctl::Ioctl for SendBatchIoctl {
+    type Output = usize;
+    const IS_MUTATING: bool = false;
+
+    fn opcode(&self) -> rustix::ioctl::Opcode {
+        abi::IOC_SEND_BATCH as rustix::ioctl::Opcode
+    }
+
+    fn as_ptr(&mut self) -> *mut std::ffi::c_void {
+        std::ptr::from_mut(&mut self.0).cast()
+    }
+
+    unsafe fn output_from_ptr(
+        out: rustix::ioctl::IoctlOutput,
+        _: *mut std::ffi::c_void,
+    ) -> rustix::io::Result<usize> {
+        usize::try_from(out).map_err(|_| Errno::INVAL)
+    }
+}
+
+/// `MEMCHAN_IOC_SEND_BATCH` on the records in `records`; returns the bytes sent.
+pub fn send_batch(fd: BorrowedFd<'_>, records: &[u8]) -> Result<usize, Errno> {
+    let req = abi::SendBatch {
+        data: records.as_ptr() as u64,
+        len: records.len() as u64,
+    };
+    // SAFETY: `records` stays borrowed (valid) for the call; see `SendBatchIoctl`.
+    unsafe { ioctl(fd, SendBatchIoctl(req)) }
+}
+
 /// `MEMCHAN_IOC_RECORD_MODE`.
 pub fn record_mode(fd: BorrowedFd<'_>, mode: u32) -> Result<(), Errno> {
     // SAFETY: IOC_RECORD_MODE takes its mode by value; the kernel checks it.

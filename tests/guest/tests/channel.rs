@@ -600,3 +600,98 @@ fn batch_record_mode_returns_every_ready_record_that_fits() {
     assert_eq!(got.last().unwrap().1, format!("{:040}", 299).as_bytes());
     assert_eq!(rustix::io::read(&r2, &mut buf), Err(Errno::AGAIN));
 }
+
+#[test]
+fn send_batch_sends_each_record_as_a_message() {
+    require_guest();
+    let dir = "/sys/kernel/config/memchan/sendbatch";
+    std::fs::create_dir(dir).unwrap();
+    struct Rm(&'static str);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(self.0);
+        }
+    }
+    let _rm = Rm(dir);
+    std::fs::write(format!("{dir}/msg_max"), "100").unwrap();
+    std::fs::write(format!("{dir}/ring_kib"), "4").unwrap();
+    std::fs::write(format!("{dir}/policy"), "block").unwrap();
+    let path = "/dev/memchan-sendbatch";
+    let w = open_path(path, OFlags::WRONLY | OFlags::NONBLOCK).unwrap();
+    let r = open_path(path, RD).unwrap();
+    let record = |len: u32, flags: u32, payload: &[u8]| {
+        let mut v = vec![0u8; 24];
+        v[16..20].copy_from_slice(&len.to_ne_bytes());
+        v[20..24].copy_from_slice(&flags.to_ne_bytes());
+        v.extend_from_slice(payload);
+        v.resize(abi::record_size(len) as usize, 0);
+        v
+    };
+    let batch = |records: &[u8]| {
+        let req = abi::SendBatch {
+            data: records.as_ptr() as u64,
+            len: records.len() as u64,
+        };
+        ioctl(&w, abi::IOC_SEND_BATCH, &req as *const _ as usize)
+    };
+    // Three records (one empty, which stores nothing): two messages, all bytes taken.
+    let mut b = record(3, 0, b"one");
+    b.extend(record(0, 0, b""));
+    b.extend(record(5, 0, b"three"));
+    assert_eq!(batch(&b), Ok(b.len() as i32));
+    assert_eq!(recv(&r).unwrap(), b"one");
+    assert_eq!(recv(&r).unwrap(), b"three");
+    assert_eq!(recv(&r), Err(Errno::AGAIN));
+    // A bad later record ends the batch after the good ones; a bad first one is an error.
+    let good = record(2, 0, b"ok");
+    for bad in [
+        record(1, 1, b"f"),        // flags
+        record(101, 0, &[7; 101]), // too long
+        record(9, 0, b"truncated")[..20].to_vec(),
+    ] {
+        let mut b = good.clone();
+        b.extend_from_slice(&bad);
+        assert_eq!(batch(&b), Ok(good.len() as i32));
+        assert_eq!(recv(&r).unwrap(), b"ok");
+        let want = if bad.len() > 24 && bad[16] == 101 {
+            Errno::MSGSIZE
+        } else {
+            Errno::INVAL
+        };
+        assert_eq!(batch(&bad), Err(want), "{bad:?}");
+    }
+    assert_eq!(recv(&r), Err(Errno::AGAIN), "a refused record was stored");
+    // Bad pointers: EFAULT, nothing stored.
+    assert_eq!(
+        ioctl(&w, abi::IOC_SEND_BATCH, 8),
+        Err(Errno::FAULT),
+        "bad argument pointer"
+    );
+    let req = abi::SendBatch { data: 8, len: 64 };
+    assert_eq!(
+        ioctl(&w, abi::IOC_SEND_BATCH, &req as *const _ as usize),
+        Err(Errno::FAULT)
+    );
+    // Only writers may send.
+    let req = abi::SendBatch {
+        data: good.as_ptr() as u64,
+        len: good.len() as u64,
+    };
+    assert_eq!(
+        ioctl(&r, abi::IOC_SEND_BATCH, &req as *const _ as usize),
+        Err(Errno::BADF)
+    );
+    // Block policy, non-blocking writer: the batch stops where the ring is full (4 KiB holds
+    // 32 records of 104 bytes), then EAGAIN.
+    let mut big = Vec::new();
+    for i in 0..40u8 {
+        big.extend(record(100, 0, &[i; 100]));
+    }
+    let n = batch(&big).unwrap() as usize;
+    assert!(n > 0 && n < big.len() && n.is_multiple_of(128), "{n}");
+    assert_eq!(batch(&big[n..]), Err(Errno::AGAIN));
+    for i in 0..(n / 128) as u8 {
+        assert_eq!(recv(&r).unwrap(), [i; 100]);
+    }
+    assert_eq!(stats(&w).blocked_writes, 0);
+}

@@ -365,3 +365,44 @@ fn receivers_fetch_in_batches_and_count_what_they_hold() {
     rx.seek(memchan::Seek::Oldest).unwrap();
     assert_eq!(rx.recv().unwrap().seq, first);
 }
+
+#[test]
+fn send_batch_sends_many_messages_in_few_calls() {
+    require_guest();
+    let _ = memchan::named::destroy("libsendbatch");
+    let opts = memchan::named::ChannelOptions {
+        ring_kib: Some(1024),
+        policy: Some(memchan::Policy::Block),
+        ..Default::default()
+    };
+    let path = memchan::named::create("libsendbatch", &opts).unwrap();
+    struct Rm;
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = memchan::named::destroy("libsendbatch");
+        }
+    }
+    let _rm = Rm;
+    let mut tx = memchan::Sender::open(&path).unwrap();
+    let mut rx = memchan::Receiver::open(&path).unwrap();
+    // 3000 messages of 1..=100 bytes: more than one call's worth (64 KiB of records).
+    let msgs: Vec<Vec<u8>> = (0..3000u32)
+        .map(|i| vec![(i % 251) as u8; 1 + (i % 100) as usize])
+        .collect();
+    let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+    assert_eq!(tx.send_batch(&refs).unwrap(), 3000);
+    let first = rx.recv().unwrap().seq;
+    for m in &msgs[1..] {
+        let got = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(got.payload, m.as_slice());
+    }
+    assert_eq!(rx.state().unwrap().next_seq, first + 3000);
+    // One message over the limit: nothing is sent.
+    let big = vec![0u8; 5000];
+    let bad: [&[u8]; 2] = [b"fine", &big];
+    assert!(matches!(
+        tx.send_batch(&bad),
+        Err(Error::MessageTooLarge { len: 5000, .. })
+    ));
+    assert!(matches!(rx.try_recv(), Err(Error::WouldBlock)));
+}
