@@ -76,6 +76,8 @@ pub(crate) struct Fetched {
     pub(crate) bytes: usize,
     /// Ring position of its record.
     pub(crate) pos: u64,
+    /// Records taken (more than one in batch record mode).
+    pub(crate) count: u64,
 }
 
 /// One channel.
@@ -284,9 +286,7 @@ impl Channel {
     /// therefore never get the same message. `EAGAIN` if `nonblock` and there is none;
     /// `EPIPE` (once) after an overrun; `EMSGSIZE` if it needs more than `room` bytes (the
     /// message stays); [`END`] once the channel is removed and nothing is left for the reader.
-    /// If the copy to userspace then fails, [`Channel::give_back`] undoes it. With `more` (a
-    /// further message of a batch) it never waits and leaves a pending overrun for the next
-    /// call to report (`EAGAIN`).
+    /// If the copy to userspace then fails, [`Channel::give_back`] undoes it.
     pub(crate) fn take(
         &self,
         slot: usize,
@@ -294,13 +294,11 @@ impl Channel {
         record: bool,
         room: usize,
         nonblock: bool,
-        more: bool,
     ) -> Result<Fetched> {
         let mut ring = self.ring.lock();
         let (h, pos) = loop {
             match ring.next(slot)? {
                 Next::Record(h, pos) => break (h, pos),
-                Next::Overrun | Next::Empty if more => return Err(EAGAIN),
                 Next::Overrun => {
                     ring.clear_overrun(slot)?;
                     return Err(EPIPE);
@@ -331,13 +329,79 @@ impl Channel {
         if block {
             self.writable.notify_all();
         }
-        Ok(Fetched { seq: h.seq, bytes, pos })
+        Ok(Fetched { seq: h.seq, bytes, pos, count: 1 })
+    }
+
+    /// Batch record mode: like [`Channel::take`] for the first record (waits, reports an
+    /// overrun, `EAGAIN`, [`END`], `EMSGSIZE`), then, in the same hold of the ring lock, every
+    /// further ready record that fits, each as header + payload + zero padding (the
+    /// [`abi::RECORD_MODE_BATCH`] layout), into `buf` within `room` bytes. Stops before a
+    /// pending overrun. The copying under the lock is bounded by `buf` (a reader's buffer).
+    /// If the copy to userspace fails, [`Channel::give_back`] returns them all.
+    pub(crate) fn take_batch(
+        &self,
+        slot: usize,
+        buf: &mut [u8],
+        room: usize,
+        nonblock: bool,
+    ) -> Result<Fetched> {
+        let hsize = abi::RECORD_HEADER_SIZE as usize;
+        let limit = room.min(buf.len()) & !(abi::RECORD_ALIGN as usize - 1);
+        let mut ring = self.ring.lock();
+        let (mut h, mut pos) = loop {
+            match ring.next(slot)? {
+                Next::Record(h, pos) => break (h, pos),
+                Next::Overrun => {
+                    ring.clear_overrun(slot)?;
+                    return Err(EPIPE);
+                }
+                Next::Empty if self.is_closed() => return Err(END),
+                Next::Empty if nonblock => return Err(EAGAIN),
+                Next::Empty => {
+                    if self.readable.wait_interruptible(&mut ring) {
+                        return Err(ERESTARTSYS);
+                    }
+                }
+            }
+        };
+        let first = Fetched { seq: h.seq, bytes: 0, pos, count: 0 };
+        let mut got = first;
+        loop {
+            let size = crate::ring::record_size(h.len) as usize;
+            let end = got.bytes.checked_add(size).ok_or(EINVAL)?;
+            if end > limit {
+                if got.count == 0 {
+                    return Err(EMSGSIZE);
+                }
+                break;
+            }
+            let rec = buf.get_mut(got.bytes..end).ok_or(EINVAL)?;
+            let (head, rest) = rec.split_at_mut(hsize);
+            head.copy_from_slice(&crate::ring::header_bytes(&h));
+            let (body, pad) = rest.split_at_mut(h.len as usize);
+            ring.read_payload(pos, body)?;
+            pad.fill(0);
+            ring.commit(slot, h.seq, h.len)?;
+            got.bytes = end;
+            got.count = got.count.wrapping_add(1);
+            match ring.next(slot)? {
+                Next::Record(next, at) => (h, pos) = (next, at),
+                // Nothing more, or an overrun the next call reports.
+                _ => break,
+            }
+        }
+        let block = ring.policy == Policy::Block;
+        drop(ring);
+        if block {
+            self.writable.notify_all();
+        }
+        Ok(got)
     }
 
     /// Undoes [`Channel::take`] after the copy to userspace failed, if the message is still
     /// there and the cursor did not move since.
     pub(crate) fn give_back(&self, slot: usize, got: &Fetched) -> Result {
-        self.ring.lock().uncommit(slot, Cursor { pos: got.pos, seq: got.seq })?;
+        self.ring.lock().uncommit(slot, Cursor { pos: got.pos, seq: got.seq }, got.count)?;
         Ok(())
     }
 

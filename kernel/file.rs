@@ -72,7 +72,7 @@ pub(crate) struct MemchanFile {
     /// Record mode: [`abi::RECORD_MODE_OFF`], [`abi::RECORD_MODE_ON`] or
     /// [`abi::RECORD_MODE_BATCH`].
     record_mode: Atomic<u32>,
-    /// Bounce buffer for reads (header + largest message), allocated at open; its lock
+    /// Bounce buffer for reads ([`read_buffer_len`]), allocated at open; its lock
     /// serialises readers of this file but is never held while waiting for a message.
     #[pin]
     rbuf: Mutex<KVec<u8>>,
@@ -86,9 +86,14 @@ pub(crate) struct MemchanFile {
     bbuf: Mutex<KVec<u8>>,
 }
 
-/// Size of a reader's buffer on `chan`: the largest message plus a record header.
+/// Bytes a batch read (`RECORD_MODE_BATCH`) takes at most per call, unless one record is
+/// larger.
+const BATCH_BYTES: usize = 16 * 1024;
+
+/// Size of a reader's buffer on `chan`: room for the largest record (header, payload,
+/// padding), and for a batch of smaller ones.
 fn read_buffer_len(chan: &Channel) -> usize {
-    chan.msg_max() as usize + abi::RECORD_HEADER_SIZE as usize
+    (abi::record_size(chan.msg_max()) as usize).max(BATCH_BYTES)
 }
 
 /// A zeroed buffer of `len` bytes, charged to the caller's memory cgroup.
@@ -201,43 +206,21 @@ impl MiscDevice for MemchanFile {
                 temp.as_mut_slice()
             }
         };
-        if me.record_mode.load(Relaxed) != abi::RECORD_MODE_BATCH {
-            let got = match me.chan.take(slot, buf, record, iov.len(), nonblock, false) {
-                Err(e) if e == channel::END => return Ok(0),
-                other => other?,
-            };
-            let data = buf.get(..got.bytes).ok_or(EINVAL)?;
-            if iov.copy_to_iter(data) != got.bytes {
-                me.chan.give_back(slot, &got)?;
-                return Err(EFAULT);
-            }
-            return Ok(got.bytes);
+        let got = if me.record_mode.load(Relaxed) == abi::RECORD_MODE_BATCH {
+            me.chan.take_batch(slot, buf, iov.len(), nonblock)
+        } else {
+            me.chan.take(slot, buf, record, iov.len(), nonblock)
+        };
+        let got = match got {
+            Err(e) if e == channel::END => return Ok(0),
+            other => other?,
+        };
+        let data = buf.get(..got.bytes).ok_or(EINVAL)?;
+        if iov.copy_to_iter(data) != got.bytes {
+            me.chan.give_back(slot, &got)?;
+            return Err(EFAULT);
         }
-        // Batch: whole padded records while they are ready and fit; the first as usual.
-        let zeros = [0u8; abi::RECORD_ALIGN as usize];
-        let align = abi::RECORD_ALIGN as usize;
-        let mut total = 0usize;
-        loop {
-            let first = total == 0;
-            // Room rounded down to the alignment: a record fits iff its padded size does.
-            let room = iov.len() & !(align - 1);
-            let got = match me.chan.take(slot, buf, true, room, nonblock, !first) {
-                Ok(got) => got,
-                Err(e) if e == channel::END && first => return Ok(0),
-                Err(e) if first => return Err(e),
-                // Nothing more ready, an overrun to report next time, or no room: done.
-                Err(_) => return Ok(total),
-            };
-            let pad = got.bytes.wrapping_neg() & (align - 1);
-            let data = buf.get(..got.bytes).ok_or(EINVAL)?;
-            if iov.copy_to_iter(data) != got.bytes
-                || iov.copy_to_iter(zeros.get(..pad).ok_or(EINVAL)?) != pad
-            {
-                me.chan.give_back(slot, &got)?;
-                return if first { Err(EFAULT) } else { Ok(total) };
-            }
-            total = total.checked_add(got.bytes.wrapping_add(pad)).ok_or(EINVAL)?;
-        }
+        Ok(got.bytes)
     }
 
     fn write_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterSource<'_>) -> Result<usize> {

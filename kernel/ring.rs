@@ -414,18 +414,19 @@ impl<S: Storage> Ring<S> {
         Ok(false)
     }
 
-    /// Gives record `at` back to subscriber `i` after it was taken ([`Ring::commit`]) but could
-    /// not be copied to userspace: the cursor returns to it if nothing moved the cursor since
-    /// and the record is still in the ring. Returns whether it did.
-    pub(crate) fn uncommit(&mut self, i: usize, at: Cursor) -> Result<bool> {
+    /// Gives the `count` records from `at` back to subscriber `i` after they were taken
+    /// ([`Ring::commit`]) but could not be copied to userspace: the cursor returns to `at` if
+    /// nothing moved the cursor since and the records are still in the ring. Returns whether it
+    /// did.
+    pub(crate) fn uncommit(&mut self, i: usize, at: Cursor, count: u64) -> Result<bool> {
         let tail = self.tail;
         let s = self.slots.get_mut(i).filter(|s| s.active).ok_or(EINVAL)?;
-        if s.pending_lost != 0 || s.cur.seq != at.seq.wrapping_add(1) || at.seq < tail.seq {
+        if s.pending_lost != 0 || s.cur.seq != at.seq.wrapping_add(count) || at.seq < tail.seq {
             return Ok(false);
         }
         s.cur = at;
         self.lower_bound(at);
-        self.stats.delivered = self.stats.delivered.wrapping_sub(1);
+        self.stats.delivered = self.stats.delivered.wrapping_sub(count);
         Ok(true)
     }
 
@@ -709,11 +710,11 @@ mod tests {
         let mut buf = [0u8; 8];
         assert_eq!(recv(&mut r, s, &mut buf)?, Some((1, 1)));
         // The copy failed: the record is given back.
-        assert!(r.uncommit(s, first)?);
+        assert!(r.uncommit(s, first, 1)?);
         assert_eq!(recv(&mut r, s, &mut buf)?, Some((1, 1)));
         assert_eq!(recv(&mut r, s, &mut buf)?, Some((2, 1)));
         // The cursor moved on: nothing changes.
-        assert!(!r.uncommit(s, first)?);
+        assert!(!r.uncommit(s, first, 1)?);
         assert_eq!(r.reader_state(s)?.cursor_seq, 3);
         // A record overwritten since it was taken cannot be given back.
         let third = Cursor { pos: r.reader_state(s)?.cursor_pos, seq: 3 };
@@ -723,7 +724,7 @@ mod tests {
             r.push(b"12345678", 0)?;
         }
         r.seek(s, abi::SEEK_NEWEST)?;
-        assert!(!r.uncommit(s, third)?);
+        assert!(!r.uncommit(s, third, 1)?);
         Ok(())
     }
 
@@ -798,7 +799,7 @@ mod tests {
         for _ in 0..3 {
             r.push(b"h", 0)?;
         }
-        assert!(r.uncommit(b, Cursor { pos, seq: h.seq })?);
+        assert!(r.uncommit(b, Cursor { pos, seq: h.seq }, 1)?);
         // Nor a given-back message.
         assert!(r.would_block(8));
         Ok(())

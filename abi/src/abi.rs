@@ -235,7 +235,7 @@ pub const RECORD_MODE_OFF: u32 = 0;
 /// payload.
 pub const RECORD_MODE_ON: u32 = 1;
 /// `IOC_RECORD_MODE` argument: each `read()` returns as many whole records as are ready and
-/// fit in the buffer (at least one; it waits for the first as usual), each a [`RecordHeader`],
+/// fit in the buffer, up to 16 KiB per call (at least one; it waits for the first as usual), each a [`RecordHeader`],
 /// the payload and zero padding to [`RECORD_ALIGN`] — [`record_size`] bytes, as in the ring.
 /// A batch stops before a pending overrun, which the next `read()` reports.
 pub const RECORD_MODE_BATCH: u32 = 2;

@@ -53,10 +53,22 @@ fn main() {
     println!("bench: {cpus} CPUs, {reps} repetitions, scale {scale}");
     workloads::setup();
     let mut rows = Vec::new();
-    workloads::latency(&mut rows, reps, scale);
-    workloads::throughput(&mut rows, reps, scale);
-    workloads::fanout(&mut rows, reps, scale);
-    workloads::sizes(&mut rows, reps, scale);
+    // MEMCHAN_BENCH_ONLY=throughput (a comma-separated list) runs only those workloads, for
+    // quick experiments; published results run all of them.
+    let only = std::env::var("MEMCHAN_BENCH_ONLY").unwrap_or_default();
+    let run = |w: &str| only.is_empty() || only.split(',').any(|o| o == w);
+    if run("latency") {
+        workloads::latency(&mut rows, reps, scale);
+    }
+    if run("throughput") {
+        workloads::throughput(&mut rows, reps, scale);
+    }
+    if run("fanout") {
+        workloads::fanout(&mut rows, reps, scale);
+    }
+    if run("sizes") {
+        workloads::sizes(&mut rows, reps, scale);
+    }
     let (before, after, n) = workloads::slab_check(scale);
     let report = Report {
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")

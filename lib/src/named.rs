@@ -177,7 +177,14 @@ fn configure(name: &str, path: &Path, opts: &ChannelOptions) -> Result<()> {
         set(name, "mode", &format!("{m:o}"))?;
     }
     // memchan checks uid/gid/mode itself at open; give the node the same owner and mode so
-    // that `ls -l` tells the truth and the node's own check agrees.
+    // that `ls -l` tells the truth and the node's own check agrees. udev applies the kernel's
+    // node mode (0666) when it handles the device's "add" event, possibly after us: let it
+    // finish first, where it runs.
+    let _ = std::process::Command::new("udevadm")
+        .args(["settle", "--timeout=10"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
     let mode = get(name, "mode")?;
     let mode = u32::from_str_radix(&mode, 8).unwrap_or(0o600);
     let uid: u32 = get(name, "uid")?.parse().unwrap_or(0);
