@@ -29,6 +29,10 @@ use kernel::{
             Atomic,
             Relaxed, //
         },
+        lock::{
+            spinlock::SpinLockBackend,
+            Guard, //
+        },
         Arc,
         SpinLock, //
     },
@@ -280,6 +284,34 @@ impl Channel {
         result
     }
 
+    /// Waits, under `ring` (released while sleeping), until subscriber `slot` has a record and
+    /// returns its header and position. `EPIPE` (once, clearing it) for a pending overrun;
+    /// [`END`] once the channel is removed and nothing is left; `EAGAIN` if `nonblock`;
+    /// `ERESTARTSYS` on a signal.
+    fn wait_next(
+        &self,
+        ring: &mut Guard<'_, Ring<PageRing>, SpinLockBackend>,
+        slot: usize,
+        nonblock: bool,
+    ) -> Result<(abi::RecordHeader, u64)> {
+        loop {
+            match ring.next(slot)? {
+                Next::Record(h, pos) => return Ok((h, pos)),
+                Next::Overrun => {
+                    ring.clear_overrun(slot)?;
+                    return Err(EPIPE);
+                }
+                Next::Empty if self.is_closed() => return Err(END),
+                Next::Empty if nonblock => return Err(EAGAIN),
+                Next::Empty => {
+                    if self.readable.wait_interruptible(ring) {
+                        return Err(ERESTARTSYS);
+                    }
+                }
+            }
+        }
+    }
+
     /// Takes subscriber `slot`'s next message: waits until there is one (or an overrun to
     /// report), copies it into `buf` (header first in record mode) and moves the cursor past
     /// it, all in one hold of the ring lock (released while sleeping). Two readers of one file
@@ -296,22 +328,7 @@ impl Channel {
         nonblock: bool,
     ) -> Result<Fetched> {
         let mut ring = self.ring.lock();
-        let (h, pos) = loop {
-            match ring.next(slot)? {
-                Next::Record(h, pos) => break (h, pos),
-                Next::Overrun => {
-                    ring.clear_overrun(slot)?;
-                    return Err(EPIPE);
-                }
-                Next::Empty if self.is_closed() => return Err(END),
-                Next::Empty if nonblock => return Err(EAGAIN),
-                Next::Empty => {
-                    if self.readable.wait_interruptible(&mut ring) {
-                        return Err(ERESTARTSYS);
-                    }
-                }
-            }
-        };
+        let (h, pos) = self.wait_next(&mut ring, slot, nonblock)?;
         let len = h.len as usize;
         let hsize = if record { abi::RECORD_HEADER_SIZE as usize } else { 0 };
         let bytes = hsize.checked_add(len).ok_or(EINVAL)?;
@@ -348,22 +365,7 @@ impl Channel {
         let hsize = abi::RECORD_HEADER_SIZE as usize;
         let limit = room.min(buf.len()) & !(abi::RECORD_ALIGN as usize - 1);
         let mut ring = self.ring.lock();
-        let (mut h, mut pos) = loop {
-            match ring.next(slot)? {
-                Next::Record(h, pos) => break (h, pos),
-                Next::Overrun => {
-                    ring.clear_overrun(slot)?;
-                    return Err(EPIPE);
-                }
-                Next::Empty if self.is_closed() => return Err(END),
-                Next::Empty if nonblock => return Err(EAGAIN),
-                Next::Empty => {
-                    if self.readable.wait_interruptible(&mut ring) {
-                        return Err(ERESTARTSYS);
-                    }
-                }
-            }
-        };
+        let (mut h, mut pos) = self.wait_next(&mut ring, slot, nonblock)?;
         let first = Fetched { seq: h.seq, bytes: 0, pos, count: 0 };
         let mut got = first;
         loop {

@@ -172,8 +172,10 @@ pub fn pair(kind: Kind, max: usize, tag: u32) -> (Box<dyn Endpoint>, Box<dyn End
                         rx: Receiver::open_index(rx).unwrap(),
                     }),
                     Kind::MemchanBatch => Box::new(McBatch {
-                        tx: sender,
-                        rx: Receiver::open_index(rx).unwrap(),
+                        inner: McRead {
+                            tx: sender,
+                            rx: Receiver::open_index(rx).unwrap(),
+                        },
                         held: Vec::new(),
                         n: 0,
                     }),
@@ -432,8 +434,8 @@ impl Endpoint for McRead {
 const BATCH: usize = 32;
 
 struct McBatch {
-    tx: Sender,
-    rx: Receiver,
+    /// Receiving (and the sender) as in the plain read transport.
+    inner: McRead,
     /// Messages held back until a batch is full (buffers reused).
     held: Vec<Vec<u8>>,
     /// How many of `held` are in use.
@@ -453,13 +455,11 @@ impl Endpoint for McBatch {
         }
     }
     fn recv(&mut self, buf: &mut [u8]) -> usize {
-        let m = self.rx.recv().unwrap();
-        buf[..m.payload.len()].copy_from_slice(m.payload);
-        m.payload.len()
+        self.inner.recv(buf)
     }
     fn flush(&mut self) {
         let msgs: Vec<&[u8]> = self.held[..self.n].iter().map(Vec::as_slice).collect();
-        assert_eq!(self.tx.send_batch(&msgs).unwrap(), msgs.len());
+        assert_eq!(self.inner.tx.send_batch(&msgs).unwrap(), msgs.len());
         self.n = 0;
     }
 }

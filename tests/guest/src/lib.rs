@@ -236,3 +236,34 @@ pub fn reload(params: &str) -> i32 {
 pub fn last_errno() -> Errno {
     Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
 }
+
+/// A named channel made through configfs for one test, removed when dropped (also when the
+/// test fails: a leftover named channel would keep the module from unloading).
+pub struct TestChannel {
+    dir: String,
+    /// Its device node.
+    pub path: String,
+}
+
+impl TestChannel {
+    /// `mkdir /sys/kernel/config/memchan/<name>`, then writes each `(attribute, value)`.
+    pub fn new(name: &str, settings: &[(&str, &str)]) -> Self {
+        let dir = format!("/sys/kernel/config/memchan/{name}");
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {dir}: {e}"));
+        let ch = Self {
+            dir,
+            path: format!("/dev/memchan-{name}"),
+        };
+        for (attr, value) in settings {
+            std::fs::write(format!("{}/{attr}", ch.dir), value)
+                .unwrap_or_else(|e| panic!("{attr} = {value}: {e}"));
+        }
+        ch
+    }
+}
+
+impl Drop for TestChannel {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}

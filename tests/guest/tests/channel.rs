@@ -517,18 +517,8 @@ fn threads_sharing_one_file_each_get_distinct_messages() {
 fn batch_record_mode_returns_every_ready_record_that_fits() {
     require_guest();
     // A channel of its own (parallel tests use the default one), 4 KiB ring, overwrite.
-    let dir = "/sys/kernel/config/memchan/batchtest";
-    std::fs::create_dir(dir).unwrap();
-    struct Rm(&'static str);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir(self.0);
-        }
-    }
-    let _rm = Rm(dir);
-    std::fs::write(format!("{dir}/msg_max"), "1024").unwrap();
-    std::fs::write(format!("{dir}/ring_kib"), "4").unwrap();
-    let path = "/dev/memchan-batchtest";
+    let ch = TestChannel::new("batchtest", &[("msg_max", "1024"), ("ring_kib", "4")]);
+    let path = ch.path.as_str();
     let w = open_path(path, OFlags::WRONLY).unwrap();
     let r = open_path(path, RD).unwrap();
     ioctl(&r, abi::IOC_RECORD_MODE, abi::RECORD_MODE_BATCH as usize).unwrap();
@@ -604,19 +594,11 @@ fn batch_record_mode_returns_every_ready_record_that_fits() {
 #[test]
 fn send_batch_sends_each_record_as_a_message() {
     require_guest();
-    let dir = "/sys/kernel/config/memchan/sendbatch";
-    std::fs::create_dir(dir).unwrap();
-    struct Rm(&'static str);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir(self.0);
-        }
-    }
-    let _rm = Rm(dir);
-    std::fs::write(format!("{dir}/msg_max"), "100").unwrap();
-    std::fs::write(format!("{dir}/ring_kib"), "4").unwrap();
-    std::fs::write(format!("{dir}/policy"), "block").unwrap();
-    let path = "/dev/memchan-sendbatch";
+    let ch = TestChannel::new(
+        "sendbatch",
+        &[("msg_max", "100"), ("ring_kib", "4"), ("policy", "block")],
+    );
+    let path = ch.path.as_str();
     let w = open_path(path, OFlags::WRONLY | OFlags::NONBLOCK).unwrap();
     let r = open_path(path, RD).unwrap();
     let record = |len: u32, flags: u32, payload: &[u8]| {
