@@ -59,6 +59,27 @@ fn thread_cpu() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// Voluntary context switches (sleeps) of the calling thread so far.
+fn thread_sleeps() -> i64 {
+    // SAFETY: `getrusage` fills in the zeroed struct it is given.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut ru);
+        ru
+    };
+    ru.ru_nvcsw
+}
+
+/// Whether transport `name` is measured: all of them, unless `MEMCHAN_BENCH_TRANSPORTS` (a
+/// comma-separated list of names, e.g. `pipe,memchan read`) narrows it for an experiment or a
+/// profile (`cargo xtask bench --profile`).
+fn selected(name: &str) -> bool {
+    match std::env::var("MEMCHAN_BENCH_TRANSPORTS") {
+        Ok(list) if !list.is_empty() => list.split(',').any(|t| t.trim() == name),
+        _ => true,
+    }
+}
+
 fn iters(base: usize, scale: f64) -> usize {
     ((base as f64 * scale) as usize).max(10)
 }
@@ -93,7 +114,7 @@ fn pingpong(kind: Kind, size: usize, n: usize) -> Histogram<u64> {
 
 pub fn latency(rows: &mut Vec<Row>, reps: usize, scale: f64) {
     for size in [64, 1024, 16384] {
-        for kind in Kind::ALL {
+        for kind in Kind::ALL.into_iter().filter(|k| selected(k.name())) {
             let mut v: [Vec<f64>; 4] = Default::default();
             for _ in 0..reps {
                 let h = pingpong(kind, size, iters(2000, scale));
@@ -129,20 +150,30 @@ fn stream(kind: Kind, size: usize, n: usize) -> f64 {
         pin(1);
         let mut buf = vec![0u8; size.max(64)];
         s2.wait();
+        let sleeps = thread_sleeps();
         for _ in 0..n {
             b.recv(&mut buf);
         }
-        Instant::now()
+        (Instant::now(), thread_sleeps() - sleeps)
     });
     pin(0);
     let msg = vec![0x5au8; size];
     start.wait();
+    let sleeps = thread_sleeps();
     let t0 = Instant::now();
     for _ in 0..n {
         a.send(&msg);
     }
     a.flush();
-    let end = reader.join().unwrap();
+    let writer_sleeps = thread_sleeps() - sleeps;
+    let (end, reader_sleeps) = reader.join().unwrap();
+    // Why a rate is what it is: how often each side went to sleep (and had to be woken).
+    println!(
+        "  {} {size} B: sleeps per 1000 messages: writer {}, reader {}",
+        kind.name(),
+        writer_sleeps * 1000 / n as i64,
+        reader_sleeps * 1000 / n as i64
+    );
     n as f64 / end.duration_since(t0).as_secs_f64()
 }
 
@@ -159,7 +190,7 @@ const STREAM_KINDS: [Kind; 8] = [
 
 pub fn throughput(rows: &mut Vec<Row>, reps: usize, scale: f64) {
     for size in [64, 4096] {
-        for kind in STREAM_KINDS {
+        for kind in STREAM_KINDS.into_iter().filter(|k| selected(k.name())) {
             let v: Vec<f64> = (0..reps)
                 .map(|_| stream(kind, size, iters(20000, scale)))
                 .collect();
@@ -252,7 +283,10 @@ impl Endpoint for FanReader {
 
 pub fn fanout(rows: &mut Vec<Row>, reps: usize, scale: f64) {
     for readers in [1, 2, 4, 8] {
-        for (memchan, name) in [(true, "memchan read"), (false, "unix seqpacket")] {
+        for (memchan, name) in [(true, "memchan read"), (false, "unix seqpacket")]
+            .into_iter()
+            .filter(|(_, name)| selected(name))
+        {
             let v: Vec<(f64, f64)> = (0..reps)
                 .map(|_| fan(memchan, readers, iters(5000, scale)))
                 .collect();
@@ -286,7 +320,10 @@ pub fn sizes(rows: &mut Vec<Row>, reps: usize, scale: f64) {
             Kind::SeqPacket,
             Kind::MemchanRead,
             Kind::MemchanMmapPoll,
-        ] {
+        ]
+        .into_iter()
+        .filter(|k| selected(k.name()))
+        {
             let mut lat = Vec::new();
             let mut tput = Vec::new();
             for _ in 0..reps {

@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::{cache, module, run, vm, KernelOpts};
 
 /// `cargo xtask bench`.
-pub fn run(opts: &KernelOpts, reps: u32, scale: f64) -> Result<i32> {
+pub fn run(opts: &KernelOpts, reps: u32, scale: f64, profile: bool) -> Result<i32> {
     run::stage("building memchan-bench (release)");
     run::checked(
         Command::new("cargo")
@@ -37,24 +37,63 @@ pub fn run(opts: &KernelOpts, reps: u32, scale: f64) -> Result<i32> {
         ..opts.clone()
     };
     let built = module::ensure(&opts)?;
-    let cmd = format!(
-        "env MEMCHAN_BENCH_REPS={reps} MEMCHAN_BENCH_SCALE={scale} {}",
-        vm::shell_quote(&exe.to_string_lossy())
-    );
+    // The experiment filters (see bench/src/main.rs) travel into the guest explicitly.
+    let mut env = format!("MEMCHAN_BENCH_REPS={reps} MEMCHAN_BENCH_SCALE={scale}");
+    for var in ["MEMCHAN_BENCH_ONLY", "MEMCHAN_BENCH_TRANSPORTS"] {
+        if let Ok(v) = std::env::var(var) {
+            env.push_str(&format!(" {var}={}", vm::shell_quote(&v)));
+        }
+    }
+    let mut cmd = format!("env {env} {}", vm::shell_quote(&exe.to_string_lossy()));
+    if profile {
+        cmd = profiled(&cmd)?;
+    }
     let out = vm::boot(&built, &cmd, Duration::from_secs(3600))?;
     if out.code != 0 {
         return Ok(out.code);
     }
-    let raw = std::fs::read_to_string(out.scratch.join("bench.json"))
-        .context("the benchmark wrote no bench.json")?;
-    let _: Value = serde_json::from_str(&raw).context("bench.json is not JSON")?;
     let date = run::query(Command::new("date").arg("+%Y-%m-%d"))?;
     let dir = cache::repo().join("bench/results");
     cache::mkdir(&dir)?;
+    if profile {
+        let text = std::fs::read_to_string(out.scratch.join("profile.txt"))
+            .context("perf wrote no profile (see the console log)")?;
+        let path = dir.join(format!("{date}-profile.txt"));
+        std::fs::write(&path, &text)?;
+        println!("{}", text.lines().take(60).collect::<Vec<_>>().join("\n"));
+        run::stage(&format!("full profile: {}", path.display()));
+        return Ok(0);
+    }
+    let raw = std::fs::read_to_string(out.scratch.join("bench.json"))
+        .context("the benchmark wrote no bench.json")?;
+    let _: Value = serde_json::from_str(&raw).context("bench.json is not JSON")?;
     let json = dir.join(format!("{date}.json"));
     std::fs::write(&json, &raw)?;
     render(&json)?;
     Ok(0)
+}
+
+/// `cmd` (a guest shell command) under `perf record`, system-wide, sampling the `cpu-clock`
+/// software event at 1 kHz (TCG emulates no PMU; faster sampling distorts what it measures),
+/// followed by `perf report` into `$MEMCHAN_SCRATCH/profile.txt`: the flat profile by symbol.
+/// (No call graphs: the benchmark kernel has no frame-pointer or ORC unwinder.)
+fn profiled(cmd: &str) -> Result<String> {
+    let perf = Path::new("/usr/bin/perf");
+    if !perf.exists() {
+        crate::setup::apt_install(&["linux-perf"])?;
+    }
+    if !perf.exists() {
+        bail!("no {} after installing linux-perf", perf.display());
+    }
+    let perf = perf.display();
+    // perf cannot write its data file on the 9p scratch directory ("Bad address"); the guest's
+    // /tmp is its own.
+    let data = "/tmp/memchan-bench-perf.data";
+    Ok(format!(
+        "{perf} record -q -e cpu-clock -F 999 -a -o {data} -- {cmd} && \
+         {perf} report -q -i {data} --stdio --sort sym,dso --percent-limit 0.2 \
+         > \"$MEMCHAN_SCRATCH/profile.txt\""
+    ))
 }
 
 /// Writes the tables (`<date>.md`, `latest.md`) and charts (`<date>-*.svg`, `latest-*.svg`)

@@ -47,9 +47,9 @@ pub struct KernelOpts {
     /// injection; clang-built in a Debian 13 build root (built and cached separately).
     #[arg(long)]
     debug: bool,
-    /// The benchmark flavor: the test kernel without lockdep, KUnit and Rust debug checks
-    /// (chosen by `bench`).
-    #[arg(skip)]
+    /// Use the benchmark flavor of the test kernel: without lockdep, KUnit and Rust debug
+    /// checks, with perf events for profiling (what `bench` uses; built and cached separately).
+    #[arg(long, conflicts_with = "debug")]
     perf: bool,
 }
 
@@ -117,6 +117,12 @@ enum Verb {
         /// Do not run: redraw the tables and charts of this raw results file.
         #[arg(long, value_name = "JSON")]
         render: Option<PathBuf>,
+        /// Run the benchmark under `perf record -a -g -e cpu-clock` in the guest and write the
+        /// profile (kernel and userspace symbols) to bench/results/<date>-profile.txt instead of
+        /// the tables. MEMCHAN_BENCH_ONLY=<workload,...> and MEMCHAN_BENCH_TRANSPORTS=<name,...>
+        /// narrow what runs (and what is profiled).
+        #[arg(long, conflicts_with = "render")]
+        profile: bool,
     },
     /// Run the lint and host tests, then the guest suite on the test kernel and on its debug
     /// flavor (one boot each).
@@ -146,9 +152,10 @@ fn main() -> ExitCode {
             reps,
             scale,
             render,
+            profile,
         } => match render {
             Some(json) => bench::render(&json).map(|_| 0),
-            None => bench::run(&kernel, reps, scale),
+            None => bench::run(&kernel, reps, scale, profile),
         },
         Verb::Test { kernel, quick } => test::run(&kernel, quick),
         Verb::Stress { kernel, secs } => {
