@@ -2,11 +2,25 @@
 
 //! One channel: its ring, the wait queues, and the operations open files perform on it.
 //!
-//! Locking: one spinlock per channel guards the [`Ring`]. Under it the driver only copies
-//! between the ring pages and kernel buffers (bounded by the message limit); user copies,
-//! allocations and sleeping happen outside it. Readers (and pollers) wait on `readable`,
-//! writers of a `block` channel on `writable`; every wait is interruptible and re-checks the
-//! state under the lock, and pollers register before checking, so no wake-up is lost.
+//! Locking: one mutex per channel guards the [`Ring`]. Under it the driver only copies
+//! between the ring pages and kernel buffers (bounded by the message limit); user copies and
+//! allocations happen outside it. It is a sleeping lock, as a pipe's is: a task that finds it
+//! held spins only while the holder runs and otherwise sleeps, where a spinlock's waiter would
+//! burn its CPU for as long as a preempted holder (or a descheduled virtual CPU) stays off.
+//!
+//! Readers (and pollers) wait on `readable`, writers of a `block` channel on `writable`;
+//! every wait is interruptible and re-checks the state under the lock, and pollers register
+//! before checking, so no wake-up is lost. Sleepers and polled files are counted under the
+//! lock ([`Waiting`]), so that a writer (or reader) skips the wake-up when nobody can be
+//! waiting for it, the common case of a stream that never runs dry.
+//!
+//! Readers asleep in `read` are woken in a chain: the writer wakes the first one, and each
+//! woken reader wakes the next, as many as were asleep when the records were published
+//! ([`Waiting::readers_to_wake`]). A writer's cost per message thus stays the same however
+//! many subscribers wait, and the woken readers share the work (with two CPUs, they run one
+//! after the other anyway). Polled files are not part of the chain: the kernel wakes every
+//! poller on the first wake-up. A reader whose sleep a signal ends wakes all the others, as
+//! it cannot know whether it took a turn in the chain.
 //!
 //! A channel can be removed while files still have it open (a named channel's `rmdir`, or a
 //! reconfiguration): [`Channel::close`] wakes everyone; afterwards reads return the messages
@@ -17,8 +31,8 @@
 use kernel::{
     fs::File,
     mm::virt::VmaNew,
+    new_mutex,
     new_poll_condvar,
-    new_spinlock,
     prelude::*,
     sync::{
         poll::{
@@ -30,11 +44,11 @@ use kernel::{
             Relaxed, //
         },
         lock::{
-            spinlock::SpinLockBackend,
+            mutex::MutexBackend,
             Guard, //
         },
         Arc,
-        SpinLock, //
+        Mutex, //
     },
     time::{
         ClockSource,
@@ -52,7 +66,8 @@ use crate::{
         Cursor,
         Next,
         Policy,
-        Ring, //
+        Ring,
+        Waiting, //
     },
     sys, //
 };
@@ -93,7 +108,7 @@ pub(crate) struct Channel {
     pages: Arc<Pages>,
     /// The ring.
     #[pin]
-    ring: SpinLock<Ring<PageRing>>,
+    ring: Mutex<Ring<PageRing>>,
     /// Readers and pollers wait here for messages.
     #[pin]
     readable: PollCondVar,
@@ -102,6 +117,15 @@ pub(crate) struct Channel {
     writable: PollCondVar,
     /// Set (under the ring lock) once the channel has been removed; see [`Channel::close`].
     closed: Atomic<u32>,
+}
+
+/// The ring, locked.
+type RingGuard<'a> = Guard<'a, Ring<PageRing>, MutexBackend>;
+
+/// Whether a writer may be waiting for room: one asleep in `write`, or a polled file.
+fn writers_waiting(ring: &Ring<PageRing>) -> bool {
+    let w: Waiting = ring.waiting;
+    w.writers > 0 || w.pollers > 0
 }
 
 /// What [`Channel::take`] gives once a removed channel has nothing left for the reader; `read`
@@ -123,7 +147,7 @@ impl Channel {
             try_pin_init!(Self {
                 cfg,
                 pages,
-                ring <- new_spinlock!(ring, "memchan::ring"),
+                ring <- new_mutex!(ring, "memchan::ring"),
                 readable <- new_poll_condvar!("memchan::readable"),
                 writable <- new_poll_condvar!("memchan::writable"),
                 closed: Atomic::new(0),
@@ -142,6 +166,45 @@ impl Channel {
         drop(ring);
         self.readable.notify_all();
         self.writable.notify_all();
+    }
+
+    /// Sleeps on `readable` (the lock released meanwhile), counted in [`Waiting::readers`],
+    /// and passes the wake-up on (see the module docs). True if a signal ended the wait.
+    fn sleep_readable(&self, ring: &mut RingGuard<'_>) -> bool {
+        ring.waiting.readers = ring.waiting.readers.wrapping_add(1);
+        let signal = self.readable.wait_interruptible(ring);
+        let w = &mut ring.waiting;
+        w.readers = w.readers.wrapping_sub(1);
+        if signal {
+            // Woken by the signal, or by the chain as well: wake everyone rather than risk
+            // ending the chain here.
+            w.readers_to_wake = 0;
+            self.readable.notify_all();
+        } else if w.readers_to_wake > 0 {
+            w.readers_to_wake = w.readers_to_wake.wrapping_sub(1);
+            if w.readers_to_wake > 0 {
+                self.readable.notify_one();
+            }
+        }
+        signal
+    }
+
+    /// After records were published (under the lock): starts the chain of reader wake-ups
+    /// if anyone may be waiting. Returns whether to wake `readable` once the lock is
+    /// released (one sleeper and every poller).
+    fn wake_readers(ring: &mut RingGuard<'_>) -> bool {
+        let w = &mut ring.waiting;
+        w.readers_to_wake = w.readers;
+        w.readers > 0 || w.pollers > 0
+    }
+
+    /// Sleeps on `writable` (the lock released meanwhile), counted in [`Waiting::writers`].
+    /// True if a signal ended the wait.
+    fn sleep_writable(&self, ring: &mut RingGuard<'_>) -> bool {
+        ring.waiting.writers = ring.waiting.writers.wrapping_add(1);
+        let signal = self.writable.wait_interruptible(ring);
+        ring.waiting.writers = ring.waiting.writers.wrapping_sub(1);
+        signal
     }
 
     /// Whether [`Channel::close`] ran.
@@ -175,8 +238,8 @@ impl Channel {
         Ok(slot)
     }
 
-    /// Unregisters a closing file.
-    pub(crate) fn detach(&self, slot: Option<usize>, write: bool) {
+    /// Unregisters a closing file (`polled` if it was ever polled, see [`Channel::poll`]).
+    pub(crate) fn detach(&self, slot: Option<usize>, write: bool, polled: bool) {
         let mut ring = self.ring.lock();
         if let Some(i) = slot {
             ring.unsubscribe(i);
@@ -184,21 +247,25 @@ impl Channel {
         if write {
             ring.writers = ring.writers.wrapping_sub(1);
         }
+        if polled {
+            ring.waiting.pollers = ring.waiting.pollers.wrapping_sub(1);
+        }
         drop(ring);
         // A slow subscriber leaving may make room for blocked writers.
         self.writable.notify_all();
     }
 
-    /// Appends one message; in `block` mode waits for room (unless `nonblock`: `EAGAIN`).
+    /// Appends one message of `len` bytes, laid out as a record in `rec` (see
+    /// [`Ring::push_record`]); in `block` mode waits for room (unless `nonblock`: `EAGAIN`).
     /// A signal ends the wait with `ERESTARTSYS`.
-    pub(crate) fn send(&self, payload: &[u8], nonblock: bool) -> Result<u64> {
+    pub(crate) fn send(&self, rec: &mut [u8], len: u32, nonblock: bool) -> Result<u64> {
         let mut ring = self.ring.lock();
         let mut counted = false;
         let seq = loop {
             if self.is_closed() {
                 return Err(ENODEV);
             }
-            match ring.push(payload, now_ns()) {
+            match ring.push_record(rec, len, now_ns()) {
                 Err(e) if e == EAGAIN => {
                     if nonblock {
                         return Err(EAGAIN);
@@ -207,15 +274,18 @@ impl Channel {
                         counted = true;
                         ring.stats.blocked_writes = ring.stats.blocked_writes.wrapping_add(1);
                     }
-                    if self.writable.wait_interruptible(&mut ring) {
+                    if self.sleep_writable(&mut ring) {
                         return Err(ERESTARTSYS);
                     }
                 }
                 other => break other?,
             }
         };
+        let wake = Self::wake_readers(&mut ring);
         drop(ring);
-        self.readable.notify_all();
+        if wake {
+            self.readable.notify_one();
+        }
         Ok(seq)
     }
 
@@ -226,8 +296,7 @@ impl Channel {
     /// later one that cannot be sent (malformed, truncated, too long, no room without
     /// waiting, a signal while waiting) ends the batch. `buf` is at most
     /// [`abi::SEND_BATCH_MAX`] bytes, which bounds the work done under the lock.
-    pub(crate) fn send_batch(&self, buf: &[u8], nonblock: bool) -> Result<usize> {
-        let hsize = abi::RECORD_HEADER_SIZE as usize;
+    pub(crate) fn send_batch(&self, buf: &mut [u8], nonblock: bool) -> Result<usize> {
         let mut ring = self.ring.lock();
         let mut at = 0usize;
         let mut counted = false;
@@ -241,25 +310,21 @@ impl Channel {
                 .get(at..)
                 .and_then(|rest| rest.first_chunk::<{ abi::RECORD_HEADER_SIZE as usize }>())
                 .and_then(crate::ring::header_from_bytes);
-            let payload = parsed.filter(|h| h.flags == 0).and_then(|h| {
-                let start = at.checked_add(hsize)?;
-                buf.get(start..start.checked_add(h.len as usize)?)
-                    .map(|p| (p, crate::ring::record_size(h.len) as usize))
-            });
-            let Some((payload, size)) = payload else {
+            let Some(len) = parsed.filter(|h| h.flags == 0).map(|h| h.len) else {
                 break if first { Err(EINVAL) } else { Ok(at) };
             };
-            if at.checked_add(size).is_none_or(|end| end > buf.len()) {
+            let size = crate::ring::record_size(len) as usize;
+            let Some(rec) = at.checked_add(size).and_then(|end| buf.get_mut(at..end)) else {
                 break if first { Err(EINVAL) } else { Ok(at) };
-            }
+            };
             if self.is_closed() {
                 break if first { Err(ENODEV) } else { Ok(at) };
             }
-            if payload.is_empty() {
+            if len == 0 {
                 at = at.wrapping_add(size);
                 continue;
             }
-            match ring.push(payload, now_ns()) {
+            match ring.push_record(rec, len, now_ns()) {
                 Ok(_) => at = at.wrapping_add(size),
                 Err(e) if e == EAGAIN && !nonblock => {
                     if !counted {
@@ -267,19 +332,20 @@ impl Channel {
                         ring.stats.blocked_writes = ring.stats.blocked_writes.wrapping_add(1);
                     }
                     // Readers must hear of what is already in before the wait can end.
-                    if !first {
-                        self.readable.notify_all();
+                    if !first && Self::wake_readers(&mut ring) {
+                        self.readable.notify_one();
                     }
-                    if self.writable.wait_interruptible(&mut ring) {
+                    if self.sleep_writable(&mut ring) {
                         break if first { Err(ERESTARTSYS) } else { Ok(at) };
                     }
                 }
                 Err(e) => break if first { Err(e) } else { Ok(at) },
             }
         };
+        let wake = result.as_ref().is_ok_and(|n| *n > 0) && Self::wake_readers(&mut ring);
         drop(ring);
-        if result.as_ref().is_ok_and(|n| *n > 0) {
-            self.readable.notify_all();
+        if wake {
+            self.readable.notify_one();
         }
         result
     }
@@ -290,7 +356,7 @@ impl Channel {
     /// `ERESTARTSYS` on a signal.
     fn wait_next(
         &self,
-        ring: &mut Guard<'_, Ring<PageRing>, SpinLockBackend>,
+        ring: &mut RingGuard<'_>,
         slot: usize,
         nonblock: bool,
     ) -> Result<(abi::RecordHeader, u64)> {
@@ -304,7 +370,7 @@ impl Channel {
                 Next::Empty if self.is_closed() => return Err(END),
                 Next::Empty if nonblock => return Err(EAGAIN),
                 Next::Empty => {
-                    if self.readable.wait_interruptible(ring) {
+                    if self.sleep_readable(ring) {
                         return Err(ERESTARTSYS);
                     }
                 }
@@ -341,9 +407,9 @@ impl Channel {
         }
         ring.read_payload(pos, body)?;
         ring.commit(slot, h.seq, h.len)?;
-        let block = ring.policy == Policy::Block;
+        let wake = ring.policy == Policy::Block && writers_waiting(&ring);
         drop(ring);
-        if block {
+        if wake {
             self.writable.notify_all();
         }
         Ok(Fetched { seq: h.seq, bytes, pos, count: 1 })
@@ -392,9 +458,9 @@ impl Channel {
                 _ => break,
             }
         }
-        let block = ring.policy == Policy::Block;
+        let wake = ring.policy == Policy::Block && writers_waiting(&ring);
         drop(ring);
-        if block {
+        if wake {
             self.writable.notify_all();
         }
         Ok(got)
@@ -416,11 +482,22 @@ impl Channel {
         })
     }
 
-    /// `poll` mask for an open file (`slot` if it subscribes).
-    pub(crate) fn poll(&self, file: &File, table: PollTable<'_>, slot: Option<usize>) -> u32 {
+    /// `poll` mask for an open file (`slot` if it subscribes). `first` on the file's first
+    /// poll: from then on until it closes (`detach` with `polled`) it counts as a waiter
+    /// ([`Waiting::pollers`]), as an epoll registration outlives the call.
+    pub(crate) fn poll(
+        &self,
+        file: &File,
+        table: PollTable<'_>,
+        slot: Option<usize>,
+        first: bool,
+    ) -> u32 {
         table.register_wait(file, &self.readable);
         table.register_wait(file, &self.writable);
         let mut ring = self.ring.lock();
+        if first {
+            ring.waiting.pollers = ring.waiting.pollers.wrapping_add(1);
+        }
         let mut mask = 0;
         if self.is_closed() {
             mask |= sys::POLLHUP;
@@ -489,8 +566,13 @@ impl Channel {
 
     /// `MEMCHAN_IOC_CONSUME`.
     pub(crate) fn consume(&self, slot: usize, upto: u64) -> Result {
-        self.ring.lock().consume(slot, upto)?;
-        self.writable.notify_all();
+        let mut ring = self.ring.lock();
+        ring.consume(slot, upto)?;
+        let wake = writers_waiting(&ring);
+        drop(ring);
+        if wake {
+            self.writable.notify_all();
+        }
         Ok(())
     }
 

@@ -72,6 +72,8 @@ pub(crate) struct MemchanFile {
     /// Record mode: [`abi::RECORD_MODE_OFF`], [`abi::RECORD_MODE_ON`] or
     /// [`abi::RECORD_MODE_BATCH`].
     record_mode: Atomic<u32>,
+    /// 1 once the file has been polled (see [`Channel::poll`]).
+    polled: Atomic<u32>,
     /// Bounce buffer for reads ([`read_buffer_len`]), allocated at open; its lock
     /// serialises readers of this file but is never held while waiting for a message.
     #[pin]
@@ -117,7 +119,8 @@ impl MemchanFile {
 
     /// `poll` (installed by [`sys::install_poll`]).
     pub(crate) fn poll(&self, file: &File, table: PollTable<'_>) -> u32 {
-        self.chan.poll(file, table, self.slot)
+        let first = self.polled.xchg(1, Relaxed) == 0;
+        self.chan.poll(file, table, self.slot, first)
     }
 
     /// [`abi::IOC_SEND_BATCH`]: copies the records in (at most [`abi::SEND_BATCH_MAX`] bytes)
@@ -161,9 +164,8 @@ impl MiscDevice for MemchanFile {
         let write = mode == O_WRONLY || mode == O_RDWR;
         dev.check_access(file, if read { 4 } else { 0 } | if write { 2 } else { 0 })?;
         let chan = dev.channel().clone();
-        let max = chan.msg_max() as usize;
         let rbuf = buffer(if read { read_buffer_len(&chan) } else { 0 })?;
-        let wbuf = buffer(if write { max } else { 0 })?;
+        let wbuf = buffer(if write { abi::record_size(chan.msg_max()) as usize } else { 0 })?;
         let slot = chan.attach(read, write)?;
         let owned = chan.clone();
         let me = KBox::pin_init(
@@ -172,6 +174,7 @@ impl MiscDevice for MemchanFile {
                 slot,
                 writer: write,
                 record_mode: Atomic::new(0),
+                polled: Atomic::new(0),
                 rbuf <- new_mutex!(rbuf, "memchan::rbuf"),
                 wbuf <- new_mutex!(wbuf, "memchan::wbuf"),
                 bbuf <- new_mutex!(KVec::new(), "memchan::bbuf"),
@@ -184,7 +187,7 @@ impl MiscDevice for MemchanFile {
                 Ok(me)
             }
             Err(e) => {
-                chan.detach(slot, write);
+                chan.detach(slot, write, false);
                 Err(e)
             }
         }
@@ -233,19 +236,25 @@ impl MiscDevice for MemchanFile {
         if len == 0 {
             return Ok(0);
         }
+        // The message is laid out as its record (header room, payload, padding room), so that
+        // the ring takes it in one copy.
+        let hsize = abi::RECORD_HEADER_SIZE as usize;
+        let len32 = u32::try_from(len).map_err(|_| EMSGSIZE)?;
+        let rsize = abi::record_size(len32) as usize;
         let mut own = me.wbuf.try_lock();
         let mut temp;
-        let buf = match own.as_mut() {
-            Some(guard) => guard.get_mut(..len).ok_or(EINVAL)?,
+        let rec = match own.as_mut() {
+            Some(guard) => guard.get_mut(..rsize).ok_or(EINVAL)?,
             None => {
-                temp = buffer(len)?;
+                temp = buffer(rsize)?;
                 temp.as_mut_slice()
             }
         };
-        if iov.copy_from_iter(buf) != len {
+        let payload = rec.get_mut(hsize..hsize.wrapping_add(len)).ok_or(EINVAL)?;
+        if iov.copy_from_iter(payload) != len {
             return Err(EFAULT);
         }
-        me.chan.send(buf, nonblock)?;
+        me.chan.send(rec, len32, nonblock)?;
         Ok(len)
     }
 
@@ -321,6 +330,6 @@ impl MiscDevice for MemchanFile {
 #[pinned_drop]
 impl PinnedDrop for MemchanFile {
     fn drop(self: Pin<&mut Self>) {
-        self.chan.detach(self.slot, self.writer);
+        self.chan.detach(self.slot, self.writer, self.polled.load(Relaxed) != 0);
     }
 }

@@ -57,7 +57,7 @@ impl Pages {
     /// Allocates a zeroed ring of `size` bytes (a multiple of the page size).
     pub(crate) fn new(size: u64) -> Result<Self> {
         let pages = usize::try_from(size).map_err(|_| EINVAL)? / PAGE_SIZE;
-        if pages == 0 || (pages as u64).wrapping_mul(PAGE_SIZE as u64) != size {
+        if pages == 0 || !size.is_power_of_two() || (pages as u64).wrapping_mul(PAGE_SIZE as u64) != size {
             return Err(EINVAL);
         }
         let mut data = KVec::with_capacity(pages, GFP_KERNEL)?;
@@ -104,8 +104,9 @@ impl Pages {
     ) -> Result {
         // Checked and wrapping arithmetic only: no panic paths in the data path. `size` is a
         // non-zero multiple of the page size, so none of these can actually fail or wrap.
-        let size = usize::try_from(self.size).map_err(|_| EINVAL)?;
-        let mut off = usize::try_from(pos.checked_rem(self.size).ok_or(EINVAL)?).map_err(|_| EINVAL)?;
+        // The size is a power of two (checked in `new`): offsets wrap with a mask.
+        let mask = usize::try_from(self.size.wrapping_sub(1)).map_err(|_| EINVAL)?;
+        let mut off = (pos as usize) & mask;
         let mut done = 0usize;
         while done < len {
             let page = self.data.get(off / PAGE_SIZE).ok_or(EINVAL)?;
@@ -114,7 +115,7 @@ impl Pages {
             let end = done.wrapping_add(n);
             f(page, in_page, done..end)?;
             done = end;
-            off = off.wrapping_add(n).checked_rem(size).ok_or(EINVAL)?;
+            off = off.wrapping_add(n) & mask;
         }
         Ok(())
     }

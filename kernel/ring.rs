@@ -107,6 +107,23 @@ pub(crate) struct Stats {
     pub(crate) delivered: u64,
 }
 
+/// Who may need a wake-up, kept with the ring (under its lock) by the channel: a waiter counts
+/// itself in before the lock is released for its sleep, so a waker that sees nobody under the
+/// lock can skip the wake-up (and its cross-CPU wait-queue lock) safely.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Waiting {
+    /// Tasks sleeping until a record arrives.
+    pub(crate) readers: u32,
+    /// Sleeping readers still to be woken, one after the other, for the records published
+    /// last (see `Channel::wake_readers`).
+    pub(crate) readers_to_wake: u32,
+    /// Tasks sleeping until there is room (`block` policy).
+    pub(crate) writers: u32,
+    /// Open files that have been polled (`poll`/`select`/`epoll`): they stay registered on the
+    /// wait queues between calls, so they are always woken.
+    pub(crate) pollers: u32,
+}
+
 /// Outcome of looking at a subscriber's next record.
 pub(crate) enum Next {
     /// Nothing unread.
@@ -148,6 +165,8 @@ pub(crate) struct Ring<S: Storage> {
     pub(crate) writers: u32,
     /// Counters.
     pub(crate) stats: Stats,
+    /// Who may need a wake-up.
+    pub(crate) waiting: Waiting,
 }
 
 impl<S: Storage> Ring<S> {
@@ -174,6 +193,7 @@ impl<S: Storage> Ring<S> {
             subscribers: 0,
             writers: 0,
             stats: Stats::default(),
+            waiting: Waiting::default(),
         };
         ring.store.publish_tail(start)?;
         ring.store.publish_head(start)?;
@@ -295,10 +315,25 @@ impl<S: Storage> Ring<S> {
         Ok(h)
     }
 
-    /// Appends a message. `EMSGSIZE` if it is too long; `EAGAIN` if the policy is `block`
-    /// and it does not fit yet (the caller waits and retries). Returns its sequence number.
-    pub(crate) fn push(&mut self, payload: &[u8], timestamp_ns: u64) -> Result<u64> {
-        let len = u32::try_from(payload.len()).map_err(|_| EMSGSIZE)?;
+    /// Appends the message of `len` bytes whose record is laid out in `rec` (at least
+    /// `record_size(len)` bytes: header room, the payload at [`abi::RECORD_HEADER_SIZE`],
+    /// padding room): fills in the header and the padding and copies the record to the ring
+    /// in one piece. `EMSGSIZE` if it is too long; `EAGAIN` if the policy is `block` and it
+    /// does not fit yet (the caller waits and retries). Returns its sequence number.
+    pub(crate) fn push_record(&mut self, rec: &mut [u8], len: u32, timestamp_ns: u64) -> Result<u64> {
+        let (header, rsize) = self.reserve(len, timestamp_ns)?;
+        let rec = rec.get_mut(..rsize).ok_or(EINVAL)?;
+        let (head, rest) = rec.split_first_chunk_mut::<{ abi::RECORD_HEADER_SIZE as usize }>().ok_or(EINVAL)?;
+        *head = header_bytes(&header);
+        rest.get_mut(len as usize..).ok_or(EINVAL)?.fill(0);
+        self.store.write(self.head.pos, rec)?;
+        self.advance(header, rsize)
+    }
+
+    /// Makes room at the head for a message of `len` bytes (discarding the oldest records
+    /// under `overwrite`); returns its header and record size. `EMSGSIZE` if it is too long,
+    /// `EAGAIN` if it does not fit yet under `block`.
+    fn reserve(&mut self, len: u32, timestamp_ns: u64) -> Result<(RecordHeader, usize)> {
         if len > self.msg_max {
             return Err(EMSGSIZE);
         }
@@ -320,23 +355,18 @@ impl<S: Storage> Ring<S> {
             self.lap_readers();
         }
         let header = RecordHeader { seq: self.head.seq, timestamp_ns, len, flags: 0 };
-        let hbytes = header_bytes(&header);
-        self.store.write(self.head.pos, &hbytes)?;
-        let body = self.head.pos.wrapping_add(u64::from(abi::RECORD_HEADER_SIZE));
-        self.store.write(body, payload)?;
-        let pad = rsize
-            .wrapping_sub(u64::from(abi::RECORD_HEADER_SIZE))
-            .wrapping_sub(u64::from(len));
-        let zeros = [0u8; abi::RECORD_ALIGN as usize];
-        let pad = zeros.get(..usize::try_from(pad).map_err(|_| EINVAL)?).ok_or(EINVAL)?;
-        self.store.write(body.wrapping_add(u64::from(len)), pad)?;
+        Ok((header, usize::try_from(rsize).map_err(|_| EINVAL)?))
+    }
+
+    /// Publishes the record of `header` (`rsize` bytes, written at the head).
+    fn advance(&mut self, header: RecordHeader, rsize: usize) -> Result<u64> {
         self.head = Cursor {
-            pos: self.head.pos.wrapping_add(rsize),
+            pos: self.head.pos.wrapping_add(rsize as u64),
             seq: self.head.seq.wrapping_add(1),
         };
         self.store.publish_head(self.head)?;
         self.stats.messages = self.stats.messages.wrapping_add(1);
-        self.stats.bytes = self.stats.bytes.wrapping_add(u64::from(len));
+        self.stats.bytes = self.stats.bytes.wrapping_add(u64::from(header.len));
         Ok(header.seq)
     }
 
@@ -483,23 +513,15 @@ impl<S: Storage> Ring<S> {
 
 /// Serialises a record header (native endianness, as userspace reads it).
 pub(crate) fn header_bytes(h: &RecordHeader) -> [u8; abi::RECORD_HEADER_SIZE as usize] {
+    use kernel::transmute::AsBytes;
     let mut b = [0u8; abi::RECORD_HEADER_SIZE as usize];
-    let mut out = b.iter_mut();
-    let fields: [&[u8]; 4] = [
-        &h.seq.to_ne_bytes(),
-        &h.timestamp_ns.to_ne_bytes(),
-        &h.len.to_ne_bytes(),
-        &h.flags.to_ne_bytes(),
-    ];
-    for src in fields.iter().flat_map(|f| f.iter()) {
-        if let Some(dst) = out.next() {
-            *dst = *src;
-        }
+    if let Some(src) = h.as_bytes().first_chunk::<{ abi::RECORD_HEADER_SIZE as usize }>() {
+        b = *src;
     }
     b
 }
 
-/// Parses a record header.
+/// The record header stored in `b`, if it is long enough.
 pub(crate) fn header_from_bytes(b: &[u8; abi::RECORD_HEADER_SIZE as usize]) -> Option<RecordHeader> {
     let (seq, b) = b.split_first_chunk::<8>()?;
     let (timestamp_ns, b) = b.split_first_chunk::<8>()?;
@@ -569,6 +591,16 @@ mod tests {
         Ring::new(VecStore::new(size as usize)?, size, msg_max, policy, 4)
     }
 
+    /// Appends `payload` as a message, the way the driver does (laid out as a record).
+    fn push(r: &mut Ring<VecStore>, payload: &[u8], ts: u64) -> Result<u64> {
+        let len = u32::try_from(payload.len()).map_err(|_| EMSGSIZE)?;
+        let mut rec = KVec::new();
+        rec.resize(record_size(len) as usize, 0xbb, GFP_KERNEL)?;
+        let hsize = abi::RECORD_HEADER_SIZE as usize;
+        rec.get_mut(hsize..hsize + payload.len()).ok_or(EINVAL)?.copy_from_slice(payload);
+        r.push_record(&mut rec, len, ts)
+    }
+
     /// Receives subscriber `i`'s next message into `buf`, returning (seq, len).
     fn recv(r: &mut Ring<VecStore>, i: usize, buf: &mut [u8]) -> Result<Option<(u64, usize)>> {
         match r.next(i)? {
@@ -587,9 +619,9 @@ mod tests {
     fn broadcast_in_order_to_every_subscriber() -> Result {
         let mut r = ring(256, 32, Policy::Block)?;
         let a = r.subscribe()?;
-        r.push(b"one", 1)?;
+        push(&mut r, b"one", 1)?;
         let b = r.subscribe()?; // joins after "one"
-        r.push(b"two", 2)?;
+        push(&mut r, b"two", 2)?;
         let mut buf = [0u8; 32];
         assert_eq!(recv(&mut r, a, &mut buf)?, Some((1, 3)));
         assert_eq!(buf.get(..3), Some(&b"one"[..]));
@@ -608,7 +640,7 @@ mod tests {
         let mut buf = [0u8; 40];
         for n in 0u8..50 {
             let msg = [n; 37]; // 64-byte records: exactly two per ring
-            r.push(&msg, u64::from(n))?;
+            push(&mut r, &msg, u64::from(n))?;
             assert_eq!(recv(&mut r, a, &mut buf)?, Some((u64::from(n) + 1, 37)));
             assert!(buf.iter().take(37).all(|b| *b == n));
         }
@@ -620,7 +652,7 @@ mod tests {
         let mut r = ring(128, 8, Policy::Overwrite)?; // 32-byte records: 4 fit
         let slow = r.subscribe()?;
         for n in 0u8..10 {
-            r.push(&[n; 8], 0)?;
+            push(&mut r, &[n; 8], 0)?;
         }
         let mut buf = [0u8; 8];
         assert_eq!(recv(&mut r, slow, &mut buf), Err(EPIPE));
@@ -642,12 +674,12 @@ mod tests {
     fn a_message_delivered_while_lapped_is_not_counted_lost() -> Result {
         let mut r = ring(128, 8, Policy::Overwrite)?; // 32-byte records: 4 fit
         let s = r.subscribe()?;
-        r.push(&[1; 8], 0)?;
+        push(&mut r, &[1; 8], 0)?;
         // The reader copies record 1 out under the lock...
         let Next::Record(h, _) = r.next(s)? else { return Err(EINVAL) };
         // ...and is lapped before it commits: records 1 and 2 are discarded.
         for _ in 0..5 {
-            r.push(&[2; 8], 0)?;
+            push(&mut r, &[2; 8], 0)?;
         }
         assert_eq!(r.reader_state(s)?.lost, 2);
         assert!(!r.commit(s, h.seq, h.len)?);
@@ -661,8 +693,8 @@ mod tests {
     fn commit_after_a_concurrent_seek_changes_nothing() -> Result {
         let mut r = ring(256, 8, Policy::Overwrite)?;
         let s = r.subscribe()?;
-        r.push(b"a", 0)?;
-        r.push(b"b", 0)?;
+        push(&mut r, b"a", 0)?;
+        push(&mut r, b"b", 0)?;
         let Next::Record(h, _) = r.next(s)? else { return Err(EINVAL) };
         r.seek(s, abi::SEEK_NEWEST)?; // another thread of the same file seeks meanwhile
         assert!(!r.commit(s, h.seq, h.len)?);
@@ -676,12 +708,12 @@ mod tests {
         let mut r = ring(128, 8, Policy::Block)?;
         let slow = r.subscribe()?;
         for _ in 0..4 {
-            r.push(b"12345678", 0)?;
+            push(&mut r, b"12345678", 0)?;
         }
         assert!(r.would_block(8));
         r.unsubscribe(slow);
         assert!(!r.would_block(8));
-        r.push(b"12345678", 0)?;
+        push(&mut r, b"12345678", 0)?;
         Ok(())
     }
 
@@ -690,7 +722,7 @@ mod tests {
         let mut r = ring(128, 8, Policy::Overwrite)?;
         let s = r.subscribe()?;
         for _ in 0..10 {
-            r.push(b"12345678", 0)?;
+            push(&mut r, b"12345678", 0)?;
         }
         let before = r.reader_state(s)?;
         r.consume(s, 3)?; // an mmap reader releasing records that were already overwritten
@@ -704,8 +736,8 @@ mod tests {
     fn uncommit_gives_a_record_back_only_if_nothing_moved() -> Result {
         let mut r = ring(128, 8, Policy::Overwrite)?;
         let s = r.subscribe()?;
-        r.push(b"a", 0)?;
-        r.push(b"b", 0)?;
+        push(&mut r, b"a", 0)?;
+        push(&mut r, b"b", 0)?;
         let first = Cursor { pos: r.reader_state(s)?.cursor_pos, seq: 1 };
         let mut buf = [0u8; 8];
         assert_eq!(recv(&mut r, s, &mut buf)?, Some((1, 1)));
@@ -718,10 +750,10 @@ mod tests {
         assert_eq!(r.reader_state(s)?.cursor_seq, 3);
         // A record overwritten since it was taken cannot be given back.
         let third = Cursor { pos: r.reader_state(s)?.cursor_pos, seq: 3 };
-        r.push(b"c", 0)?;
+        push(&mut r, b"c", 0)?;
         assert_eq!(recv(&mut r, s, &mut buf)?, Some((3, 1)));
         for _ in 0..20 {
-            r.push(b"12345678", 0)?;
+            push(&mut r, b"12345678", 0)?;
         }
         r.seek(s, abi::SEEK_NEWEST)?;
         assert!(!r.uncommit(s, third, 1)?);
@@ -736,7 +768,7 @@ mod tests {
         for n in 0u64..5000 {
             let len = (n % 97) as usize + 1;
             let msg = [(n % 251) as u8; 100];
-            r.push(msg.get(..len).ok_or(EINVAL)?, n)?;
+            push(&mut r, msg.get(..len).ok_or(EINVAL)?, n)?;
             assert_eq!(recv(&mut r, s, &mut buf)?, Some((n + 1, len)));
         }
         assert_eq!(r.reader_state(s)?.lost, 0);
@@ -750,14 +782,14 @@ mod tests {
         let slow = r.subscribe()?;
         let mut buf = [0u8; 8];
         for n in 0u8..4 {
-            r.push(&[n; 8], 0)?;
+            push(&mut r, &[n; 8], 0)?;
             recv(&mut r, fast, &mut buf)?;
         }
-        assert_eq!(r.push(b"full", 0), Err(EAGAIN));
+        assert_eq!(push(&mut r, b"full", 0), Err(EAGAIN));
         assert!(r.would_block(8));
         recv(&mut r, slow, &mut buf)?;
         assert!(!r.would_block(8));
-        r.push(b"room", 0)?;
+        push(&mut r, b"room", 0)?;
         Ok(())
     }
 
@@ -769,21 +801,21 @@ mod tests {
         let b = r.subscribe()?;
         let mut buf = [0u8; 8];
         for n in 0u8..4 {
-            r.push(&[n; 8], 0)?;
+            push(&mut r, &[n; 8], 0)?;
         }
         for _ in 0..4 {
             recv(&mut r, a, &mut buf)?;
             recv(&mut r, b, &mut buf)?;
         }
         assert!(!r.would_block(8));
-        r.push(b"e", 0)?;
+        push(&mut r, b"e", 0)?;
         // A cursor moving back (replay) holds writers again, though the cached bound was at
         // the head: the whole (full) ring is unread for it now.
         r.seek(a, abi::SEEK_OLDEST)?;
         assert!(r.would_block(8));
         recv(&mut r, a, &mut buf)?;
         assert!(!r.would_block(8));
-        r.push(b"f", 0)?;
+        push(&mut r, b"f", 0)?;
         recv(&mut r, b, &mut buf)?;
         assert!(r.would_block(8));
         // The slow reader leaving frees the ring at once.
@@ -791,13 +823,13 @@ mod tests {
         assert!(!r.would_block(8));
         // A message given back after a failed copy is protected again.
         recv(&mut r, b, &mut buf)?;
-        r.push(b"g", 0)?;
+        push(&mut r, b"g", 0)?;
         let Next::Record(h, pos) = r.next(b)? else {
             return Err(EINVAL);
         };
         r.commit(b, h.seq, h.len)?;
         for _ in 0..3 {
-            r.push(b"h", 0)?;
+            push(&mut r, b"h", 0)?;
         }
         assert!(r.uncommit(b, Cursor { pos, seq: h.seq }, 1)?);
         // Nor a given-back message.
@@ -818,7 +850,7 @@ mod tests {
         let mut buf = [0u8; 8];
         // Every reader but the last keeps up; the last one falls 6 behind in a 4-record ring.
         for n in 0u8..10 {
-            r.push(&[n; 8], 0)?;
+            push(&mut r, &[n; 8], 0)?;
             for &s in slots.iter().take(63) {
                 recv(&mut r, s, &mut buf)?;
             }
@@ -836,7 +868,7 @@ mod tests {
     fn block_without_subscribers_never_blocks() -> Result {
         let mut r = ring(128, 8, Policy::Block)?;
         for _ in 0..100 {
-            r.push(b"x", 0)?;
+            push(&mut r, b"x", 0)?;
         }
         assert_eq!(r.head().seq, 101);
         Ok(())
@@ -845,8 +877,8 @@ mod tests {
     #[test]
     fn seek_replays_oldest_and_skips_to_newest() -> Result {
         let mut r = ring(256, 8, Policy::Overwrite)?;
-        r.push(b"a", 0)?;
-        r.push(b"b", 0)?;
+        push(&mut r, b"a", 0)?;
+        push(&mut r, b"b", 0)?;
         let s = r.subscribe()?;
         let mut buf = [0u8; 8];
         assert!(recv(&mut r, s, &mut buf)?.is_none());
@@ -863,7 +895,7 @@ mod tests {
         let mut r = ring(256, 8, Policy::Block)?;
         let s = r.subscribe()?;
         for _ in 0..5 {
-            r.push(b"abc", 0)?;
+            push(&mut r, b"abc", 0)?;
         }
         r.consume(s, 4)?;
         assert_eq!(r.reader_state(s)?.cursor_seq, 4);
@@ -876,7 +908,7 @@ mod tests {
     #[test]
     fn limits_are_enforced() -> Result {
         let mut r = ring(128, 8, Policy::Block)?;
-        assert_eq!(r.push(&[0u8; 9], 0), Err(EMSGSIZE));
+        assert_eq!(push(&mut r, &[0u8; 9], 0), Err(EMSGSIZE));
         for _ in 0..4 {
             r.subscribe()?;
         }
@@ -891,7 +923,7 @@ mod tests {
     fn published_head_and_tail_follow_the_ring() -> Result {
         let mut r = ring(128, 8, Policy::Overwrite)?;
         for _ in 0..6 {
-            r.push(b"12345678", 0)?;
+            push(&mut r, b"12345678", 0)?;
         }
         assert_eq!(r.store.head, r.head());
         assert_eq!(r.store.tail, r.tail());

@@ -318,3 +318,6 @@ unsafe impl AsBytes for abi::ChannelStats {}
 unsafe impl AsBytes for abi::ReaderState {}
 // SAFETY: Two `u64` fields, no padding: every bit pattern is a valid value.
 unsafe impl kernel::transmute::FromBytes for abi::SendBatch {}
+// SAFETY: `RecordHeader` is `repr(C)` of two `u64` and two `u32`: no padding, every bit
+// pattern valid (checked against the C header by the ABI tests).
+unsafe impl AsBytes for abi::RecordHeader {}
