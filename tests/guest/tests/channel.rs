@@ -677,3 +677,54 @@ fn send_batch_sends_each_record_as_a_message() {
     }
     assert_eq!(stats(&w).blocked_writes, 0);
 }
+
+#[test]
+fn every_sleeping_reader_wakes_for_every_message_even_when_sleepers_are_killed() {
+    // Sleeping readers are woken in a chain (each woken reader wakes the next): a broken
+    // chain would leave readers asleep with a message waiting. Here eight readers sleep for
+    // each of 40 messages, and every fourth message races with a sleeping `cat` being killed
+    // (a reader whose sleep a signal ends must not take the chain down with it).
+    require_guest();
+    let ch = TestChannel::new("wakechain", &[]);
+    let path = ch.path.clone();
+    let w = open_path(&path, OFlags::WRONLY).unwrap();
+    const READERS: usize = 8;
+    const ROUNDS: u32 = 40;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    for id in 0..READERS {
+        let r = open_path(&path, OFlags::RDONLY).unwrap(); // blocking
+        let done = done_tx.clone();
+        std::thread::spawn(move || {
+            for i in 0..ROUNDS {
+                let m = recv(&r).expect("read");
+                assert_eq!(m, i.to_le_bytes(), "reader {id}: wrong message");
+            }
+            done.send(id).unwrap();
+        });
+    }
+    for i in 0..ROUNDS {
+        let victim = (i % 4 == 0).then(|| {
+            let child = spawn_sh(&format!("exec cat {path} > /dev/null"));
+            wait_blocked_on(child.id(), &path);
+            child
+        });
+        // Let the readers fall asleep again (the message must reach them either way).
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        if let Some(mut child) = victim {
+            child.kill().unwrap();
+            send(&w, &i.to_le_bytes()).unwrap();
+            child.wait().unwrap();
+        } else {
+            send(&w, &i.to_le_bytes()).unwrap();
+        }
+    }
+    let mut finished: Vec<usize> = (0..READERS)
+        .map(|_| {
+            done_rx
+                .recv_timeout(PATIENCE)
+                .expect("a reader was left asleep with messages waiting")
+        })
+        .collect();
+    finished.sort_unstable();
+    assert_eq!(finished, (0..READERS).collect::<Vec<_>>());
+}
