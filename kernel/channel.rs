@@ -2,11 +2,13 @@
 
 //! One channel: its ring, the wait queues, and the operations open files perform on it.
 //!
-//! Locking: one mutex per channel guards the [`Ring`]. Under it the driver only copies
-//! between the ring pages and kernel buffers (bounded by the message limit); user copies and
-//! allocations happen outside it. It is a sleeping lock, as a pipe's is: a task that finds it
-//! held spins only while the holder runs and otherwise sleeps, where a spinlock's waiter would
-//! burn its CPU for as long as a preempted holder (or a descheduled virtual CPU) stays off.
+//! Locking: one mutex per channel guards the [`Ring`]. It is a sleeping lock, as a pipe's is:
+//! a task that finds it held spins only while the holder runs and otherwise sleeps, where a
+//! spinlock's waiter would burn its CPU for as long as a preempted holder (or a descheduled
+//! virtual CPU) stays off. Under it, `write()` copies the message from userspace straight into
+//! the ring (one copy, as a pipe does); the user pages are faulted in before the lock is taken,
+//! so a slow or userfaultfd-backed buffer holds up only its own writer. Reads copy into the
+//! reader's buffer under the lock and to userspace after it; allocations happen outside it.
 //!
 //! Readers (and pollers) wait on `readable`, writers of a `block` channel on `writable`;
 //! every wait is interruptible and re-checks the state under the lock, and pollers register
@@ -255,17 +257,23 @@ impl Channel {
         self.writable.notify_all();
     }
 
-    /// Appends one message of `len` bytes, laid out as a record in `rec` (see
-    /// [`Ring::push_record`]); in `block` mode waits for room (unless `nonblock`: `EAGAIN`).
-    /// A signal ends the wait with `ERESTARTSYS`.
-    pub(crate) fn send(&self, rec: &mut [u8], len: u32, nonblock: bool) -> Result<u64> {
+    /// Appends one message of `len` bytes, which `fill` copies straight into the ring (see
+    /// [`Ring::push_with`]; it runs under the ring lock, so the caller faults its source in
+    /// beforehand). In `block` mode waits for room (unless `nonblock`: `EAGAIN`). A signal
+    /// ends the wait with `ERESTARTSYS`.
+    pub(crate) fn send(
+        &self,
+        len: u32,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result,
+        nonblock: bool,
+    ) -> Result<u64> {
         let mut ring = self.ring.lock();
         let mut counted = false;
         let seq = loop {
             if self.is_closed() {
                 return Err(ENODEV);
             }
-            match ring.push_record(rec, len, now_ns()) {
+            match ring.push_with(len, now_ns(), fill) {
                 Err(e) if e == EAGAIN => {
                     if nonblock {
                         return Err(EAGAIN);

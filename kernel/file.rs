@@ -78,10 +78,6 @@ pub(crate) struct MemchanFile {
     /// serialises readers of this file but is never held while waiting for a message.
     #[pin]
     rbuf: Mutex<KVec<u8>>,
-    /// Bounce buffer for writes, allocated at open; taken with `try_lock` (a concurrent writer
-    /// on the same file uses a temporary buffer instead of waiting for it).
-    #[pin]
-    wbuf: Mutex<KVec<u8>>,
     /// Buffer for [`abi::IOC_SEND_BATCH`], allocated ([`abi::SEND_BATCH_MAX`] bytes) on the
     /// file's first batch; its lock serialises the batches of this file.
     #[pin]
@@ -165,7 +161,6 @@ impl MiscDevice for MemchanFile {
         dev.check_access(file, if read { 4 } else { 0 } | if write { 2 } else { 0 })?;
         let chan = dev.channel().clone();
         let rbuf = buffer(if read { read_buffer_len(&chan) } else { 0 })?;
-        let wbuf = buffer(if write { abi::record_size(chan.msg_max()) as usize } else { 0 })?;
         let slot = chan.attach(read, write)?;
         let owned = chan.clone();
         let me = KBox::pin_init(
@@ -176,7 +171,6 @@ impl MiscDevice for MemchanFile {
                 record_mode: Atomic::new(0),
                 polled: Atomic::new(0),
                 rbuf <- new_mutex!(rbuf, "memchan::rbuf"),
-                wbuf <- new_mutex!(wbuf, "memchan::wbuf"),
                 bbuf <- new_mutex!(KVec::new(), "memchan::bbuf"),
             }),
             GFP_KERNEL_ACCOUNT,
@@ -236,25 +230,19 @@ impl MiscDevice for MemchanFile {
         if len == 0 {
             return Ok(0);
         }
-        // The message is laid out as its record (header room, payload, padding room), so that
-        // the ring takes it in one copy.
-        let hsize = abi::RECORD_HEADER_SIZE as usize;
         let len32 = u32::try_from(len).map_err(|_| EMSGSIZE)?;
-        let rsize = abi::record_size(len32) as usize;
-        let mut own = me.wbuf.try_lock();
-        let mut temp;
-        let rec = match own.as_mut() {
-            Some(guard) => guard.get_mut(..rsize).ok_or(EINVAL)?,
-            None => {
-                temp = buffer(rsize)?;
-                temp.as_mut_slice()
-            }
-        };
-        let payload = rec.get_mut(hsize..hsize.wrapping_add(len)).ok_or(EINVAL)?;
-        if iov.copy_from_iter(payload) != len {
+        // The copy happens under the ring lock: fault the pages in first (see `channel`).
+        if !sys::fault_in_readable(iov, len) {
             return Err(EFAULT);
         }
-        me.chan.send(rec, len32, nonblock)?;
+        let mut fill = |dst: &mut [u8]| {
+            if iov.copy_from_iter(dst) == dst.len() {
+                Ok(())
+            } else {
+                Err(EFAULT)
+            }
+        };
+        me.chan.send(len32, &mut fill, nonblock)?;
         Ok(len)
     }
 

@@ -143,6 +143,17 @@ impl Storage for PageRing {
         })
     }
 
+    fn write_with(
+        &mut self,
+        pos: u64,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result,
+    ) -> Result {
+        self.0.for_each_piece(pos, len, |page, off, range| {
+            sys::page_fill(page, off, range.len(), &mut *fill)?
+        })
+    }
+
     fn read(&self, pos: u64, dst: &mut [u8]) -> Result {
         let len = dst.len();
         self.0.for_each_piece(pos, len, |page, off, range| {

@@ -25,6 +25,14 @@ pub(crate) trait Storage {
     fn write(&mut self, pos: u64, src: &[u8]) -> Result;
     /// Copies from the ring at position `pos` (wrapping) into `dst`.
     fn read(&self, pos: u64, dst: &mut [u8]) -> Result;
+    /// Lets `fill` fill in the `len` bytes at position `pos` (wrapping), piece by piece, in
+    /// order; stops at its first error.
+    fn write_with(
+        &mut self,
+        pos: u64,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result,
+    ) -> Result;
     /// Makes the new tail visible to mmap readers; called *before* the records it discards
     /// are overwritten.
     fn publish_tail(&mut self, tail: Cursor) -> Result;
@@ -330,6 +338,27 @@ impl<S: Storage> Ring<S> {
         self.advance(header, rsize)
     }
 
+    /// Appends a message of `len` bytes that `fill` writes straight into the ring (piece by
+    /// piece, see [`Storage::write_with`]); if `fill` fails, nothing is published and its
+    /// error is returned (under `overwrite`, the oldest records may have been discarded to
+    /// make room already). Otherwise as [`Ring::push_record`].
+    pub(crate) fn push_with(
+        &mut self,
+        len: u32,
+        timestamp_ns: u64,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result,
+    ) -> Result<u64> {
+        let (header, rsize) = self.reserve(len, timestamp_ns)?;
+        let hsize = abi::RECORD_HEADER_SIZE as usize;
+        let body = self.head.pos.wrapping_add(hsize as u64);
+        self.store.write_with(body, len as usize, fill)?;
+        self.store.write(self.head.pos, &header_bytes(&header))?;
+        let zeros = [0u8; abi::RECORD_ALIGN as usize];
+        let pad = rsize.wrapping_sub(hsize).wrapping_sub(len as usize);
+        self.store.write(body.wrapping_add(u64::from(len)), zeros.get(..pad).ok_or(EINVAL)?)?;
+        self.advance(header, rsize)
+    }
+
     /// Makes room at the head for a message of `len` bytes (discarding the oldest records
     /// under `overwrite`); returns its header and record size. `EMSGSIZE` if it is too long,
     /// `EAGAIN` if it does not fit yet under `block`.
@@ -574,6 +603,19 @@ mod tests {
                 *b = *self.buf.get(self.index(pos, k)).ok_or(EINVAL)?;
             }
             Ok(())
+        }
+
+        fn write_with(
+            &mut self,
+            pos: u64,
+            len: usize,
+            fill: &mut dyn FnMut(&mut [u8]) -> Result,
+        ) -> Result {
+            // In two pieces when it wraps, as the page ring may give several.
+            let start = self.index(pos, 0);
+            let first = len.min(self.buf.len() - start);
+            fill(self.buf.get_mut(start..start + first).ok_or(EINVAL)?)?;
+            fill(self.buf.get_mut(..len - first).ok_or(EINVAL)?)
         }
 
         fn publish_tail(&mut self, tail: Cursor) -> Result {
@@ -928,6 +970,37 @@ mod tests {
         assert_eq!(r.store.head, r.head());
         assert_eq!(r.store.tail, r.tail());
         assert_eq!(r.tail().seq, 3);
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_fill_publishes_nothing() -> Result {
+        let mut r = ring(128, 32, Policy::Overwrite)?;
+        let s = r.subscribe()?;
+        push(&mut r, b"one", 0)?;
+        let head = r.head();
+        // Filled straight from userspace: a fault on the way fails the push.
+        let mut pieces = 0;
+        let mut faulty = |dst: &mut [u8]| {
+            pieces += 1;
+            dst.fill(b'x');
+            Err(EFAULT)
+        };
+        assert_eq!(r.push_with(20, 0, &mut faulty), Err(EFAULT));
+        assert_eq!(pieces, 1);
+        assert!(r.head() == head);
+        assert_eq!(r.store.head, head);
+        // The next message takes its place, and the subscriber sees only whole messages.
+        let mut fill = |dst: &mut [u8]| {
+            dst.fill(b'y');
+            Ok(())
+        };
+        assert_eq!(r.push_with(5, 0, &mut fill)?, head.seq);
+        let mut buf = [0u8; 32];
+        assert_eq!(recv(&mut r, s, &mut buf)?, Some((1, 3)));
+        assert_eq!(recv(&mut r, s, &mut buf)?, Some((2, 5)));
+        assert_eq!(buf.get(..5), Some(&b"yyyyy"[..]));
+        assert_eq!(recv(&mut r, s, &mut buf)?, None);
         Ok(())
     }
 }

@@ -12,6 +12,9 @@
 //! - [`kiocb_nonblocking`]: `Kiocb` does not expose `O_NONBLOCK` (`iocb_flags()` does not map
 //!   it), so read the flag from the `struct file` behind the kiocb.
 //! - [`page_write`] / [`page_read`]: `Page`'s raw accessors, for the ring pages.
+//! - [`page_fill`]: a mutable view of part of a ring page (7.3's `Page` keeps its mapping
+//!   private), so that a writer's data is copied from userspace straight into the ring.
+//! - [`fault_in_readable`]: `IovIterSource` has no way to fault the user pages in ahead of a copy.
 //! - [`install_poll`]: 7.3's `MiscDevice` has no `poll` hook; an open file is switched to a
 //!   copy of the generated file operations that adds one ([`MEMCHAN_FOPS`]).
 //! - `AsBytes` for the ABI structs copied to userspace.
@@ -29,6 +32,7 @@ use kernel::{
         MiscDeviceOptions,
         MiscDeviceRegistration, //
     },
+    iov::IovIterSource,
     mm::virt::VmaNew,
     page::{
         Page,
@@ -236,6 +240,44 @@ pub(crate) fn page_read(page: &Page, offset: usize, dst: &mut [u8]) -> Result {
     // SAFETY: `dst` is valid for writing `dst.len()` bytes; no concurrent kernel write to the
     // page, as for `page_write`.
     unsafe { page.read_raw(dst.as_mut_ptr(), offset, dst.len()) }
+}
+
+/// Calls `f` with bytes `offset..offset + len` of `page` (`EINVAL` if out of the page), for
+/// `f` to fill in; returns what `f` returns.
+///
+/// Callers hold the owning channel's ring lock, as for [`page_write`]; `f` may sleep (a local
+/// mapping allows page faults and preemption).
+pub(crate) fn page_fill<T>(
+    page: &Page,
+    offset: usize,
+    len: usize,
+    f: impl FnOnce(&mut [u8]) -> T,
+) -> Result<T> {
+    if offset > PAGE_SIZE || len > PAGE_SIZE - offset {
+        return Err(EINVAL);
+    }
+    // SAFETY: `page` is a valid page (type invariant of `Page`).
+    let base = unsafe { bindings::kmap_local_page(page.as_ptr()) }.cast::<u8>();
+    // SAFETY: the mapping covers the whole page and `offset + len <= PAGE_SIZE` (checked
+    // above). No other kernel code accesses these bytes meanwhile: ring pages are only touched
+    // through `PageRing` under the ring lock, and the bytes lie beyond the published head, so
+    // no reader is given them (userspace may read them through its mapping, outside the Rust
+    // memory model, and ignores them until the head is published past them).
+    let out = f(unsafe { core::slice::from_raw_parts_mut(base.add(offset), len) });
+    // SAFETY: unmaps the mapping made above, the most recent local mapping of this task (`f`
+    // returned, so any mapping it made is gone).
+    unsafe { bindings::kunmap_local(base.cast()) };
+    Ok(out)
+}
+
+/// Faults in the user pages behind the next `len` bytes of `iov`, so that copying them later
+/// (under the ring lock) does not wait for I/O or a userfaultfd handler, which would hold up
+/// every other user of the channel. False if some of them cannot be faulted in (the copy would
+/// fail with `EFAULT`).
+pub(crate) fn fault_in_readable(iov: &mut IovIterSource<'_>, len: usize) -> bool {
+    // SAFETY: `as_raw` gives the iterator's valid `struct iov_iter`, which the function only
+    // reads (it neither advances nor keeps it).
+    unsafe { bindings::fault_in_iov_iter_readable(iov.as_raw(), len) == 0 }
 }
 
 /// The mapping's offset into the file, in pages.
