@@ -103,7 +103,33 @@ impl Sender {
 
     /// Sends one message.
     pub fn send(&self, msg: &[u8]) -> Result<()> {
-        self.send_vectored(&[IoSlice::new(msg)])
+        // `write`, not a one-part `writev`: the kernel then neither copies an iovec array in
+        // nor walks one (a single user buffer takes its fast path).
+        if msg.len() > self.msg_max {
+            return Err(Error::MessageTooLarge {
+                len: msg.len(),
+                max: self.msg_max,
+            });
+        }
+        loop {
+            match rustix::io::write(&self.handle.fd, msg) {
+                Ok(_) => return Ok(()),
+                Err(e) => self.retry_or_fail(e, msg.len())?,
+            }
+        }
+    }
+
+    /// What a failed `write`/`writev` of `len` bytes becomes: `Ok` to retry (`EINTR`), else
+    /// the error.
+    fn retry_or_fail(&self, e: Errno, len: usize) -> Result<()> {
+        match e {
+            Errno::INTR => Ok(()),
+            Errno::MSGSIZE => Err(Error::MessageTooLarge {
+                len,
+                max: self.msg_max,
+            }),
+            e => Err(self.handle.err("write", e)),
+        }
     }
 
     /// Sends the concatenation of `parts` as one message (one `writev`, no copy in userspace).
@@ -118,14 +144,7 @@ impl Sender {
         loop {
             match rustix::io::writev(&self.handle.fd, parts) {
                 Ok(_) => return Ok(()),
-                Err(Errno::INTR) => continue,
-                Err(Errno::MSGSIZE) => {
-                    return Err(Error::MessageTooLarge {
-                        len,
-                        max: self.msg_max,
-                    })
-                }
-                Err(e) => return Err(self.handle.err("write", e)),
+                Err(e) => self.retry_or_fail(e, len)?,
             }
         }
     }
