@@ -91,10 +91,12 @@ fn pingpong(kind: Kind, size: usize, n: usize) -> Histogram<u64> {
     let echo = std::thread::spawn(move || {
         pin(1);
         let mut buf = vec![0u8; size.max(64)];
+        let sleeps = thread_sleeps();
         for _ in 0..warm + n {
             let len = b.recv(&mut buf);
             b.send(&buf[..len]);
         }
+        thread_sleeps() - sleeps
     });
     pin(0);
     let msg = vec![0x5au8; size];
@@ -108,7 +110,12 @@ fn pingpong(kind: Kind, size: usize, n: usize) -> Histogram<u64> {
             let _ = h.record((t.elapsed().as_nanos() / 2) as u64);
         }
     }
-    echo.join().unwrap();
+    let sleeps = echo.join().unwrap();
+    println!(
+        "  {} {size} B ping-pong: echo slept {} times per 1000 messages",
+        kind.name(),
+        sleeps * 1000 / (warm + n) as i64
+    );
     h
 }
 
