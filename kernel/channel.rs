@@ -106,8 +106,8 @@ pub(crate) struct Fetched {
 pub(crate) struct Channel {
     /// Configuration it was created with.
     cfg: ChannelConfig,
-    /// The ring's pages (for `mmap`; the ring writes them through its own reference).
-    pages: Arc<Pages>,
+    /// The ring's pages (for `mmap`; the ring reads and writes them through its storage).
+    pages: Pages,
     /// The ring.
     #[pin]
     ring: Mutex<Ring<PageRing>>,
@@ -142,8 +142,7 @@ fn now_ns() -> u64 {
 impl Channel {
     /// Creates a channel with a zeroed ring.
     pub(crate) fn new(cfg: ChannelConfig) -> Result<Arc<Self>> {
-        let pages = Arc::new(Pages::new(cfg.ring_bytes)?, GFP_KERNEL)?;
-        let store = PageRing::new(pages.clone());
+        let (pages, store) = Pages::new(cfg.ring_bytes)?;
         let ring = Ring::new(store, cfg.ring_bytes, cfg.msg_max, cfg.policy, cfg.max_readers)?;
         Arc::pin_init(
             try_pin_init!(Self {

@@ -355,7 +355,9 @@ impl<S: Storage> Ring<S> {
         self.store.write(self.head.pos, &header_bytes(&header))?;
         let zeros = [0u8; abi::RECORD_ALIGN as usize];
         let pad = rsize.wrapping_sub(hsize).wrapping_sub(len as usize);
-        self.store.write(body.wrapping_add(u64::from(len)), zeros.get(..pad).ok_or(EINVAL)?)?;
+        if pad > 0 {
+            self.store.write(body.wrapping_add(u64::from(len)), zeros.get(..pad).ok_or(EINVAL)?)?;
+        }
         self.advance(header, rsize)
     }
 

@@ -11,9 +11,10 @@
 //! - [`sysfs_show`]: 7.3 has no safe sysfs attribute abstraction for devices.
 //! - [`kiocb_nonblocking`]: `Kiocb` does not expose `O_NONBLOCK` (`iocb_flags()` does not map
 //!   it), so read the flag from the `struct file` behind the kiocb.
-//! - [`page_write`] / [`page_read`]: `Page`'s raw accessors, for the ring pages.
-//! - [`page_fill`]: a mutable view of part of a ring page (7.3's `Page` keeps its mapping
-//!   private), so that a writer's data is copied from userspace straight into the ring.
+//! - [`RingMemory`] / [`RingAccess`]: the channel's memory is one `vmalloc` allocation that
+//!   the ring reads and writes as plain bytes (no mapping per access, a writer's data copied
+//!   from userspace straight into it) and whose pages userspace maps; 7.3 has `VVec`, whose
+//!   pages one can list only with `&mut` access, and `VmallocPageIter::new`, which is unsafe.
 //! - [`fault_in_readable`]: `IovIterSource` has no way to fault the user pages in ahead of a copy.
 //! - [`install_poll`]: 7.3's `MiscDevice` has no `poll` hook; an open file is switched to a
 //!   copy of the generated file operations that adds one ([`MEMCHAN_FOPS`]).
@@ -21,6 +22,7 @@
 //! - [`vma_pgoff`]: `VmaNew` has no accessor for the mapping's file offset.
 
 use kernel::{
+    alloc::allocator::VmallocPageIter,
     bindings,
     fs::{
         file,
@@ -34,18 +36,21 @@ use kernel::{
     },
     iov::IovIterSource,
     mm::virt::VmaNew,
-    page::{
-        Page,
-        PAGE_SIZE, //
-    },
+    page::PAGE_SIZE,
     prelude::*,
     str::CString,
-    sync::poll::PollTable,
+    sync::{
+        poll::PollTable,
+        Arc, //
+    },
     transmute::AsBytes,
     types::ForeignOwnable, //
 };
 
-use core::cell::UnsafeCell;
+use core::{
+    cell::UnsafeCell,
+    ptr::NonNull, //
+};
 
 use crate::{
     abi,
@@ -223,51 +228,95 @@ pub(crate) fn kiocb_nonblocking<T: ForeignOwnable>(kiocb: &Kiocb<'_, T>) -> bool
     file.flags() & file::flags::O_NONBLOCK != 0
 }
 
-/// Copies `src` into `page` at `offset` (`EINVAL` if out of the page).
+/// A channel's memory: the control page followed by the ring's data, one zeroed `vmalloc`
+/// allocation, so the kernel reaches any byte of it with plain loads and stores (no mapping per
+/// access), and userspace maps its pages (see [`RingMemory::pages`]).
 ///
-/// Callers hold the owning channel's ring lock, which serialises every kernel access to the
-/// ring pages (the `&mut`/`&` receivers of `PageRing` encode that).
-pub(crate) fn page_write(page: &Page, offset: usize, src: &[u8]) -> Result {
-    // Userspace may read the page through a read-only mapping: outside the Rust memory model,
-    // like any user access; the ring's publication protocol covers it.
-    // SAFETY: `src` is valid for `src.len()` bytes; no other kernel code accesses the page
-    // concurrently: ring pages are only touched through `PageRing`, under the ring lock.
-    unsafe { page.write_raw(src.as_ptr(), offset, src.len()) }
-}
-
-/// Copies from `page` at `offset` into `dst` (`EINVAL` if out of the page).
-pub(crate) fn page_read(page: &Page, offset: usize, dst: &mut [u8]) -> Result {
-    // SAFETY: `dst` is valid for writing `dst.len()` bytes; no concurrent kernel write to the
-    // page, as for `page_write`.
-    unsafe { page.read_raw(dst.as_mut_ptr(), offset, dst.len()) }
-}
-
-/// Calls `f` with bytes `offset..offset + len` of `page` (`EINVAL` if out of the page), for
-/// `f` to fill in; returns what `f` returns.
-///
-/// Callers hold the owning channel's ring lock, as for [`page_write`]; `f` may sleep (a local
-/// mapping allows page faults and preemption).
-pub(crate) fn page_fill<T>(
-    page: &Page,
-    offset: usize,
+/// Its contents are read and written only through its one [`RingAccess`] (made together with
+/// it by [`ring_memory`]), which lives inside the channel's ring lock; everything else only
+/// looks up its pages. Userspace may read the pages through read-only mappings at any time:
+/// outside the Rust memory model, like any user access; the ring's publication protocol
+/// (`abi::RingControl`) covers it.
+pub(crate) struct RingMemory {
+    /// Owns the allocation; after creation, it is reached only through `base`.
+    _buf: VVec<u8>,
+    /// Start of the allocation (page aligned: `vmalloc` returns whole pages).
+    base: NonNull<u8>,
+    /// Its length in bytes (a multiple of the page size).
     len: usize,
-    f: impl FnOnce(&mut [u8]) -> T,
-) -> Result<T> {
-    if offset > PAGE_SIZE || len > PAGE_SIZE - offset {
+}
+
+// SAFETY: the memory belongs to the value and is not tied to a thread; what may touch its
+// contents from which thread is governed by the one `RingAccess`, itself behind the ring lock.
+unsafe impl Send for RingMemory {}
+// SAFETY: shared references only look up pages (`pages`), which reads no contents.
+unsafe impl Sync for RingMemory {}
+
+impl RingMemory {
+    /// The pages of the allocation, in order.
+    pub(crate) fn pages(&self) -> VmallocPageIter<'_> {
+        // SAFETY: `base` is the page-aligned start of a `Vmalloc` allocation of `len` bytes,
+        // which lives as long as `self` (`_buf` owns it), so for the iterator's lifetime.
+        unsafe { VmallocPageIter::new(self.base, self.len) }
+    }
+}
+
+/// Allocates `len` bytes (a non-zero multiple of the page size) of zeroed channel memory and
+/// its one accessor.
+pub(crate) fn ring_memory(len: usize) -> Result<(Arc<RingMemory>, RingAccess)> {
+    if len == 0 || len % PAGE_SIZE != 0 {
         return Err(EINVAL);
     }
-    // SAFETY: `page` is a valid page (type invariant of `Page`).
-    let base = unsafe { bindings::kmap_local_page(page.as_ptr()) }.cast::<u8>();
-    // SAFETY: the mapping covers the whole page and `offset + len <= PAGE_SIZE` (checked
-    // above). No other kernel code accesses these bytes meanwhile: ring pages are only touched
-    // through `PageRing` under the ring lock, and the bytes lie beyond the published head, so
-    // no reader is given them (userspace may read them through its mapping, outside the Rust
-    // memory model, and ignores them until the head is published past them).
-    let out = f(unsafe { core::slice::from_raw_parts_mut(base.add(offset), len) });
-    // SAFETY: unmaps the mapping made above, the most recent local mapping of this task (`f`
-    // returned, so any mapping it made is gone).
-    unsafe { bindings::kunmap_local(base.cast()) };
-    Ok(out)
+    let mut buf = VVec::from_elem(0u8, len, GFP_KERNEL)?;
+    let base = NonNull::new(buf.as_mut_ptr()).ok_or(ENOMEM)?;
+    let mem = Arc::new(RingMemory { _buf: buf, base, len }, GFP_KERNEL)?;
+    Ok((mem.clone(), RingAccess { mem }))
+}
+
+/// The only way to the contents of a [`RingMemory`]: exactly one exists per memory (made by
+/// [`ring_memory`]), so its `&mut self` methods have the kernel's only access to the bytes.
+pub(crate) struct RingAccess {
+    /// The memory (kept alive by this reference).
+    mem: Arc<RingMemory>,
+}
+
+impl RingAccess {
+    /// Bytes `off..off + len` (`EINVAL` if outside the memory).
+    pub(crate) fn bytes(&self, off: usize, len: usize) -> Result<&[u8]> {
+        let end = off.checked_add(len).ok_or(EINVAL)?;
+        if end > self.mem.len {
+            return Err(EINVAL);
+        }
+        // SAFETY: `off..end` lies within the live allocation (checked above; `mem` keeps it
+        // alive). The kernel writes it only through `bytes_mut`/`store_u64`, which need `&mut
+        // self` of this, the memory's only accessor, so not while this borrow lasts.
+        Ok(unsafe { core::slice::from_raw_parts(self.mem.base.as_ptr().add(off), len) })
+    }
+
+    /// Bytes `off..off + len`, writable (`EINVAL` if outside the memory).
+    pub(crate) fn bytes_mut(&mut self, off: usize, len: usize) -> Result<&mut [u8]> {
+        let end = off.checked_add(len).ok_or(EINVAL)?;
+        if end > self.mem.len {
+            return Err(EINVAL);
+        }
+        // SAFETY: as in `bytes`; `&mut self` of the only accessor makes this the only kernel
+        // reference to the bytes while it lasts.
+        Ok(unsafe { core::slice::from_raw_parts_mut(self.mem.base.as_ptr().add(off), len) })
+    }
+
+    /// Stores `v` at byte `off` (8-byte aligned) in one untorn access, for userspace readers
+    /// of the control page (`EINVAL` if misaligned or outside the memory).
+    pub(crate) fn store_u64(&mut self, off: usize, v: u64) -> Result {
+        let end = off.checked_add(8).ok_or(EINVAL)?;
+        if end > self.mem.len || off % 8 != 0 {
+            return Err(EINVAL);
+        }
+        // SAFETY: in bounds and aligned (checked above; `base` is page aligned); exclusive
+        // kernel access as in `bytes_mut`. A volatile aligned 8-byte store is one instruction,
+        // so a concurrent userspace reader sees the old or the new value, never a mix.
+        unsafe { self.mem.base.as_ptr().add(off).cast::<u64>().write_volatile(v) };
+        Ok(())
+    }
 }
 
 /// Faults in the user pages behind the next `len` bytes of `iov`, so that copying them later
