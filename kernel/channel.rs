@@ -7,8 +7,19 @@
 //! spinlock's waiter would burn its CPU for as long as a preempted holder (or a descheduled
 //! virtual CPU) stays off. Under it, `write()` copies the message from userspace straight into
 //! the ring (one copy, as a pipe does); the user pages are faulted in before the lock is taken,
-//! so a slow or userfaultfd-backed buffer holds up only its own writer. Reads copy into the
-//! reader's buffer under the lock and to userspace after it; allocations happen outside it.
+//! so a slow or userfaultfd-backed buffer holds up only its own writer. Allocations happen
+//! outside it.
+//!
+//! Reads hold the lock only to find the next message and, afterwards, to move the cursor: the
+//! copy to userspace runs without it, straight from the ring (one copy; the records of a batch
+//! read are one contiguous range, as the ring stores them in the batch layout), so readers do
+//! not hold up the writer or each other, and a slow user buffer only its own reader. What the
+//! copy read is trusted only once the cursor moves ([`Ring::commit_range`]): the cursor is
+//! still where the copy started (no other reader of the file took the messages, no seek) and
+//! the tail has not passed it. Under `block` the writer cannot reuse unread bytes anyway;
+//! under `overwrite` it discards records (raising the tail, under the lock) before reusing
+//! their bytes, so a copy that raced with the reuse fails that check and the read starts over
+//! (and reports the overrun). This is the protocol mmap readers follow, run by the kernel.
 //!
 //! Readers (and pollers) wait on `readable`, writers of a `block` channel on `writable`;
 //! every wait is interruptible and re-checks the state under the lock, and pollers register
@@ -32,6 +43,7 @@
 
 use kernel::{
     fs::File,
+    iov::IovIterDest,
     mm::virt::VmaNew,
     new_mutex,
     new_poll_condvar,
@@ -89,16 +101,22 @@ pub(crate) struct ChannelConfig {
     pub(crate) max_readers: usize,
 }
 
-/// A message taken from the ring into a reader's buffer (the cursor already moved past it).
-pub(crate) struct Fetched {
-    /// Its sequence number.
-    pub(crate) seq: u64,
-    /// Bytes placed in the buffer (payload, plus the header in record mode).
-    pub(crate) bytes: usize,
-    /// Ring position of its record.
-    pub(crate) pos: u64,
-    /// Records taken (more than one in batch record mode).
-    pub(crate) count: u64,
+/// What a `read()` returns of a message: the file's record mode.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// The payload alone.
+    Payload,
+    /// Header and payload ([`abi::RECORD_MODE_ON`]).
+    Record,
+    /// As many whole records (header, payload, padding: the ring's own layout) as are ready
+    /// and fit, at least one and at most this many bytes unless one record is larger
+    /// ([`abi::RECORD_MODE_BATCH`]).
+    Batch(usize),
+}
+
+/// The cursor after the record at `at` whose payload is `len` bytes.
+fn next_cursor(at: Cursor, len: u32) -> Cursor {
+    Cursor { pos: at.pos.wrapping_add(crate::ring::record_size(len)), seq: at.seq.wrapping_add(1) }
 }
 
 /// One channel.
@@ -130,7 +148,7 @@ fn writers_waiting(ring: &Ring<PageRing>) -> bool {
     w.writers > 0 || w.pollers > 0
 }
 
-/// What [`Channel::take`] gives once a removed channel has nothing left for the reader; `read`
+/// What [`Channel::read`] gives once a removed channel has nothing left for the reader; `read`
 /// turns it into end of file.
 pub(crate) const END: Error = ENODEV;
 
@@ -385,99 +403,98 @@ impl Channel {
         }
     }
 
-    /// Takes subscriber `slot`'s next message: waits until there is one (or an overrun to
-    /// report), copies it into `buf` (header first in record mode) and moves the cursor past
-    /// it, all in one hold of the ring lock (released while sleeping). Two readers of one file
-    /// therefore never get the same message. `EAGAIN` if `nonblock` and there is none;
-    /// `EPIPE` (once) after an overrun; `EMSGSIZE` if it needs more than `room` bytes (the
-    /// message stays); [`END`] once the channel is removed and nothing is left for the reader.
-    /// If the copy to userspace then fails, [`Channel::give_back`] undoes it.
-    pub(crate) fn take(
+    /// `read()` for subscriber `slot`: waits until it has a message (or an overrun to report),
+    /// copies what `shape` asks for of it to `iov` and moves the cursor past it. `EAGAIN` if
+    /// `nonblock` and there is none; `EPIPE` (once) after an overrun; `EMSGSIZE` if it needs
+    /// more than `iov` holds (the message stays); [`END`] once the channel is removed and
+    /// nothing is left for the reader; `EFAULT` if the user buffer faults (the message stays,
+    /// unless the ring overwrote it meanwhile).
+    ///
+    /// The lock is held only to find the message and to move the cursor: the copy to
+    /// userspace runs without it, straight from the ring (see the module docs), so a reader's
+    /// copy never holds up the writer or the other readers. The cursor moves only if it is
+    /// still where the copy started and nothing copied was discarded meanwhile
+    /// ([`Ring::commit_range`]); otherwise the read starts over (another reader of the same
+    /// file took the message, a seek moved the cursor, or the ring lapped it, which the next
+    /// round reports).
+    pub(crate) fn read(
         &self,
         slot: usize,
-        buf: &mut [u8],
-        record: bool,
-        room: usize,
+        shape: Shape,
+        iov: &mut IovIterDest<'_>,
         nonblock: bool,
-    ) -> Result<Fetched> {
-        let mut ring = self.ring.lock();
-        let (h, pos) = self.wait_next(&mut ring, slot, nonblock)?;
-        let len = h.len as usize;
-        let hsize = if record { abi::RECORD_HEADER_SIZE as usize } else { 0 };
-        let bytes = hsize.checked_add(len).ok_or(EINVAL)?;
-        if bytes > room {
+    ) -> Result<usize> {
+        let hsize = abi::RECORD_HEADER_SIZE as usize;
+        loop {
+            let mut ring = self.ring.lock();
+            let (h, pos) = self.wait_next(&mut ring, slot, nonblock)?;
+            let head = ring.head();
+            drop(ring);
+            let from = Cursor { pos, seq: h.seq };
+            let len = h.len as usize;
+            let room = iov.len();
+            let (start, bytes, to, count) = match shape {
+                Shape::Payload | Shape::Record => {
+                    let skip = if shape == Shape::Payload { hsize } else { 0 };
+                    let bytes = len.checked_add(hsize.wrapping_sub(skip)).ok_or(EINVAL)?;
+                    if bytes > room {
+                        return Err(EMSGSIZE);
+                    }
+                    (pos.wrapping_add(skip as u64), bytes, next_cursor(from, h.len), 1)
+                }
+                Shape::Batch(cap) => {
+                    let limit = room.min(cap) & !(abi::RECORD_ALIGN as usize - 1);
+                    let (to, count) = self.batch_end(from, h.len, head, limit as u64)?;
+                    (pos, to.pos.wrapping_sub(pos) as usize, to, count)
+                }
+            };
+            let confirm = |copied: usize| -> Result<bool> {
+                if copied != bytes {
+                    return Ok(false);
+                }
+                let mut ring = self.ring.lock();
+                let moved = ring.commit_range(slot, from, to, count)?;
+                let wake = moved && ring.policy == Policy::Block && writers_waiting(&ring);
+                drop(ring);
+                if wake {
+                    self.writable.notify_all();
+                }
+                Ok(moved)
+            };
+            match self.pages.copy_to_user(start, bytes, iov, confirm)? {
+                (_, true) => return Ok(bytes),
+                (copied, false) if copied != bytes => return Err(EFAULT),
+                // Someone or something moved the cursor meanwhile: start over.
+                _ => {}
+            }
+        }
+    }
+
+    /// Batch record mode: where a batch that starts with the record at `from` (whose payload
+    /// is `len` bytes) ends: the whole records up to `head` that fit in `limit` bytes. Reads
+    /// the later headers without the lock ([`Pages::peek_header`]): a header that is not the
+    /// expected one (the writer is reusing its bytes) ends the batch, and the caller's commit
+    /// check catches the rest. `EMSGSIZE` if not even the first record fits. Returns the
+    /// cursor after the batch and the records in it.
+    fn batch_end(&self, from: Cursor, len: u32, head: Cursor, limit: u64) -> Result<(Cursor, u64)> {
+        let mut to = next_cursor(from, len);
+        if to.pos.wrapping_sub(from.pos) > limit {
             return Err(EMSGSIZE);
         }
-        let (head, body) = buf.get_mut(..bytes).ok_or(EINVAL)?.split_at_mut(hsize);
-        if record {
-            head.copy_from_slice(&crate::ring::header_bytes(&h));
-        }
-        ring.read_payload(pos, body)?;
-        ring.commit(slot, h.seq, h.len)?;
-        let wake = ring.policy == Policy::Block && writers_waiting(&ring);
-        drop(ring);
-        if wake {
-            self.writable.notify_all();
-        }
-        Ok(Fetched { seq: h.seq, bytes, pos, count: 1 })
-    }
-
-    /// Batch record mode: like [`Channel::take`] for the first record (waits, reports an
-    /// overrun, `EAGAIN`, [`END`], `EMSGSIZE`), then, in the same hold of the ring lock, every
-    /// further ready record that fits, each as header + payload + zero padding (the
-    /// [`abi::RECORD_MODE_BATCH`] layout), into `buf` within `room` bytes. Stops before a
-    /// pending overrun. The copying under the lock is bounded by `buf` (a reader's buffer).
-    /// If the copy to userspace fails, [`Channel::give_back`] returns them all.
-    pub(crate) fn take_batch(
-        &self,
-        slot: usize,
-        buf: &mut [u8],
-        room: usize,
-        nonblock: bool,
-    ) -> Result<Fetched> {
-        let hsize = abi::RECORD_HEADER_SIZE as usize;
-        let limit = room.min(buf.len()) & !(abi::RECORD_ALIGN as usize - 1);
-        let mut ring = self.ring.lock();
-        let (mut h, mut pos) = self.wait_next(&mut ring, slot, nonblock)?;
-        let first = Fetched { seq: h.seq, bytes: 0, pos, count: 0 };
-        let mut got = first;
-        loop {
-            let size = crate::ring::record_size(h.len) as usize;
-            let end = got.bytes.checked_add(size).ok_or(EINVAL)?;
-            if end > limit {
-                if got.count == 0 {
-                    return Err(EMSGSIZE);
-                }
+        let mut count = 1u64;
+        while to.seq < head.seq {
+            let h = self.pages.peek_header(to.pos)?;
+            if h.seq != to.seq || h.len > self.cfg.msg_max {
                 break;
             }
-            let rec = buf.get_mut(got.bytes..end).ok_or(EINVAL)?;
-            let (head, rest) = rec.split_at_mut(hsize);
-            head.copy_from_slice(&crate::ring::header_bytes(&h));
-            let (body, pad) = rest.split_at_mut(h.len as usize);
-            ring.read_payload(pos, body)?;
-            pad.fill(0);
-            ring.commit(slot, h.seq, h.len)?;
-            got.bytes = end;
-            got.count = got.count.wrapping_add(1);
-            match ring.next(slot)? {
-                Next::Record(next, at) => (h, pos) = (next, at),
-                // Nothing more, or an overrun the next call reports.
-                _ => break,
+            let next = next_cursor(to, h.len);
+            if next.pos.wrapping_sub(from.pos) > limit || next.pos > head.pos {
+                break;
             }
+            to = next;
+            count = count.wrapping_add(1);
         }
-        let wake = ring.policy == Policy::Block && writers_waiting(&ring);
-        drop(ring);
-        if wake {
-            self.writable.notify_all();
-        }
-        Ok(got)
-    }
-
-    /// Undoes [`Channel::take`] after the copy to userspace failed, if the message is still
-    /// there and the cursor did not move since.
-    pub(crate) fn give_back(&self, slot: usize, got: &Fetched) -> Result {
-        self.ring.lock().uncommit(slot, Cursor { pos: got.pos, seq: got.seq }, got.count)?;
-        Ok(())
+        Ok((to, count))
     }
 
     /// Size `read()` would need for the next message (0 if none): `FIONREAD`.

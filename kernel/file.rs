@@ -47,7 +47,8 @@ use crate::{
     abi,
     channel::{
         self,
-        Channel, //
+        Channel,
+        Shape, //
     },
     ring::Policy,
     sys, //
@@ -74,10 +75,6 @@ pub(crate) struct MemchanFile {
     record_mode: Atomic<u32>,
     /// 1 once the file has been polled (see [`Channel::poll`]).
     polled: Atomic<u32>,
-    /// Bounce buffer for reads ([`read_buffer_len`]), allocated at open; its lock
-    /// serialises readers of this file but is never held while waiting for a message.
-    #[pin]
-    rbuf: Mutex<KVec<u8>>,
     /// Buffer for [`abi::IOC_SEND_BATCH`], allocated ([`abi::SEND_BATCH_MAX`] bytes) on the
     /// file's first batch; its lock serialises the batches of this file.
     #[pin]
@@ -88,9 +85,9 @@ pub(crate) struct MemchanFile {
 /// larger.
 const BATCH_BYTES: usize = 16 * 1024;
 
-/// Size of a reader's buffer on `chan`: room for the largest record (header, payload,
-/// padding), and for a batch of smaller ones.
-fn read_buffer_len(chan: &Channel) -> usize {
+/// Most bytes of one batch read on `chan`: [`BATCH_BYTES`], or the largest record (header,
+/// payload, padding) if that is larger.
+fn batch_bytes(chan: &Channel) -> usize {
     (abi::record_size(chan.msg_max()) as usize).max(BATCH_BYTES)
 }
 
@@ -160,7 +157,6 @@ impl MiscDevice for MemchanFile {
         let write = mode == O_WRONLY || mode == O_RDWR;
         dev.check_access(file, if read { 4 } else { 0 } | if write { 2 } else { 0 })?;
         let chan = dev.channel().clone();
-        let rbuf = buffer(if read { read_buffer_len(&chan) } else { 0 })?;
         let slot = chan.attach(read, write)?;
         let owned = chan.clone();
         let me = KBox::pin_init(
@@ -170,7 +166,6 @@ impl MiscDevice for MemchanFile {
                 writer: write,
                 record_mode: Atomic::new(0),
                 polled: Atomic::new(0),
-                rbuf <- new_mutex!(rbuf, "memchan::rbuf"),
                 bbuf <- new_mutex!(KVec::new(), "memchan::bbuf"),
             }),
             GFP_KERNEL_ACCOUNT,
@@ -191,33 +186,15 @@ impl MiscDevice for MemchanFile {
         let nonblock = sys::kiocb_nonblocking(&kiocb);
         let me = kiocb.file();
         let slot = me.slot()?;
-        let record = me.record();
-        // The file's own buffer; a second reader of the same file (threads sharing it) gets a
-        // temporary one rather than waiting behind the first one's sleep.
-        let mut own = me.rbuf.try_lock();
-        let mut temp;
-        let buf = match own.as_mut() {
-            Some(guard) => guard.as_mut_slice(),
-            None => {
-                temp = buffer(read_buffer_len(&me.chan))?;
-                temp.as_mut_slice()
-            }
+        let shape = match me.record_mode.load(Relaxed) {
+            abi::RECORD_MODE_BATCH => Shape::Batch(batch_bytes(&me.chan)),
+            abi::RECORD_MODE_ON => Shape::Record,
+            _ => Shape::Payload,
         };
-        let got = if me.record_mode.load(Relaxed) == abi::RECORD_MODE_BATCH {
-            me.chan.take_batch(slot, buf, iov.len(), nonblock)
-        } else {
-            me.chan.take(slot, buf, record, iov.len(), nonblock)
-        };
-        let got = match got {
-            Err(e) if e == channel::END => return Ok(0),
-            other => other?,
-        };
-        let data = buf.get(..got.bytes).ok_or(EINVAL)?;
-        if iov.copy_to_iter(data) != got.bytes {
-            me.chan.give_back(slot, &got)?;
-            return Err(EFAULT);
+        match me.chan.read(slot, shape, iov, nonblock) {
+            Err(e) if e == channel::END => Ok(0),
+            other => other,
         }
-        Ok(got.bytes)
     }
 
     fn write_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterSource<'_>) -> Result<usize> {

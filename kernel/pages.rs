@@ -11,6 +11,7 @@
 //! it never touches their contents.
 
 use kernel::{
+    iov::IovIterDest,
     mm::virt::VmaNew,
     page::PAGE_SIZE,
     prelude::*,
@@ -70,6 +71,40 @@ impl Pages {
         Ok((Self { mem, size }, PageRing { mem: access, mask: bytes.wrapping_sub(1), size: bytes }))
     }
 
+    /// `size - 1` (the size is a power of two).
+    fn mask(&self) -> usize {
+        (self.size as usize).wrapping_sub(1)
+    }
+
+    /// Reads the header of the record at ring position `pos` without the ring lock. The
+    /// writer may be overwriting it (under `overwrite`): the caller must confirm under the
+    /// lock afterwards that it was not (see `Channel::read`) before trusting what it got.
+    pub(crate) fn peek_header(&self, pos: u64) -> Result<abi::RecordHeader> {
+        let mut raw = [0u8; abi::RECORD_HEADER_SIZE as usize];
+        for (i, chunk) in raw.chunks_exact_mut(8).enumerate() {
+            // Records are 8-byte aligned: each word lies on one side of the ring's end.
+            let at = pos.wrapping_add((i as u64).wrapping_mul(8));
+            let [(off, _), _] = pieces(self.size as usize, self.mask(), at, 8)?;
+            chunk.copy_from_slice(&self.mem.load_u64(off)?.to_ne_bytes());
+        }
+        crate::ring::header_from_bytes(&raw).ok_or(EINVAL)
+    }
+
+    /// Copies the `len` ring bytes at position `pos` to userspace through `iov`, without the
+    /// ring lock (so it may fault and sleep), then lets `confirm` (given the bytes copied)
+    /// check under the lock that the writer did not reuse them meanwhile; if it says no, `iov`
+    /// goes back to where it was. See [`sys::RingMemory::copy_to_iter_confirmed`].
+    pub(crate) fn copy_to_user(
+        &self,
+        pos: u64,
+        len: usize,
+        iov: &mut IovIterDest<'_>,
+        confirm: impl FnOnce(usize) -> Result<bool>,
+    ) -> Result<(usize, bool)> {
+        let pieces = pieces(self.size as usize, self.mask(), pos, len)?;
+        self.mem.copy_to_iter_confirmed(&pieces, iov, confirm)
+    }
+
     /// Length of the whole mapping: the control page plus the data mapped twice.
     pub(crate) fn mmap_bytes(&self) -> u64 {
         (PAGE_SIZE as u64).wrapping_add(self.size.wrapping_mul(2))
@@ -102,16 +137,22 @@ pub(crate) struct PageRing {
 }
 
 impl PageRing {
-    /// The (at most two) pieces of the ring range of `len` bytes at `pos`: offsets in the
-    /// memory and lengths, the second one empty unless the range wraps around the end.
+    /// See [`pieces`].
     fn pieces(&self, pos: u64, len: usize) -> Result<[(usize, usize); 2]> {
-        if len > self.size {
-            return Err(EINVAL);
-        }
-        let off = (pos as usize) & self.mask;
-        let first = self.size.wrapping_sub(off).min(len);
-        Ok([(DATA.wrapping_add(off), first), (DATA, len.wrapping_sub(first))])
+        pieces(self.size, self.mask, pos, len)
     }
+}
+
+/// The (at most two) pieces of the ring range of `len` bytes at `pos` in a ring of `size`
+/// bytes (`mask` is `size - 1`): offsets in the memory and lengths, the second one empty
+/// unless the range wraps around the end.
+fn pieces(size: usize, mask: usize, pos: u64, len: usize) -> Result<[(usize, usize); 2]> {
+    if len > size {
+        return Err(EINVAL);
+    }
+    let off = (pos as usize) & mask;
+    let first = size.wrapping_sub(off).min(len);
+    Ok([(DATA.wrapping_add(off), first), (DATA, len.wrapping_sub(first))])
 }
 
 impl Storage for PageRing {

@@ -443,51 +443,19 @@ impl<S: Storage> Ring<S> {
         Ok(())
     }
 
-    /// Copies the payload of the record whose header is at `pos` into `dst` (its length).
-    pub(crate) fn read_payload(&self, pos: u64, dst: &mut [u8]) -> Result {
-        self.store.read(pos.wrapping_add(u64::from(abi::RECORD_HEADER_SIZE)), dst)
-    }
-
-    /// Marks record `seq` as received by subscriber `i` once it reached userspace.
-    ///
-    /// Normally `seq` is still the subscriber's next record and the cursor moves past it. If
-    /// the subscriber was lapped while the record was being copied out, the overrun counted it
-    /// as lost although it was delivered: the loss is corrected (and the overrun dropped if that
-    /// was all it lost). After a concurrent seek or consume, nothing changes. Returns whether the
-    /// cursor moved.
-    pub(crate) fn commit(&mut self, i: usize, seq: u64, len: u32) -> Result<bool> {
-        let s = self.slots.get_mut(i).filter(|s| s.active).ok_or(EINVAL)?;
-        if s.cur.seq == seq && s.pending_lost == 0 {
-            s.cur = Cursor { pos: s.cur.pos.wrapping_add(record_size(len)), seq: seq.wrapping_add(1) };
-            self.stats.delivered = self.stats.delivered.wrapping_add(1);
-            return Ok(true);
-        }
-        let lost_from = s.cur.seq.wrapping_sub(s.pending_lost);
-        if s.pending_lost > 0 && seq >= lost_from && seq < s.cur.seq {
-            s.pending_lost = s.pending_lost.wrapping_sub(1);
-            s.lost = s.lost.wrapping_sub(1);
-            self.stats.lost = self.stats.lost.wrapping_sub(1);
-            self.stats.delivered = self.stats.delivered.wrapping_add(1);
-            if s.pending_lost == 0 {
-                self.stats.overruns = self.stats.overruns.wrapping_sub(1);
-            }
-        }
-        Ok(false)
-    }
-
-    /// Gives the `count` records from `at` back to subscriber `i` after they were taken
-    /// ([`Ring::commit`]) but could not be copied to userspace: the cursor returns to `at` if
-    /// nothing moved the cursor since and the records are still in the ring. Returns whether it
-    /// did.
-    pub(crate) fn uncommit(&mut self, i: usize, at: Cursor, count: u64) -> Result<bool> {
+    /// Moves subscriber `i`'s cursor from `from` to `to`, past the `count` records between,
+    /// which its reader copied out without the lock, provided that the cursor is still at
+    /// `from` with no overrun pending (no other reader of the file took them, no seek, not
+    /// lapped) and the tail has not passed `from` (none of them was discarded, so none was
+    /// overwritten while being copied). Returns whether the cursor moved.
+    pub(crate) fn commit_range(&mut self, i: usize, from: Cursor, to: Cursor, count: u64) -> Result<bool> {
         let tail = self.tail;
         let s = self.slots.get_mut(i).filter(|s| s.active).ok_or(EINVAL)?;
-        if s.pending_lost != 0 || s.cur.seq != at.seq.wrapping_add(count) || at.seq < tail.seq {
+        if s.cur != from || s.pending_lost != 0 || tail.seq > from.seq {
             return Ok(false);
         }
-        s.cur = at;
-        self.lower_bound(at);
-        self.stats.delivered = self.stats.delivered.wrapping_sub(count);
+        s.cur = to;
+        self.stats.delivered = self.stats.delivered.wrapping_add(count);
         Ok(true)
     }
 
@@ -645,6 +613,11 @@ mod tests {
         r.push_record(&mut rec, len, ts)
     }
 
+    /// The cursor after the record `h` at `pos`.
+    fn after(pos: u64, h: &RecordHeader) -> Cursor {
+        Cursor { pos: pos + record_size(h.len), seq: h.seq + 1 }
+    }
+
     /// Receives subscriber `i`'s next message into `buf`, returning (seq, len).
     fn recv(r: &mut Ring<VecStore>, i: usize, buf: &mut [u8]) -> Result<Option<(u64, usize)>> {
         match r.next(i)? {
@@ -652,8 +625,9 @@ mod tests {
             Next::Overrun => Err(EPIPE),
             Next::Record(h, pos) => {
                 let len = h.len as usize;
-                r.read_payload(pos, buf.get_mut(..len).ok_or(EMSGSIZE)?)?;
-                r.commit(i, h.seq, h.len)?;
+                let body = pos.wrapping_add(u64::from(abi::RECORD_HEADER_SIZE));
+                r.store.read(body, buf.get_mut(..len).ok_or(EMSGSIZE)?)?;
+                r.commit_range(i, Cursor { pos, seq: h.seq }, after(pos, &h), 1)?;
                 Ok(Some((h.seq, len)))
             }
         }
@@ -715,21 +689,21 @@ mod tests {
     }
 
     #[test]
-    fn a_message_delivered_while_lapped_is_not_counted_lost() -> Result {
+    fn a_copy_lapped_meanwhile_does_not_commit() -> Result {
         let mut r = ring(128, 8, Policy::Overwrite)?; // 32-byte records: 4 fit
         let s = r.subscribe()?;
         push(&mut r, &[1; 8], 0)?;
-        // The reader copies record 1 out under the lock...
-        let Next::Record(h, _) = r.next(s)? else { return Err(EINVAL) };
-        // ...and is lapped before it commits: records 1 and 2 are discarded.
+        // The reader finds record 1 and copies it out without the lock...
+        let Next::Record(h, pos) = r.next(s)? else { return Err(EINVAL) };
+        // ...and is lapped meanwhile: records 1 and 2 are discarded (and overwritten).
         for _ in 0..5 {
             push(&mut r, &[2; 8], 0)?;
         }
-        assert_eq!(r.reader_state(s)?.lost, 2);
-        assert!(!r.commit(s, h.seq, h.len)?);
+        assert!(!r.commit_range(s, Cursor { pos, seq: h.seq }, after(pos, &h), 1)?);
         let st = r.reader_state(s)?;
-        assert_eq!((st.lost, st.pending_lost), (1, 1));
-        assert_eq!(r.stats.lost, 1);
+        assert_eq!((st.lost, st.pending_lost, st.cursor_seq), (2, 2, 3));
+        assert_eq!((r.stats.lost, r.stats.delivered), (2, 0));
+        assert!(matches!(r.next(s)?, Next::Overrun));
         Ok(())
     }
 
@@ -739,9 +713,9 @@ mod tests {
         let s = r.subscribe()?;
         push(&mut r, b"a", 0)?;
         push(&mut r, b"b", 0)?;
-        let Next::Record(h, _) = r.next(s)? else { return Err(EINVAL) };
+        let Next::Record(h, pos) = r.next(s)? else { return Err(EINVAL) };
         r.seek(s, abi::SEEK_NEWEST)?; // another thread of the same file seeks meanwhile
-        assert!(!r.commit(s, h.seq, h.len)?);
+        assert!(!r.commit_range(s, Cursor { pos, seq: h.seq }, after(pos, &h), 1)?);
         assert_eq!(r.reader_state(s)?.cursor_seq, 3);
         assert_eq!(r.reader_state(s)?.lost, 0);
         Ok(())
@@ -777,30 +751,21 @@ mod tests {
     }
 
     #[test]
-    fn uncommit_gives_a_record_back_only_if_nothing_moved() -> Result {
-        let mut r = ring(128, 8, Policy::Overwrite)?;
+    fn only_the_first_of_two_copies_of_a_record_commits() -> Result {
+        let mut r = ring(256, 8, Policy::Block)?;
         let s = r.subscribe()?;
         push(&mut r, b"a", 0)?;
         push(&mut r, b"b", 0)?;
-        let first = Cursor { pos: r.reader_state(s)?.cursor_pos, seq: 1 };
-        let mut buf = [0u8; 8];
-        assert_eq!(recv(&mut r, s, &mut buf)?, Some((1, 1)));
-        // The copy failed: the record is given back.
-        assert!(r.uncommit(s, first, 1)?);
-        assert_eq!(recv(&mut r, s, &mut buf)?, Some((1, 1)));
-        assert_eq!(recv(&mut r, s, &mut buf)?, Some((2, 1)));
-        // The cursor moved on: nothing changes.
-        assert!(!r.uncommit(s, first, 1)?);
-        assert_eq!(r.reader_state(s)?.cursor_seq, 3);
-        // A record overwritten since it was taken cannot be given back.
-        let third = Cursor { pos: r.reader_state(s)?.cursor_pos, seq: 3 };
-        push(&mut r, b"c", 0)?;
-        assert_eq!(recv(&mut r, s, &mut buf)?, Some((3, 1)));
-        for _ in 0..20 {
-            push(&mut r, b"12345678", 0)?;
-        }
-        r.seek(s, abi::SEEK_NEWEST)?;
-        assert!(!r.uncommit(s, third, 1)?);
+        // Two threads of one file find record 1 and copy it out at the same time.
+        let Next::Record(h, pos) = r.next(s)? else { return Err(EINVAL) };
+        let (from, to) = (Cursor { pos, seq: h.seq }, after(pos, &h));
+        assert!(r.commit_range(s, from, to, 1)?);
+        assert!(!r.commit_range(s, from, to, 1)?);
+        assert_eq!((r.reader_state(s)?.cursor_seq, r.stats.delivered), (2, 1));
+        // Record 2 is next, and committing it leaves nothing unread.
+        let Next::Record(h2, pos2) = r.next(s)? else { return Err(EINVAL) };
+        assert!(r.commit_range(s, Cursor { pos: pos2, seq: h2.seq }, after(pos2, &h2), 1)?);
+        assert!(matches!(r.next(s)?, Next::Empty));
         Ok(())
     }
 
@@ -865,19 +830,19 @@ mod tests {
         // The slow reader leaving frees the ring at once.
         r.unsubscribe(a);
         assert!(!r.would_block(8));
-        // A message given back after a failed copy is protected again.
+        // A message being copied out (the cursor moves only once the copy is done) is
+        // protected: writers wait for it.
         recv(&mut r, b, &mut buf)?;
         push(&mut r, b"g", 0)?;
         let Next::Record(h, pos) = r.next(b)? else {
             return Err(EINVAL);
         };
-        r.commit(b, h.seq, h.len)?;
         for _ in 0..3 {
             push(&mut r, b"h", 0)?;
         }
-        assert!(r.uncommit(b, Cursor { pos, seq: h.seq }, 1)?);
-        // Nor a given-back message.
         assert!(r.would_block(8));
+        assert!(r.commit_range(b, Cursor { pos, seq: h.seq }, after(pos, &h), 1)?);
+        assert!(!r.would_block(8));
         Ok(())
     }
 

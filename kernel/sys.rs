@@ -34,7 +34,10 @@ use kernel::{
         MiscDeviceOptions,
         MiscDeviceRegistration, //
     },
-    iov::IovIterSource,
+    iov::{
+        IovIterDest,
+        IovIterSource, //
+    },
     mm::virt::VmaNew,
     page::PAGE_SIZE,
     prelude::*,
@@ -253,6 +256,68 @@ unsafe impl Send for RingMemory {}
 unsafe impl Sync for RingMemory {}
 
 impl RingMemory {
+    /// Bounds check for `off..off + len`; returns a pointer to `off`.
+    fn at(&self, off: usize, len: usize) -> Result<*const u8> {
+        let end = off.checked_add(len).ok_or(EINVAL)?;
+        if end > self.len {
+            return Err(EINVAL);
+        }
+        // SAFETY: `off <= len` of the allocation (checked above), so the result is within it
+        // or one past its end.
+        Ok(unsafe { self.base.as_ptr().add(off) })
+    }
+
+    /// Loads the aligned `u64` at `off` in one untorn access, without the ring lock: the
+    /// ring's writer may be storing to it at the same moment (as `READ_ONCE` would, the value
+    /// is then the old or the new one). Callers must not trust it until they have confirmed,
+    /// under the ring lock, that the writer had not reused those bytes (see `Channel::read`).
+    pub(crate) fn load_u64(&self, off: usize) -> Result<u64> {
+        if off % 8 != 0 {
+            return Err(EINVAL);
+        }
+        let p = self.at(off, 8)?;
+        // SAFETY: in bounds and 8-byte aligned (checked above; `base` is page aligned). A
+        // volatile aligned load is one instruction and never creates a Rust reference to
+        // bytes the writer may be changing.
+        Ok(unsafe { p.cast::<u64>().read_volatile() })
+    }
+
+    /// Copies the byte ranges `pieces` (offset, length), in order, to userspace through `iov`,
+    /// stopping at a fault, then calls `confirm` with the number of bytes copied. If it
+    /// returns false, `iov` is moved back to where it was (the user's bytes stay written).
+    /// Returns the number copied and what `confirm` said.
+    ///
+    /// Runs without the ring lock, so a fault may sleep. The ring's writer may be reusing the
+    /// bytes at the same moment (under `overwrite`): `confirm` is where the caller checks,
+    /// under the lock, that it was not, as for [`RingMemory::load_u64`].
+    pub(crate) fn copy_to_iter_confirmed(
+        &self,
+        pieces: &[(usize, usize)],
+        iov: &mut IovIterDest<'_>,
+        confirm: impl FnOnce(usize) -> Result<bool>,
+    ) -> Result<(usize, bool)> {
+        let mut copied = 0usize;
+        for &(off, len) in pieces {
+            let p = self.at(off, len)?;
+            // SAFETY: `p..p + len` lies within the live allocation (checked by `at`); the
+            // iterator is valid (`as_raw`). `_copy_to_iter` reads the bytes from C, without any
+            // Rust reference to them, as the kernel's other lockless readers of shared buffers
+            // do.
+            let n = unsafe { bindings::_copy_to_iter(p.cast(), len, iov.as_raw()) };
+            copied = copied.wrapping_add(n);
+            if n < len {
+                break;
+            }
+        }
+        let ok = confirm(copied)?;
+        if !ok {
+            // SAFETY: the copies above advanced `iov` by exactly `copied` bytes, so going back
+            // by as much stays within it.
+            unsafe { iov.revert(copied) };
+        }
+        Ok((copied, ok))
+    }
+
     /// The pages of the allocation, in order.
     pub(crate) fn pages(&self) -> VmallocPageIter<'_> {
         // SAFETY: `base` is the page-aligned start of a `Vmalloc` allocation of `len` bytes,
