@@ -304,7 +304,7 @@ pub fn fanout(rows: &mut Vec<Row>, reps: usize, scale: f64) {
             .filter(|(_, name)| selected(name))
         {
             let v: Vec<(f64, f64)> = (0..reps)
-                .map(|_| fan(memchan, readers, iters(5000, scale)))
+                .map(|_| fan(memchan, readers, iters(20000, scale)))
                 .collect();
             println!("fanout {readers} {name:<16} {:?}", v);
             rows.push(Row {
