@@ -29,7 +29,8 @@
 //!
 //! Readers asleep in `read` are woken in a chain: the writer wakes the first one, and each
 //! woken reader wakes the next, as many as were asleep when the records were published
-//! ([`Waiting::readers_to_wake`]). A writer's cost per message thus stays the same however
+//! ([`Waiting::readers_to_wake`]); while such a chain runs, a writer only extends it, without
+//! a wake-up of its own. A writer's cost per message thus stays the same however
 //! many subscribers wait, and the woken readers share the work (with two CPUs, they run one
 //! after the other anyway). Polled files are not part of the chain: the kernel wakes every
 //! poller on the first wake-up. A reader whose sleep a signal ends wakes all the others, as
@@ -213,8 +214,13 @@ impl Channel {
     /// released (one sleeper and every poller).
     fn wake_readers(ring: &mut RingGuard<'_>) -> bool {
         let w = &mut ring.waiting;
+        // While a chain runs (`readers_to_wake > 0`), a woken reader is on its way and will
+        // wake the next one: extending the chain to every current sleeper is enough, without
+        // a wake-up of its own. (`readers_to_wake` never exceeds the woken-but-not-yet-running
+        // readers plus the sleepers, so the chain reaches every one of them.)
+        let chain_running = w.readers_to_wake > 0;
         w.readers_to_wake = w.readers;
-        w.readers > 0 || w.pollers > 0
+        (w.readers > 0 && !chain_running) || w.pollers > 0
     }
 
     /// Sleeps on `writable` (the lock released meanwhile), counted in [`Waiting::writers`].
