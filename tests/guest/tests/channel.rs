@@ -728,3 +728,75 @@ fn every_sleeping_reader_wakes_for_every_message_even_when_sleepers_are_killed()
     finished.sort_unstable();
     assert_eq!(finished, (0..READERS).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_read_into_a_bad_buffer_fails_with_efault_and_leaves_the_message() {
+    require_guest();
+    use std::os::fd::AsRawFd;
+    let w = writer_with(abi::POLICY_OVERWRITE);
+    let r = open(RD).unwrap();
+    // Two pages, the second one inaccessible: a buffer can start in the first and run into it.
+    let page = 4096usize;
+    // SAFETY: a fresh anonymous mapping, used only through raw reads below.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            2 * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED);
+    // SAFETY: the second page of the mapping made above.
+    assert_eq!(
+        unsafe { libc::mprotect(map.cast::<u8>().add(page).cast(), page, libc::PROT_NONE) },
+        0
+    );
+    let read_at = |addr: *mut u8, len: usize| {
+        // SAFETY: the kernel checks the buffer; nothing in this process relies on its contents.
+        let n = unsafe { libc::read(r.as_raw_fd(), addr.cast(), len) };
+        if n < 0 {
+            Err(std::io::Error::last_os_error().raw_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    };
+    let msg: Vec<u8> = (0..200u8).collect();
+    let hsize = abi::RECORD_HEADER_SIZE as usize;
+    for (mode, offset) in [
+        (abi::RECORD_MODE_OFF, 0),
+        (abi::RECORD_MODE_ON, hsize),
+        (abi::RECORD_MODE_BATCH, hsize),
+    ] {
+        ioctl(&r, abi::IOC_RECORD_MODE, mode as usize).unwrap();
+        send(&w, &msg).unwrap();
+        // A buffer nowhere mapped, and one that runs into the inaccessible page.
+        assert_eq!(
+            read_at(8 as *mut u8, 4096),
+            Err(Some(libc::EFAULT)),
+            "mode {mode}"
+        );
+        // SAFETY: 100 bytes before the end of the accessible page.
+        let straddling = unsafe { map.cast::<u8>().add(page - 100) };
+        assert_eq!(
+            read_at(straddling, 1000),
+            Err(Some(libc::EFAULT)),
+            "mode {mode}"
+        );
+        // The message is still there, whole, and only once.
+        let mut buf = vec![0u8; 4096];
+        let n = read_at(buf.as_mut_ptr(), buf.len()).unwrap();
+        assert_eq!(&buf[offset..offset + msg.len()], &msg[..], "mode {mode}");
+        assert!(n >= offset + msg.len(), "mode {mode}");
+        assert_eq!(
+            read_at(buf.as_mut_ptr(), buf.len()),
+            Err(Some(libc::EAGAIN)),
+            "mode {mode}"
+        );
+    }
+    // SAFETY: unmaps the mapping made above; nothing refers to it any more.
+    unsafe { libc::munmap(map, 2 * page) };
+    ioctl(&r, abi::IOC_RECORD_MODE, abi::RECORD_MODE_OFF as usize).unwrap();
+}
