@@ -108,8 +108,8 @@ enum Verb {
     Bench {
         #[command(flatten)]
         kernel: KernelOpts,
-        /// Repetitions of every measurement (the spread is reported).
-        #[arg(long, default_value_t = 3)]
+        /// Repetitions of every measurement (the median and the spread are reported).
+        #[arg(long, default_value_t = 5)]
         reps: u32,
         /// Multiplies every iteration count (0.1 for a quick look).
         #[arg(long, default_value_t = 1.0)]
