@@ -66,6 +66,9 @@ fn main() {
     if run("fanout") {
         workloads::fanout(&mut rows, reps, scale);
     }
+    if run("cost") {
+        workloads::cost(&mut rows, reps, scale);
+    }
     if run("sizes") {
         workloads::sizes(&mut rows, reps, scale);
     }

@@ -329,6 +329,55 @@ pub fn fanout(rows: &mut Vec<Row>, reps: usize, scale: f64) {
     }
 }
 
+/// CPU cost of moving one message, without wake-ups or a second CPU: one thread sends a
+/// message and receives it back, over and over (the kernel work of both sides, which the
+/// ping-pong and streaming figures mix with scheduling).
+fn one_thread(kind: Kind, size: usize, n: usize) -> f64 {
+    let (mut a, mut b) = peers::pair(kind, size.max(64), 2);
+    pin(0);
+    let msg = vec![0x5au8; size];
+    let mut buf = vec![0u8; size.max(64)];
+    for _ in 0..n / 10 + 10 {
+        a.send(&msg);
+        b.recv(&mut buf);
+    }
+    let t0 = Instant::now();
+    for _ in 0..n {
+        a.send(&msg);
+        b.recv(&mut buf);
+    }
+    t0.elapsed().as_nanos() as f64 / n as f64
+}
+
+pub fn cost(rows: &mut Vec<Row>, reps: usize, scale: f64) {
+    for size in [64, 4096] {
+        for kind in [
+            Kind::Pipe,
+            Kind::SeqPacket,
+            Kind::PosixMq,
+            Kind::MemchanRead,
+            Kind::MemchanMmapPoll,
+        ]
+        .into_iter()
+        .filter(|k| selected(k.name()))
+        {
+            let v: Vec<f64> = (0..reps)
+                .map(|_| one_thread(kind, size, iters(20000, scale)))
+                .collect();
+            println!("cost {size:>5} B {:<22} {:?} ns", kind.name(), v);
+            rows.push(Row {
+                group: "one thread",
+                metric: "ns per send + receive",
+                transport: kind.name(),
+                size,
+                readers: 1,
+                lower_is_better: true,
+                values: v,
+            });
+        }
+    }
+}
+
 pub fn sizes(rows: &mut Vec<Row>, reps: usize, scale: f64) {
     for size in [64, 256, 1024, 4096, 16384, 65536] {
         for kind in [
