@@ -15,6 +15,11 @@
 //!   the ring reads and writes as plain bytes (no mapping per access, a writer's data copied
 //!   from userspace straight into it) and whose pages userspace maps; 7.3 has `VVec`, whose
 //!   pages one can list only with `&mut` access, and `VmallocPageIter::new`, which is unsafe.
+//!   `read()` copies from it to userspace without the ring lock while the writer may be
+//!   reusing the bytes ([`RingMemory::copy_to_iter_confirmed`], [`RingMemory::load_u64`]):
+//!   the copy is done by C (`_copy_to_iter`) and word loads are volatile, so no Rust reference
+//!   to racing bytes exists; the caller confirms under the lock that nothing was reused, and
+//!   the iterator is reverted (`IovIterDest::revert`, unsafe) when it was.
 //! - [`fault_in_readable`]: `IovIterSource` has no way to fault the user pages in ahead of a copy.
 //! - [`install_poll`]: 7.3's `MiscDevice` has no `poll` hook; an open file is switched to a
 //!   copy of the generated file operations that adds one ([`MEMCHAN_FOPS`]).
