@@ -115,6 +115,34 @@ pub(crate) enum Shape {
     Batch(usize),
 }
 
+/// The leading run of records in `buf` (the [`abi::IOC_SEND_BATCH`] layout) that
+/// [`Ring::push_records`] can take as they are: whole, `flags` 0, a payload of 1 to `msg_max`
+/// bytes; zeroes their padding. Returns the run's bytes, its records and their payload bytes.
+fn batch_run(buf: &mut [u8], msg_max: u32) -> (usize, u64, u64) {
+    let hsize = abi::RECORD_HEADER_SIZE as usize;
+    let (mut at, mut count, mut payload) = (0usize, 0u64, 0u64);
+    while let Some(h) = buf
+        .get(at..)
+        .and_then(|rest| rest.first_chunk::<{ abi::RECORD_HEADER_SIZE as usize }>())
+        .and_then(crate::ring::header_from_bytes)
+    {
+        if h.flags != 0 || h.len == 0 || h.len > msg_max {
+            break;
+        }
+        let size = crate::ring::record_size(h.len) as usize;
+        let Some(rec) = at.checked_add(size).and_then(|end| buf.get_mut(at..end)) else {
+            break;
+        };
+        if let Some(pad) = rec.get_mut(hsize.saturating_add(h.len as usize)..) {
+            pad.fill(0);
+        }
+        at = at.wrapping_add(size);
+        count = count.wrapping_add(1);
+        payload = payload.wrapping_add(u64::from(h.len));
+    }
+    (at, count, payload)
+}
+
 /// The cursor after the record at `at` whose payload is `len` bytes.
 fn next_cursor(at: Cursor, len: u32) -> Cursor {
     Cursor { pos: at.pos.wrapping_add(crate::ring::record_size(len)), seq: at.seq.wrapping_add(1) }
@@ -321,15 +349,49 @@ impl Channel {
     }
 
     /// Appends the records in `buf` (the [`abi::IOC_SEND_BATCH`] layout) as messages, in
-    /// order, under one hold of the ring lock (released only while waiting for room) and with
-    /// one wake-up of the readers. Returns the bytes of the whole records sent. Errors only for
-    /// the first record (as [`Channel::send`], or `EINVAL` if it is malformed or truncated); a
-    /// later one that cannot be sent (malformed, truncated, too long, no room without
-    /// waiting, a signal while waiting) ends the batch. `buf` is at most
-    /// [`abi::SEND_BATCH_MAX`] bytes, which bounds the work done under the lock.
+    /// order, with one wake-up of the readers. Returns the bytes of the whole records sent.
+    /// Errors only for the first record (as [`Channel::send`], or `EINVAL` if it is malformed
+    /// or truncated); a later one that cannot be sent (malformed, truncated, too long, no room
+    /// without waiting, a signal while waiting) ends the batch. `buf` (the file's own copy) is
+    /// at most [`abi::SEND_BATCH_MAX`] bytes, which bounds the work done under the lock.
+    ///
+    /// The leading run of well-formed, non-empty records, checked and padded outside the lock
+    /// ([`batch_run`]), goes into the ring in one copy under one short hold of the lock
+    /// ([`Ring::push_records`]); whatever that cannot take (an empty or malformed record, a
+    /// ring without room for the whole run yet) goes record by record
+    /// ([`Channel::send_records`]).
     pub(crate) fn send_batch(&self, buf: &mut [u8], nonblock: bool) -> Result<usize> {
-        let mut ring = self.ring.lock();
+        let (run, count, payload) = batch_run(buf, self.cfg.msg_max);
         let mut at = 0usize;
+        if count > 0 {
+            let mut ring = self.ring.lock();
+            if self.is_closed() {
+                return Err(ENODEV);
+            }
+            match ring.push_records(buf.get_mut(..run).ok_or(EINVAL)?, count, payload, now_ns()) {
+                Ok(()) => {
+                    at = run;
+                    let wake = Self::wake_readers(&mut ring);
+                    drop(ring);
+                    if wake {
+                        self.readable.notify_one();
+                    }
+                }
+                Err(e) if e == EAGAIN || e == EMSGSIZE => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if at >= buf.len() {
+            return Ok(at);
+        }
+        self.send_records(buf, at, nonblock)
+    }
+
+    /// [`Channel::send_batch`] record by record, from offset `start` of `buf` (0: nothing sent
+    /// yet), under one hold of the ring lock (released only while waiting for room).
+    fn send_records(&self, buf: &mut [u8], start: usize, nonblock: bool) -> Result<usize> {
+        let mut ring = self.ring.lock();
+        let mut at = start;
         let mut counted = false;
         let result = loop {
             if at >= buf.len() {
@@ -373,7 +435,7 @@ impl Channel {
                 Err(e) => break if first { Err(e) } else { Ok(at) },
             }
         };
-        let wake = result.as_ref().is_ok_and(|n| *n > 0) && Self::wake_readers(&mut ring);
+        let wake = result.as_ref().is_ok_and(|n| *n > start) && Self::wake_readers(&mut ring);
         drop(ring);
         if wake {
             self.readable.notify_one();

@@ -290,19 +290,24 @@ impl<S: Storage> Ring<S> {
             .unwrap_or(self.head);
     }
 
-    /// Whether a record of `len` payload bytes fits before `at`'s unread data.
-    fn fits_after(&self, at: Cursor, len: u32) -> bool {
-        self.head.pos.wrapping_sub(at.pos).saturating_add(record_size(len)) <= self.size
+    /// Whether `bytes` more bytes of records fit before `at`'s unread data.
+    fn fits_after(&self, at: Cursor, bytes: u64) -> bool {
+        self.head.pos.wrapping_sub(at.pos).saturating_add(bytes) <= self.size
     }
 
     /// Whether a record of `len` payload bytes can be added without overwriting anything a
     /// subscriber has not read yet (exact; scans the slots only if the cached bound says no).
     pub(crate) fn fits_unread(&mut self, len: u32) -> bool {
-        if self.subscribers == 0 || self.fits_after(self.low, len) {
+        self.fits_unread_bytes(record_size(len))
+    }
+
+    /// [`Ring::fits_unread`] for `bytes` bytes of records.
+    fn fits_unread_bytes(&mut self, bytes: u64) -> bool {
+        if self.subscribers == 0 || self.fits_after(self.low, bytes) {
             return true;
         }
         self.rescan();
-        self.fits_after(self.low, len)
+        self.fits_after(self.low, bytes)
     }
 
     /// Whether a write of `len` bytes would have to wait now.
@@ -368,11 +373,23 @@ impl<S: Storage> Ring<S> {
         if len > self.msg_max {
             return Err(EMSGSIZE);
         }
-        if self.would_block(len) {
+        let rsize = record_size(len);
+        self.make_room(rsize)?;
+        let header = RecordHeader { seq: self.head.seq, timestamp_ns, len, flags: 0 };
+        Ok((header, usize::try_from(rsize).map_err(|_| EINVAL)?))
+    }
+
+    /// Makes room at the head for `rsize` bytes of records: discards the oldest records under
+    /// `overwrite` (lapping the readers still on them); `EAGAIN` if they do not fit yet under
+    /// `block`, `EMSGSIZE` if they could never fit.
+    fn make_room(&mut self, rsize: u64) -> Result {
+        if rsize > self.size {
+            return Err(EMSGSIZE);
+        }
+        if self.policy == Policy::Block && !self.fits_unread_bytes(rsize) {
             return Err(EAGAIN);
         }
-        let rsize = record_size(len);
-        // Discard the oldest records until the new one fits.
+        // Discard the oldest records until the new ones fit.
         let old_tail = self.tail;
         while self.head.pos.wrapping_sub(self.tail.pos).saturating_add(rsize) > self.size {
             let h = self.header_at(self.tail)?;
@@ -385,8 +402,44 @@ impl<S: Storage> Ring<S> {
             self.store.publish_tail(self.tail)?;
             self.lap_readers();
         }
-        let header = RecordHeader { seq: self.head.seq, timestamp_ns, len, flags: 0 };
-        Ok((header, usize::try_from(rsize).map_err(|_| EINVAL)?))
+        Ok(())
+    }
+
+    /// Appends the `count` records laid out back to back in `recs` (header, payload, zero
+    /// padding each; their `len` fields at most `msg_max` and non-zero, `flags` 0, their sizes
+    /// adding up to `recs.len()`: the caller checked), in one copy: numbers them from the
+    /// head's sequence number, stamps them all with `timestamp_ns`, and publishes the head once.
+    /// `EAGAIN` if the policy is `block` and they do not all fit yet, `EMSGSIZE` if they are
+    /// more than the ring holds (nothing appended either way). `payload` is the sum of their
+    /// lengths (for the statistics).
+    pub(crate) fn push_records(&mut self, recs: &mut [u8], count: u64, payload: u64, timestamp_ns: u64) -> Result {
+        let bytes = recs.len() as u64;
+        self.make_room(bytes)?;
+        let mut at = 0usize;
+        let mut seq = self.head.seq;
+        while at < recs.len() {
+            let (head, rest) = recs
+                .get_mut(at..)
+                .and_then(|r| r.split_first_chunk_mut::<{ abi::RECORD_HEADER_SIZE as usize }>())
+                .ok_or(EINVAL)?;
+            let len = header_from_bytes(head).ok_or(EINVAL)?.len;
+            let size = record_size(len) as usize;
+            if rest.len() < size.saturating_sub(abi::RECORD_HEADER_SIZE as usize) {
+                return Err(EINVAL);
+            }
+            *head = header_bytes(&RecordHeader { seq, timestamp_ns, len, flags: 0 });
+            seq = seq.wrapping_add(1);
+            at = at.wrapping_add(size);
+        }
+        if seq.wrapping_sub(self.head.seq) != count {
+            return Err(EINVAL);
+        }
+        self.store.write(self.head.pos, recs)?;
+        self.head = Cursor { pos: self.head.pos.wrapping_add(bytes), seq };
+        self.store.publish_head(self.head)?;
+        self.stats.messages = self.stats.messages.wrapping_add(count);
+        self.stats.bytes = self.stats.bytes.wrapping_add(payload);
+        Ok(())
     }
 
     /// Publishes the record of `header` (`rsize` bytes, written at the head).
@@ -662,6 +715,52 @@ mod tests {
             assert_eq!(recv(&mut r, a, &mut buf)?, Some((u64::from(n) + 1, 37)));
             assert!(buf.iter().take(37).all(|b| *b == n));
         }
+        Ok(())
+    }
+
+    /// Lays `payloads` out as records (the send-batch layout; padding left zero).
+    fn batch(payloads: &[&[u8]]) -> Result<KVec<u8>> {
+        let mut b = KVec::new();
+        for p in payloads {
+            let len = u32::try_from(p.len()).map_err(|_| EMSGSIZE)?;
+            let at = b.len();
+            b.resize(at + record_size(len) as usize, 0, GFP_KERNEL)?;
+            let h = header_bytes(&RecordHeader { seq: 0, timestamp_ns: 0, len, flags: 0 });
+            b.get_mut(at..at + h.len()).ok_or(EINVAL)?.copy_from_slice(&h);
+            let body = at + abi::RECORD_HEADER_SIZE as usize;
+            b.get_mut(body..body + p.len()).ok_or(EINVAL)?.copy_from_slice(p);
+        }
+        Ok(b)
+    }
+
+    #[test]
+    fn a_batch_goes_in_whole_numbered_and_wrapping_or_not_at_all() -> Result {
+        // 32-byte records for payloads up to 8 bytes: 4 fit in 128.
+        let mut r = ring(128, 8, Policy::Block)?;
+        let s = r.subscribe()?;
+        let mut buf = [0u8; 8];
+        push(&mut r, b"first", 7)?;
+        assert_eq!(recv(&mut r, s, &mut buf)?, Some((1, 5)));
+        // Three records from position 32: the last one wraps around the end.
+        let mut b = batch(&[b"a", b"bb", b"ccc"])?;
+        r.push_records(&mut b, 3, 6, 9)?;
+        assert_eq!(r.head(), Cursor { pos: 128, seq: 5 });
+        for (seq, len, byte) in [(2, 1, b'a'), (3, 2, b'b'), (4, 3, b'c')] {
+            let Next::Record(h, _) = r.next(s)? else { return Err(EINVAL) };
+            assert_eq!((h.seq, h.timestamp_ns, h.len), (seq, 9, len as u32));
+            assert_eq!(recv(&mut r, s, &mut buf)?, Some((seq, len)));
+            assert!(buf.iter().take(len).all(|b| *b == byte));
+        }
+        // Under `block`, a batch that does not fit yet is refused whole.
+        let mut b = batch(&[b"d", b"e"])?;
+        r.push_records(&mut b, 2, 2, 0)?;
+        let mut b = batch(&[b"f", b"g", b"h"])?;
+        assert_eq!(r.push_records(&mut b, 3, 3, 0), Err(EAGAIN));
+        assert_eq!(r.head().seq, 7);
+        // A batch larger than the ring never fits.
+        let mut b = batch(&[b"1", b"2", b"3", b"4", b"5"])?;
+        assert_eq!(r.push_records(&mut b, 5, 5, 0), Err(EMSGSIZE));
+        assert_eq!(r.stats.messages, 6);
         Ok(())
     }
 
