@@ -117,35 +117,21 @@ pub(crate) enum Shape {
 
 /// The leading run of records in `buf` (the [`abi::IOC_SEND_BATCH`] layout) that
 /// [`Ring::push_records`] can take as they are: whole, `flags` 0, a payload of 1 to `msg_max`
-/// bytes; zeroes their padding. Returns the run's bytes, its records and their payload bytes.
-fn batch_run(buf: &mut [u8], msg_max: u32) -> (usize, u64, u64) {
+/// bytes; zeroes their padding. Returns the run's length in bytes.
+fn batch_run(buf: &mut [u8], msg_max: u32) -> usize {
     let hsize = abi::RECORD_HEADER_SIZE as usize;
-    let (mut at, mut count, mut payload) = (0usize, 0u64, 0u64);
-    while let Some(h) = buf
-        .get(at..)
-        .and_then(|rest| rest.first_chunk::<{ abi::RECORD_HEADER_SIZE as usize }>())
-        .and_then(crate::ring::header_from_bytes)
-    {
-        if h.flags != 0 || h.len == 0 || h.len > msg_max {
+    let mut at = 0usize;
+    while let Some((h, size)) = crate::ring::record_in(buf, at) {
+        if h.len == 0 || h.len > msg_max {
             break;
         }
-        let size = crate::ring::record_size(h.len) as usize;
-        let Some(rec) = at.checked_add(size).and_then(|end| buf.get_mut(at..end)) else {
-            break;
-        };
-        if let Some(pad) = rec.get_mut(hsize.saturating_add(h.len as usize)..) {
+        let body_end = at.wrapping_add(hsize).wrapping_add(h.len as usize);
+        if let Some(pad) = buf.get_mut(body_end..at.wrapping_add(size)) {
             pad.fill(0);
         }
         at = at.wrapping_add(size);
-        count = count.wrapping_add(1);
-        payload = payload.wrapping_add(u64::from(h.len));
     }
-    (at, count, payload)
-}
-
-/// The cursor after the record at `at` whose payload is `len` bytes.
-fn next_cursor(at: Cursor, len: u32) -> Cursor {
-    Cursor { pos: at.pos.wrapping_add(crate::ring::record_size(len)), seq: at.seq.wrapping_add(1) }
+    at
 }
 
 /// One channel.
@@ -361,14 +347,14 @@ impl Channel {
     /// ring without room for the whole run yet) goes record by record
     /// ([`Channel::send_records`]).
     pub(crate) fn send_batch(&self, buf: &mut [u8], nonblock: bool) -> Result<usize> {
-        let (run, count, payload) = batch_run(buf, self.cfg.msg_max);
+        let run = batch_run(buf, self.cfg.msg_max);
         let mut at = 0usize;
-        if count > 0 {
+        if run > 0 {
             let mut ring = self.ring.lock();
             if self.is_closed() {
                 return Err(ENODEV);
             }
-            match ring.push_records(buf.get_mut(..run).ok_or(EINVAL)?, count, payload, now_ns()) {
+            match ring.push_records(buf.get_mut(..run).ok_or(EINVAL)?, now_ns()) {
                 Ok(()) => {
                     at = run;
                     let wake = Self::wake_readers(&mut ring);
@@ -399,15 +385,9 @@ impl Channel {
             }
             let first = at == 0;
             // A record: header (only `len` counts, `flags` must be 0), payload, padding.
-            let parsed = buf
-                .get(at..)
-                .and_then(|rest| rest.first_chunk::<{ abi::RECORD_HEADER_SIZE as usize }>())
-                .and_then(crate::ring::header_from_bytes);
-            let Some(len) = parsed.filter(|h| h.flags == 0).map(|h| h.len) else {
-                break if first { Err(EINVAL) } else { Ok(at) };
-            };
-            let size = crate::ring::record_size(len) as usize;
-            let Some(rec) = at.checked_add(size).and_then(|end| buf.get_mut(at..end)) else {
+            let whole = crate::ring::record_in(buf, at)
+                .and_then(|(h, size)| Some((h.len, size, buf.get_mut(at..at.checked_add(size)?)?)));
+            let Some((len, size, rec)) = whole else {
                 break if first { Err(EINVAL) } else { Ok(at) };
             };
             if self.is_closed() {
@@ -508,7 +488,7 @@ impl Channel {
                     if bytes > room {
                         return Err(EMSGSIZE);
                     }
-                    (pos.wrapping_add(skip as u64), bytes, next_cursor(from, h.len), 1)
+                    (pos.wrapping_add(skip as u64), bytes, from.after(h.len), 1)
                 }
                 Shape::Batch(cap) => {
                     let limit = room.min(cap) & !(abi::RECORD_ALIGN as usize - 1);
@@ -545,7 +525,7 @@ impl Channel {
     /// check catches the rest. `EMSGSIZE` if not even the first record fits. Returns the
     /// cursor after the batch and the records in it.
     fn batch_end(&self, from: Cursor, len: u32, head: Cursor, limit: u64) -> Result<(Cursor, u64)> {
-        let mut to = next_cursor(from, len);
+        let mut to = from.after(len);
         if to.pos.wrapping_sub(from.pos) > limit {
             return Err(EMSGSIZE);
         }
@@ -555,7 +535,7 @@ impl Channel {
             if h.seq != to.seq || h.len > self.cfg.msg_max {
                 break;
             }
-            let next = next_cursor(to, h.len);
+            let next = to.after(h.len);
             if next.pos.wrapping_sub(from.pos) > limit || next.pos > head.pos {
                 break;
             }

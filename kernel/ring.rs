@@ -85,6 +85,26 @@ pub(crate) struct Cursor {
     pub(crate) seq: u64,
 }
 
+impl Cursor {
+    /// The cursor after the record here, whose payload is `len` bytes.
+    pub(crate) fn after(self, len: u32) -> Cursor {
+        Cursor { pos: self.pos.wrapping_add(record_size(len)), seq: self.seq.wrapping_add(1) }
+    }
+}
+
+/// The record at offset `at` of `buf`, laid out as in the ring and in batches (header, payload,
+/// padding): its header and its size, if the header is there with `flags` 0 and the whole
+/// record lies within `buf`.
+pub(crate) fn record_in(buf: &[u8], at: usize) -> Option<(RecordHeader, usize)> {
+    let h = buf
+        .get(at..)
+        .and_then(|rest| rest.first_chunk::<{ abi::RECORD_HEADER_SIZE as usize }>())
+        .and_then(header_from_bytes)
+        .filter(|h| h.flags == 0)?;
+    let size = usize::try_from(record_size(h.len)).ok()?;
+    (at.checked_add(size)? <= buf.len()).then_some((h, size))
+}
+
 /// One subscriber's state.
 #[derive(Clone, Copy, Default)]
 struct Slot {
@@ -340,7 +360,8 @@ impl<S: Storage> Ring<S> {
         *head = header_bytes(&header);
         rest.get_mut(len as usize..).ok_or(EINVAL)?.fill(0);
         self.store.write(self.head.pos, rec)?;
-        self.advance(header, rsize)
+        self.advance(rsize as u64, 1, u64::from(header.len))?;
+        Ok(header.seq)
     }
 
     /// Appends a message of `len` bytes that `fill` writes straight into the ring (piece by
@@ -363,7 +384,8 @@ impl<S: Storage> Ring<S> {
         if pad > 0 {
             self.store.write(body.wrapping_add(u64::from(len)), zeros.get(..pad).ok_or(EINVAL)?)?;
         }
-        self.advance(header, rsize)
+        self.advance(rsize as u64, 1, u64::from(header.len))?;
+        Ok(header.seq)
     }
 
     /// Makes room at the head for a message of `len` bytes (discarding the oldest records
@@ -405,53 +427,42 @@ impl<S: Storage> Ring<S> {
         Ok(())
     }
 
-    /// Appends the `count` records laid out back to back in `recs` (header, payload, zero
-    /// padding each; their `len` fields at most `msg_max` and non-zero, `flags` 0, their sizes
-    /// adding up to `recs.len()`: the caller checked), in one copy: numbers them from the
-    /// head's sequence number, stamps them all with `timestamp_ns`, and publishes the head once.
+    /// Appends the records laid out back to back in `recs` (header, payload, zero padding
+    /// each; their `len` fields at most `msg_max` and non-zero, `flags` 0, their sizes adding
+    /// up to `recs.len()`: the caller checked), in one copy: numbers them from the head's
+    /// sequence number, stamps them all with `timestamp_ns`, and publishes the head once.
     /// `EAGAIN` if the policy is `block` and they do not all fit yet, `EMSGSIZE` if they are
-    /// more than the ring holds (nothing appended either way). `payload` is the sum of their
-    /// lengths (for the statistics).
-    pub(crate) fn push_records(&mut self, recs: &mut [u8], count: u64, payload: u64, timestamp_ns: u64) -> Result {
+    /// more than the ring holds (nothing appended either way).
+    pub(crate) fn push_records(&mut self, recs: &mut [u8], timestamp_ns: u64) -> Result {
         let bytes = recs.len() as u64;
         self.make_room(bytes)?;
-        let mut at = 0usize;
-        let mut seq = self.head.seq;
+        let (mut at, mut seq, mut payload) = (0usize, self.head.seq, 0u64);
         while at < recs.len() {
-            let (head, rest) = recs
+            let (h, size) = record_in(recs, at).ok_or(EINVAL)?;
+            let head = recs
                 .get_mut(at..)
-                .and_then(|r| r.split_first_chunk_mut::<{ abi::RECORD_HEADER_SIZE as usize }>())
+                .and_then(|r| r.first_chunk_mut::<{ abi::RECORD_HEADER_SIZE as usize }>())
                 .ok_or(EINVAL)?;
-            let len = header_from_bytes(head).ok_or(EINVAL)?.len;
-            let size = record_size(len) as usize;
-            if rest.len() < size.saturating_sub(abi::RECORD_HEADER_SIZE as usize) {
-                return Err(EINVAL);
-            }
-            *head = header_bytes(&RecordHeader { seq, timestamp_ns, len, flags: 0 });
+            *head = header_bytes(&RecordHeader { seq, timestamp_ns, len: h.len, flags: 0 });
             seq = seq.wrapping_add(1);
+            payload = payload.wrapping_add(u64::from(h.len));
             at = at.wrapping_add(size);
         }
-        if seq.wrapping_sub(self.head.seq) != count {
-            return Err(EINVAL);
-        }
         self.store.write(self.head.pos, recs)?;
-        self.head = Cursor { pos: self.head.pos.wrapping_add(bytes), seq };
+        self.advance(bytes, seq.wrapping_sub(self.head.seq), payload)
+    }
+
+    /// Publishes the `count` records (`bytes` in all, `payload` bytes of payload) just written
+    /// at the head.
+    fn advance(&mut self, bytes: u64, count: u64, payload: u64) -> Result {
+        self.head = Cursor {
+            pos: self.head.pos.wrapping_add(bytes),
+            seq: self.head.seq.wrapping_add(count),
+        };
         self.store.publish_head(self.head)?;
         self.stats.messages = self.stats.messages.wrapping_add(count);
         self.stats.bytes = self.stats.bytes.wrapping_add(payload);
         Ok(())
-    }
-
-    /// Publishes the record of `header` (`rsize` bytes, written at the head).
-    fn advance(&mut self, header: RecordHeader, rsize: usize) -> Result<u64> {
-        self.head = Cursor {
-            pos: self.head.pos.wrapping_add(rsize as u64),
-            seq: self.head.seq.wrapping_add(1),
-        };
-        self.store.publish_head(self.head)?;
-        self.stats.messages = self.stats.messages.wrapping_add(1);
-        self.stats.bytes = self.stats.bytes.wrapping_add(u64::from(header.len));
-        Ok(header.seq)
     }
 
     /// Moves every subscriber whose next record was discarded to the tail, counting its loss.
@@ -666,11 +677,6 @@ mod tests {
         r.push_record(&mut rec, len, ts)
     }
 
-    /// The cursor after the record `h` at `pos`.
-    fn after(pos: u64, h: &RecordHeader) -> Cursor {
-        Cursor { pos: pos + record_size(h.len), seq: h.seq + 1 }
-    }
-
     /// Receives subscriber `i`'s next message into `buf`, returning (seq, len).
     fn recv(r: &mut Ring<VecStore>, i: usize, buf: &mut [u8]) -> Result<Option<(u64, usize)>> {
         match r.next(i)? {
@@ -680,7 +686,7 @@ mod tests {
                 let len = h.len as usize;
                 let body = pos.wrapping_add(u64::from(abi::RECORD_HEADER_SIZE));
                 r.store.read(body, buf.get_mut(..len).ok_or(EMSGSIZE)?)?;
-                r.commit_range(i, Cursor { pos, seq: h.seq }, after(pos, &h), 1)?;
+                r.commit_range(i, Cursor { pos, seq: h.seq }, Cursor { pos, seq: h.seq }.after(h.len), 1)?;
                 Ok(Some((h.seq, len)))
             }
         }
@@ -743,7 +749,7 @@ mod tests {
         assert_eq!(recv(&mut r, s, &mut buf)?, Some((1, 5)));
         // Three records from position 32: the last one wraps around the end.
         let mut b = batch(&[b"a", b"bb", b"ccc"])?;
-        r.push_records(&mut b, 3, 6, 9)?;
+        r.push_records(&mut b, 9)?;
         assert_eq!(r.head(), Cursor { pos: 128, seq: 5 });
         for (seq, len, byte) in [(2, 1, b'a'), (3, 2, b'b'), (4, 3, b'c')] {
             let Next::Record(h, _) = r.next(s)? else { return Err(EINVAL) };
@@ -753,13 +759,13 @@ mod tests {
         }
         // Under `block`, a batch that does not fit yet is refused whole.
         let mut b = batch(&[b"d", b"e"])?;
-        r.push_records(&mut b, 2, 2, 0)?;
+        r.push_records(&mut b, 0)?;
         let mut b = batch(&[b"f", b"g", b"h"])?;
-        assert_eq!(r.push_records(&mut b, 3, 3, 0), Err(EAGAIN));
+        assert_eq!(r.push_records(&mut b, 0), Err(EAGAIN));
         assert_eq!(r.head().seq, 7);
         // A batch larger than the ring never fits.
         let mut b = batch(&[b"1", b"2", b"3", b"4", b"5"])?;
-        assert_eq!(r.push_records(&mut b, 5, 5, 0), Err(EMSGSIZE));
+        assert_eq!(r.push_records(&mut b, 0), Err(EMSGSIZE));
         assert_eq!(r.stats.messages, 6);
         Ok(())
     }
@@ -798,7 +804,7 @@ mod tests {
         for _ in 0..5 {
             push(&mut r, &[2; 8], 0)?;
         }
-        assert!(!r.commit_range(s, Cursor { pos, seq: h.seq }, after(pos, &h), 1)?);
+        assert!(!r.commit_range(s, Cursor { pos, seq: h.seq }, Cursor { pos, seq: h.seq }.after(h.len), 1)?);
         let st = r.reader_state(s)?;
         assert_eq!((st.lost, st.pending_lost, st.cursor_seq), (2, 2, 3));
         assert_eq!((r.stats.lost, r.stats.delivered), (2, 0));
@@ -814,7 +820,7 @@ mod tests {
         push(&mut r, b"b", 0)?;
         let Next::Record(h, pos) = r.next(s)? else { return Err(EINVAL) };
         r.seek(s, abi::SEEK_NEWEST)?; // another thread of the same file seeks meanwhile
-        assert!(!r.commit_range(s, Cursor { pos, seq: h.seq }, after(pos, &h), 1)?);
+        assert!(!r.commit_range(s, Cursor { pos, seq: h.seq }, Cursor { pos, seq: h.seq }.after(h.len), 1)?);
         assert_eq!(r.reader_state(s)?.cursor_seq, 3);
         assert_eq!(r.reader_state(s)?.lost, 0);
         Ok(())
@@ -857,13 +863,13 @@ mod tests {
         push(&mut r, b"b", 0)?;
         // Two threads of one file find record 1 and copy it out at the same time.
         let Next::Record(h, pos) = r.next(s)? else { return Err(EINVAL) };
-        let (from, to) = (Cursor { pos, seq: h.seq }, after(pos, &h));
+        let (from, to) = (Cursor { pos, seq: h.seq }, Cursor { pos, seq: h.seq }.after(h.len));
         assert!(r.commit_range(s, from, to, 1)?);
         assert!(!r.commit_range(s, from, to, 1)?);
         assert_eq!((r.reader_state(s)?.cursor_seq, r.stats.delivered), (2, 1));
         // Record 2 is next, and committing it leaves nothing unread.
         let Next::Record(h2, pos2) = r.next(s)? else { return Err(EINVAL) };
-        assert!(r.commit_range(s, Cursor { pos: pos2, seq: h2.seq }, after(pos2, &h2), 1)?);
+        assert!(r.commit_range(s, Cursor { pos: pos2, seq: h2.seq }, Cursor { pos: pos2, seq: h2.seq }.after(h2.len), 1)?);
         assert!(matches!(r.next(s)?, Next::Empty));
         Ok(())
     }
@@ -940,7 +946,7 @@ mod tests {
             push(&mut r, b"h", 0)?;
         }
         assert!(r.would_block(8));
-        assert!(r.commit_range(b, Cursor { pos, seq: h.seq }, after(pos, &h), 1)?);
+        assert!(r.commit_range(b, Cursor { pos, seq: h.seq }, Cursor { pos, seq: h.seq }.after(h.len), 1)?);
         assert!(!r.would_block(8));
         Ok(())
     }

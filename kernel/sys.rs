@@ -304,10 +304,10 @@ impl RingMemory {
         let mut copied = 0usize;
         for &(off, len) in pieces {
             let p = self.at(off, len)?;
+            // The bytes are read by C, with no Rust reference to them, as the kernel's other
+            // lockless readers of shared buffers do.
             // SAFETY: `p..p + len` lies within the live allocation (checked by `at`); the
-            // iterator is valid (`as_raw`). `_copy_to_iter` reads the bytes from C, without any
-            // Rust reference to them, as the kernel's other lockless readers of shared buffers
-            // do.
+            // iterator is valid (`as_raw`).
             let n = unsafe { bindings::_copy_to_iter(p.cast(), len, iov.as_raw()) };
             copied = copied.wrapping_add(n);
             if n < len {
