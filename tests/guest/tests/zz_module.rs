@@ -2,7 +2,8 @@
 //! a udev rule, fresh rings. Reloads the module, so this binary runs last (`zz_`); every test
 //! leaves the module loaded with default parameters.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use memchan_abi as abi;
 use memchan_guest_tests::*;
@@ -10,6 +11,49 @@ use rustix::fs::OFlags;
 
 /// Tests here reload the module: one at a time.
 static MODULE: Mutex<()> = Mutex::new(());
+
+/// Takes the module for one test. A test that failed while holding it poisons the lock; the
+/// next test still runs (each starts by reloading the module) and reports its own result
+/// instead of failing on the poison.
+fn module() -> MutexGuard<'static, ()> {
+    MODULE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A udev rule file for one test, removed (and udev told) when dropped, also when the test
+/// fails: a leftover rule would change the permissions later tests see.
+struct UdevRule(&'static str);
+
+impl UdevRule {
+    fn install(path: &'static str, text: &str) -> Self {
+        std::fs::create_dir_all("/run/udev/rules.d").unwrap();
+        std::fs::write(path, text).unwrap();
+        assert_eq!(sh("udevadm control --reload"), 0);
+        UdevRule(path)
+    }
+}
+
+impl Drop for UdevRule {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+        sh("udevadm control --reload");
+    }
+}
+
+/// The permission bits of `path` once udev is done with it. `udevadm settle` alone can return
+/// before udevd has read the kernel's event off its socket (seen under the slow debug kernel:
+/// the node still had the kernel's 0600), so this waits until the bits are `want` or
+/// [`PATIENCE`] runs out, and returns what it last saw.
+fn mode_after_udev(path: &str, want: u32) -> u32 {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        sh("udevadm settle");
+        let mode = rustix::fs::stat(path).unwrap().st_mode & 0o777;
+        if mode == want || Instant::now() > deadline {
+            return mode;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
 
 fn dmesg() -> String {
     let out = std::process::Command::new("dmesg").output().expect("dmesg");
@@ -34,7 +78,7 @@ fn kunit_ring_suite_passed_at_load() {
 #[test]
 fn bad_parameters_fail_the_load_cleanly() {
     require_guest();
-    let _g = MODULE.lock().unwrap();
+    let _g = module();
     for (params, why) in [
         ("channels=0", "channels=0"),
         ("channels=17", "channels=17"),
@@ -66,7 +110,7 @@ fn bad_parameters_fail_the_load_cleanly() {
 #[test]
 fn parameters_shape_the_channels() {
     require_guest();
-    let _g = MODULE.lock().unwrap();
+    let _g = module();
     assert_eq!(
         reload("channels=2 ring_kib=8 msg_max=100 policy=0 max_readers=2"),
         0
@@ -95,7 +139,7 @@ fn parameters_shape_the_channels() {
 #[test]
 fn a_new_ring_is_all_zeroes() {
     require_guest();
-    let _g = MODULE.lock().unwrap();
+    let _g = module();
     assert_eq!(reload(""), 0);
     let r = open(OFlags::RDONLY).unwrap();
     let m = RingMap::ro(&r);
@@ -109,21 +153,18 @@ fn a_new_ring_is_all_zeroes() {
 #[test]
 fn a_udev_rule_grants_one_channel_to_a_group() {
     require_guest();
-    let _g = MODULE.lock().unwrap();
-    std::fs::create_dir_all("/run/udev/rules.d").unwrap();
-    let rule = "/run/udev/rules.d/99-memchan-test.rules";
+    let _g = module();
     // The documented pattern (kernel/99-memchan.rules), with a group every system has.
-    std::fs::write(
-        rule,
+    let rule = UdevRule::install(
+        "/run/udev/rules.d/99-memchan-test.rules",
         "KERNEL==\"memchan1\", GROUP=\"nogroup\", MODE=\"0660\"\n",
-    )
-    .unwrap();
-    assert_eq!(sh("udevadm control --reload"), 0);
+    );
     assert_eq!(reload(""), 0);
-    assert_eq!(sh("udevadm settle"), 0);
-    let st = rustix::fs::stat("/dev/memchan1").unwrap();
-    assert_eq!(st.st_mode & 0o777, 0o660, "rule mode not applied");
-    assert_eq!(st.st_mode & 0o007, 0, "world access granted");
+    assert_eq!(
+        mode_after_udev("/dev/memchan1", 0o660),
+        0o660,
+        "rule mode not applied within {PATIENCE:?}"
+    );
     let as_nobody = |cmd: &str| {
         sh(&format!(
             "setpriv --reuid=65534 --regid=65534 --clear-groups sh -c '{cmd}' 2>/dev/null"
@@ -144,15 +185,14 @@ fn a_udev_rule_grants_one_channel_to_a_group() {
         0,
         "non-root could read a root-only channel"
     );
-    std::fs::remove_file(rule).unwrap();
-    assert_eq!(sh("udevadm control --reload"), 0);
+    drop(rule);
     assert_eq!(reload(""), 0);
 }
 
 #[test]
 fn named_channels_pin_the_module_until_removed() {
     require_guest();
-    let _g = MODULE.lock().unwrap();
+    let _g = module();
     std::fs::create_dir("/sys/kernel/config/memchan/pinned").unwrap();
     assert_ne!(
         sh("rmmod memchan 2>/dev/null"),
