@@ -102,21 +102,6 @@ pub(crate) struct ChannelConfig {
     pub(crate) max_readers: usize,
 }
 
-/// Longest copy a `read()` does under the ring lock (page faults disabled): beyond it, the
-/// time the copy would hold up the writer and the other readers outweighs the second lock
-/// round trip of a copy made without the lock.
-const LOCKED_COPY_MAX: usize = 2048;
-
-/// What one `read()` copies: `bytes` ring bytes from position `start`, which take subscriber
-/// cursor from `from` to `to`, past `count` records.
-struct ReadPlan {
-    start: u64,
-    bytes: usize,
-    from: Cursor,
-    to: Cursor,
-    count: u64,
-}
-
 /// What a `read()` returns of a message: the file's record mode.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Shape {
@@ -473,12 +458,10 @@ impl Channel {
     /// nothing is left for the reader; `EFAULT` if the user buffer faults (the message stays,
     /// unless the ring overwrote it meanwhile).
     ///
-    /// A copy of at most [`LOCKED_COPY_MAX`] bytes into a `read()` buffer whose pages are
-    /// present is done under the lock, with page faults disabled, and the cursor moves in the
-    /// same hold: one lock round trip per message. Any other copy runs without the lock,
-    /// straight from the ring (see the module docs), so that a long copy or a slow user
-    /// buffer never holds up the writer or the other readers; the cursor then moves only if it
-    /// is still where the copy started and nothing copied was discarded meanwhile
+    /// The lock is held only to find the message and to move the cursor: the copy to
+    /// userspace runs without it, straight from the ring (see the module docs), so a reader's
+    /// copy never holds up the writer or the other readers. The cursor moves only if it is
+    /// still where the copy started and nothing copied was discarded meanwhile
     /// ([`Ring::commit_range`]); otherwise the read starts over (another reader of the same
     /// file took the message, a seek moved the cursor, or the ring lapped it, which the next
     /// round reports).
@@ -489,86 +472,50 @@ impl Channel {
         iov: &mut IovIterDest<'_>,
         nonblock: bool,
     ) -> Result<usize> {
+        let hsize = abi::RECORD_HEADER_SIZE as usize;
         loop {
             let mut ring = self.ring.lock();
             let (h, pos) = self.wait_next(&mut ring, slot, nonblock)?;
-            let copy = self.plan(shape, h, pos, ring.head(), iov.len())?;
-            if copy.bytes <= LOCKED_COPY_MAX {
-                let commit = || self.commit(&mut ring, slot, &copy);
-                match self.pages.copy_to_user_nofault(copy.start, copy.bytes, iov, commit)? {
-                    Some(true) => return self.committed(ring, copy.bytes),
-                    // The cursor cannot move under the lock; should it ever, start over.
-                    Some(false) => continue,
-                    None => {}
-                }
-            }
+            let head = ring.head();
             drop(ring);
+            let from = Cursor { pos, seq: h.seq };
+            let len = h.len as usize;
+            let room = iov.len();
+            let (start, bytes, to, count) = match shape {
+                Shape::Payload | Shape::Record => {
+                    let skip = if shape == Shape::Payload { hsize } else { 0 };
+                    let bytes = len.checked_add(hsize.wrapping_sub(skip)).ok_or(EINVAL)?;
+                    if bytes > room {
+                        return Err(EMSGSIZE);
+                    }
+                    (pos.wrapping_add(skip as u64), bytes, from.after(h.len), 1)
+                }
+                Shape::Batch(cap) => {
+                    let limit = room.min(cap) & !(abi::RECORD_ALIGN as usize - 1);
+                    let (to, count) = self.batch_end(from, h.len, head, limit as u64)?;
+                    (pos, to.pos.wrapping_sub(pos) as usize, to, count)
+                }
+            };
             let confirm = |copied: usize| -> Result<bool> {
-                if copied != copy.bytes {
+                if copied != bytes {
                     return Ok(false);
                 }
                 let mut ring = self.ring.lock();
-                if !self.commit(&mut ring, slot, &copy)? {
-                    return Ok(false);
+                let moved = ring.commit_range(slot, from, to, count)?;
+                let wake = moved && ring.policy == Policy::Block && writers_waiting(&ring);
+                drop(ring);
+                if wake {
+                    self.writable.notify_all();
                 }
-                self.committed(ring, copy.bytes)?;
-                Ok(true)
+                Ok(moved)
             };
-            match self.pages.copy_to_user(copy.start, copy.bytes, iov, confirm)? {
-                (_, true) => return Ok(copy.bytes),
-                (copied, false) if copied != copy.bytes => return Err(EFAULT),
+            match self.pages.copy_to_user(start, bytes, iov, confirm)? {
+                (_, true) => return Ok(bytes),
+                (copied, false) if copied != bytes => return Err(EFAULT),
                 // Someone or something moved the cursor meanwhile: start over.
                 _ => {}
             }
         }
-    }
-
-    /// What a read of the record at `pos` (header `h`) copies, for a reader of `shape` with
-    /// `room` bytes of buffer, the head being at `head`. `EMSGSIZE` if it does not fit.
-    fn plan(
-        &self,
-        shape: Shape,
-        h: abi::RecordHeader,
-        pos: u64,
-        head: Cursor,
-        room: usize,
-    ) -> Result<ReadPlan> {
-        let hsize = abi::RECORD_HEADER_SIZE as usize;
-        let from = Cursor { pos, seq: h.seq };
-        match shape {
-            Shape::Payload | Shape::Record => {
-                let skip = if shape == Shape::Payload { hsize } else { 0 };
-                let bytes = (h.len as usize).checked_add(hsize.wrapping_sub(skip)).ok_or(EINVAL)?;
-                if bytes > room {
-                    return Err(EMSGSIZE);
-                }
-                let start = pos.wrapping_add(skip as u64);
-                Ok(ReadPlan { start, bytes, from, to: from.after(h.len), count: 1 })
-            }
-            Shape::Batch(cap) => {
-                let limit = room.min(cap) & !(abi::RECORD_ALIGN as usize - 1);
-                let (to, count) = self.batch_end(from, h.len, head, limit as u64)?;
-                let bytes = to.pos.wrapping_sub(pos) as usize;
-                Ok(ReadPlan { start: pos, bytes, from, to, count })
-            }
-        }
-    }
-
-    /// Moves subscriber `slot`'s cursor past what `copy` copied ([`Ring::commit_range`]);
-    /// whether it moved.
-    fn commit(&self, ring: &mut RingGuard<'_>, slot: usize, copy: &ReadPlan) -> Result<bool> {
-        ring.commit_range(slot, copy.from, copy.to, copy.count)
-    }
-
-    /// Ends a read whose cursor moved: releases the lock and wakes the writers waiting for
-    /// the room it made. Returns `bytes`.
-    fn committed(&self, ring: RingGuard<'_>, bytes: usize) -> Result<usize> {
-        let wake = ring.policy == Policy::Block && writers_waiting(&ring);
-        drop(ring);
-        if wake {
-            self.writable.notify_all();
-        }
-        Ok(bytes)
     }
 
     /// Batch record mode: where a batch that starts with the record at `from` (whose payload

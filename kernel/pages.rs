@@ -105,21 +105,6 @@ impl Pages {
         self.mem.copy_to_iter_confirmed(&pieces, iov, confirm)
     }
 
-    /// Copies the `len` ring bytes at position `pos` to userspace through `iov` without
-    /// taking a page fault, for a caller that holds the ring lock, then moves `iov` on if
-    /// `confirm` says so. `None` if that cannot be done (not a plain `read()` buffer, or a
-    /// page of it not present): see [`sys::RingMemory::copy_to_user_nofault`].
-    pub(crate) fn copy_to_user_nofault(
-        &self,
-        pos: u64,
-        len: usize,
-        iov: &mut IovIterDest<'_>,
-        confirm: impl FnOnce() -> Result<bool>,
-    ) -> Result<Option<bool>> {
-        let pieces = pieces(self.size as usize, self.mask(), pos, len)?;
-        self.mem.copy_to_user_nofault(&pieces, iov, confirm)
-    }
-
     /// Length of the whole mapping: the control page plus the data mapped twice.
     pub(crate) fn mmap_bytes(&self) -> u64 {
         (PAGE_SIZE as u64).wrapping_add(self.size.wrapping_mul(2))

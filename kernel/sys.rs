@@ -19,11 +19,7 @@
 //!   reusing the bytes ([`RingMemory::copy_to_iter_confirmed`], [`RingMemory::load_u64`]):
 //!   the copy is done by C (`_copy_to_iter`) and word loads are volatile, so no Rust reference
 //!   to racing bytes exists; the caller confirms under the lock that nothing was reused, and
-//!   the iterator is reverted (`IovIterDest::revert`, unsafe) when it was. A short read
-//!   first tries the copy under the lock with page faults disabled
-//!   ([`RingMemory::copy_to_user_nofault`]): `IovIterDest` has no such copy, so the user
-//!   buffer of a plain `read()` (`ITER_UBUF`) is read from the iterator's fields and written
-//!   with `copy_to_user_nofault`.
+//!   the iterator is reverted (`IovIterDest::revert`, unsafe) when it was.
 //! - [`fault_in_readable`]: `IovIterSource` has no way to fault the user pages in ahead of a copy.
 //! - [`install_poll`]: 7.3's `MiscDevice` has no `poll` hook; an open file is switched to a
 //!   copy of the generated file operations that adds one ([`MEMCHAN_FOPS`]).
@@ -325,53 +321,6 @@ impl RingMemory {
             unsafe { iov.revert(copied) };
         }
         Ok((copied, ok))
-    }
-
-    /// Copies the byte ranges `pieces` (offset, length), in order, to the user buffer behind
-    /// `iov` without taking a page fault, so it can run under the ring lock: no sleep, and a
-    /// user buffer backed by a slow file or a userfaultfd handler cannot hold the lock. Then,
-    /// if `confirm` says so, advances `iov` past them. Returns `None` (nothing done, `iov`
-    /// untouched) unless `iov` is the single user buffer of a `read()` (`ITER_UBUF`, not a
-    /// `readv()`'s vector or a kernel buffer) with room for them all and every byte could be
-    /// written without a fault (the caller then takes the path that may fault); otherwise
-    /// what `confirm` said.
-    pub(crate) fn copy_to_user_nofault(
-        &self,
-        pieces: &[(usize, usize)],
-        iov: &mut IovIterDest<'_>,
-        confirm: impl FnOnce() -> Result<bool>,
-    ) -> Result<Option<bool>> {
-        let raw = iov.as_raw();
-        // SAFETY: `raw` is the valid iterator `iov` wraps; these are plain fields, and for an
-        // `ITER_UBUF` iterator the union holds `ubuf`, the buffer's start, of which
-        // `iov_offset` bytes are used (`iterate_ubuf` in `include/linux/iov_iter.h`).
-        let (kind, used, start, room) = unsafe {
-            let it = (*raw).__bindgen_anon_1.__bindgen_anon_1.as_ref();
-            ((*raw).iter_type, (*raw).iov_offset, it.__bindgen_anon_1.ubuf, it.count)
-        };
-        let total = pieces.iter().try_fold(0usize, |t, &(_, n)| t.checked_add(n)).ok_or(EINVAL)?;
-        if u32::from(kind) != bindings::iter_type_ITER_UBUF || total > room {
-            return Ok(None);
-        }
-        let mut dst = (start as usize).checked_add(used).ok_or(EFAULT)?;
-        for &(off, len) in pieces {
-            let p = self.at(off, len)?;
-            // `copy_to_user_nofault` checks `access_ok` and copies with page faults disabled:
-            // a page that is not present ends it with -EFAULT instead of a sleep.
-            // SAFETY: `p..p + len` lies within the live allocation (checked by `at`), read
-            // by C with no Rust reference to it; `dst` is a user address, which the callee
-            // validates.
-            let r = unsafe { bindings::copy_to_user_nofault(dst as *mut _, p.cast(), len) };
-            if r != 0 {
-                return Ok(None);
-            }
-            dst = dst.wrapping_add(len);
-        }
-        let ok = confirm()?;
-        if ok {
-            iov.advance(total);
-        }
-        Ok(Some(ok))
     }
 
     /// The pages of the allocation, in order.
