@@ -28,6 +28,33 @@ pub struct Row {
     pub values: Vec<f64>,
 }
 
+impl Row {
+    /// A row of one transport, one reader.
+    pub fn new(
+        group: &'static str,
+        metric: &'static str,
+        transport: &'static str,
+        size: usize,
+        lower_is_better: bool,
+        values: Vec<f64>,
+    ) -> Self {
+        Row {
+            group,
+            metric,
+            transport,
+            size,
+            readers: 1,
+            lower_is_better,
+            values,
+        }
+    }
+
+    /// The same row, for `readers` readers (fan-out).
+    pub fn readers(self, readers: usize) -> Self {
+        Row { readers, ..self }
+    }
+}
+
 /// The whole run.
 #[derive(Serialize)]
 struct Report {

@@ -93,6 +93,34 @@ fn iters(base: usize, scale: f64) -> usize {
     ((base as f64 * scale) as usize).max(10)
 }
 
+/// Measures every case `reps` times, round robin (each case once, then each again, ...),
+/// after a warm-up round whose results are dropped. The host's speed drifts (the other
+/// core's load, QEMU translating code the first time it runs): measured one after another,
+/// all of a case's repetitions would share one phase of the drift, and the first case would
+/// pay the warm-up; interleaved, every case sees every phase. Returns each case's results, in
+/// the order of `cases`.
+fn rounds<C: Copy, T>(cases: &[C], reps: usize, mut measure: impl FnMut(C) -> T) -> Vec<Vec<T>> {
+    for &c in cases {
+        let _ = measure(c);
+    }
+    let mut out: Vec<Vec<T>> = cases.iter().map(|_| Vec::with_capacity(reps)).collect();
+    for _ in 0..reps {
+        for (&c, values) in cases.iter().zip(&mut out) {
+            values.push(measure(c));
+        }
+    }
+    out
+}
+
+/// The selected ones of `kinds`.
+fn chosen(kinds: &[Kind]) -> Vec<Kind> {
+    kinds
+        .iter()
+        .copied()
+        .filter(|k| selected(k.name()))
+        .collect()
+}
+
 /// Ping-pong: one-way latency (RTT / 2) percentiles, in ns.
 fn pingpong(kind: Kind, size: usize, n: usize) -> Histogram<u64> {
     let (mut a, mut b) = peers::pair(kind, size.max(64), 0);
@@ -129,30 +157,21 @@ fn pingpong(kind: Kind, size: usize, n: usize) -> Histogram<u64> {
 }
 
 pub fn latency(rows: &mut Vec<Row>, reps: usize, scale: f64) {
+    let kinds = chosen(&Kind::ALL);
     for size in [64, 1024, 16384] {
-        for kind in Kind::ALL.into_iter().filter(|k| selected(k.name())) {
-            let mut v: [Vec<f64>; 4] = Default::default();
-            for _ in 0..reps {
-                let h = pingpong(kind, size, iters(2000, scale));
-                for (k, q) in [0.5, 0.99, 0.999, 1.0].iter().enumerate() {
-                    v[k].push(h.value_at_quantile(*q) as f64);
-                }
+        let hists = rounds(&kinds, reps, |k| pingpong(k, size, iters(2000, scale)));
+        for (kind, hs) in kinds.iter().zip(hists) {
+            for (q, metric) in [
+                (0.5, "p50 ns"),
+                (0.99, "p99 ns"),
+                (0.999, "p99.9 ns"),
+                (1.0, "max ns"),
+            ] {
+                let values = hs.iter().map(|h| h.value_at_quantile(q) as f64).collect();
+                rows.push(Row::new("latency", metric, kind.name(), size, true, values));
             }
-            for (k, metric) in ["p50 ns", "p99 ns", "p99.9 ns", "max ns"]
-                .iter()
-                .enumerate()
-            {
-                rows.push(Row {
-                    group: "latency",
-                    metric,
-                    transport: kind.name(),
-                    size,
-                    readers: 1,
-                    lower_is_better: true,
-                    values: v[k].clone(),
-                });
-            }
-            println!("latency {size:>6} B {:<22} p50 {:?} ns", kind.name(), v[0]);
+            let p50: Vec<u64> = hs.iter().map(|h| h.value_at_quantile(0.5)).collect();
+            println!("latency {size:>6} B {:<22} p50 {p50:?} ns", kind.name());
         }
     }
 }
@@ -205,30 +224,21 @@ const STREAM_KINDS: [Kind; 8] = [
 ];
 
 pub fn throughput(rows: &mut Vec<Row>, reps: usize, scale: f64) {
+    let kinds = chosen(&STREAM_KINDS);
     for size in [64, 4096] {
-        for kind in STREAM_KINDS.into_iter().filter(|k| selected(k.name())) {
-            let v: Vec<f64> = (0..reps)
-                .map(|_| stream(kind, size, iters(20000, scale)))
-                .collect();
+        let rates = rounds(&kinds, reps, |k| stream(k, size, iters(20000, scale)));
+        for (kind, v) in kinds.iter().zip(rates) {
             println!("throughput {size:>5} B {:<22} {:?} msg/s", kind.name(), v);
-            rows.push(Row {
-                group: "throughput",
-                metric: "msgs/s",
-                transport: kind.name(),
+            let mb = v.iter().map(|m| m * size as f64 / 1e6).collect();
+            rows.push(Row::new(
+                "throughput",
+                "msgs/s",
+                kind.name(),
                 size,
-                readers: 1,
-                lower_is_better: false,
-                values: v.clone(),
-            });
-            rows.push(Row {
-                group: "throughput",
-                metric: "MB/s",
-                transport: kind.name(),
-                size,
-                readers: 1,
-                lower_is_better: false,
-                values: v.iter().map(|m| m * size as f64 / 1e6).collect(),
-            });
+                false,
+                v,
+            ));
+            rows.push(Row::new("throughput", "MB/s", kind.name(), size, false, mb));
         }
     }
 }
@@ -298,33 +308,22 @@ impl Endpoint for FanReader {
 }
 
 pub fn fanout(rows: &mut Vec<Row>, reps: usize, scale: f64) {
+    let cases: Vec<(bool, &str)> = [(true, "memchan read"), (false, "unix seqpacket")]
+        .into_iter()
+        .filter(|(_, name)| selected(name))
+        .collect();
     for readers in [1, 2, 4, 8] {
-        for (memchan, name) in [(true, "memchan read"), (false, "unix seqpacket")]
-            .into_iter()
-            .filter(|(_, name)| selected(name))
-        {
-            let v: Vec<(f64, f64)> = (0..reps)
-                .map(|_| fan(memchan, readers, iters(20000, scale)))
-                .collect();
+        let results = rounds(&cases, reps, |(memchan, _)| {
+            fan(memchan, readers, iters(20000, scale))
+        });
+        for ((_, name), v) in cases.iter().zip(results) {
             println!("fanout {readers} {name:<16} {:?}", v);
-            rows.push(Row {
-                group: "fanout",
-                metric: "deliveries/s",
-                transport: name,
-                size: 64,
-                readers,
-                lower_is_better: false,
-                values: v.iter().map(|x| x.0).collect(),
-            });
-            rows.push(Row {
-                group: "fanout",
-                metric: "writer CPU ns/msg",
-                transport: name,
-                size: 64,
-                readers,
-                lower_is_better: true,
-                values: v.iter().map(|x| x.1).collect(),
-            });
+            let rate = v.iter().map(|x| x.0).collect();
+            let cpu = v.iter().map(|x| x.1).collect();
+            rows.push(Row::new("fanout", "deliveries/s", name, 64, false, rate).readers(readers));
+            rows.push(
+                Row::new("fanout", "writer CPU ns/msg", name, 64, true, cpu).readers(readers),
+            );
         }
     }
 }
@@ -350,73 +349,49 @@ fn one_thread(kind: Kind, size: usize, n: usize) -> f64 {
 }
 
 pub fn cost(rows: &mut Vec<Row>, reps: usize, scale: f64) {
+    let kinds = chosen(&[
+        Kind::Pipe,
+        Kind::SeqPacket,
+        Kind::PosixMq,
+        Kind::MemchanRead,
+        Kind::MemchanMmapPoll,
+    ]);
     for size in [64, 4096] {
-        for kind in [
-            Kind::Pipe,
-            Kind::SeqPacket,
-            Kind::PosixMq,
-            Kind::MemchanRead,
-            Kind::MemchanMmapPoll,
-        ]
-        .into_iter()
-        .filter(|k| selected(k.name()))
-        {
-            let v: Vec<f64> = (0..reps)
-                .map(|_| one_thread(kind, size, iters(20000, scale)))
-                .collect();
+        let costs = rounds(&kinds, reps, |k| one_thread(k, size, iters(20000, scale)));
+        for (kind, v) in kinds.iter().zip(costs) {
             println!("cost {size:>5} B {:<22} {:?} ns", kind.name(), v);
-            rows.push(Row {
-                group: "one thread",
-                metric: "ns per send + receive",
-                transport: kind.name(),
+            rows.push(Row::new(
+                "one thread",
+                "ns per send + receive",
+                kind.name(),
                 size,
-                readers: 1,
-                lower_is_better: true,
-                values: v,
-            });
+                true,
+                v,
+            ));
         }
     }
 }
 
 pub fn sizes(rows: &mut Vec<Row>, reps: usize, scale: f64) {
+    let kinds = chosen(&[
+        Kind::Pipe,
+        Kind::SeqPacket,
+        Kind::MemchanRead,
+        Kind::MemchanMmapPoll,
+    ]);
     for size in [64, 256, 1024, 4096, 16384, 65536] {
-        for kind in [
-            Kind::Pipe,
-            Kind::SeqPacket,
-            Kind::MemchanRead,
-            Kind::MemchanMmapPoll,
-        ]
-        .into_iter()
-        .filter(|k| selected(k.name()))
-        {
-            let mut lat = Vec::new();
-            let mut tput = Vec::new();
-            for _ in 0..reps {
-                lat.push(pingpong(kind, size, iters(500, scale)).value_at_quantile(0.5) as f64);
-                tput.push(stream(kind, size, iters(4000, scale)) * size as f64 / 1e6);
-            }
+        let results = rounds(&kinds, reps, |k| {
+            let lat = pingpong(k, size, iters(500, scale)).value_at_quantile(0.5) as f64;
+            (lat, stream(k, size, iters(4000, scale)) * size as f64 / 1e6)
+        });
+        for (kind, v) in kinds.iter().zip(results) {
+            let (lat, tput): (Vec<f64>, Vec<f64>) = v.into_iter().unzip();
             println!(
                 "size {size:>6} B {:<22} p50 {lat:?} ns, {tput:?} MB/s",
                 kind.name()
             );
-            rows.push(Row {
-                group: "size",
-                metric: "p50 ns",
-                transport: kind.name(),
-                size,
-                readers: 1,
-                lower_is_better: true,
-                values: lat,
-            });
-            rows.push(Row {
-                group: "size",
-                metric: "MB/s",
-                transport: kind.name(),
-                size,
-                readers: 1,
-                lower_is_better: false,
-                values: tput,
-            });
+            rows.push(Row::new("size", "p50 ns", kind.name(), size, true, lat));
+            rows.push(Row::new("size", "MB/s", kind.name(), size, false, tput));
         }
     }
 }
