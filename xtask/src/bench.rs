@@ -183,6 +183,7 @@ fn markdown(r: &Value, date: &str) -> Result<String> {
         r["cpus"],
         r["repetitions"]
     )?;
+    md.push_str(&crate::targets::section(r)?);
     let mut tables: BTreeMap<(String, String, u64, u64), Vec<&Value>> = BTreeMap::new();
     for row in rows {
         let key = (

@@ -16,6 +16,7 @@ mod module;
 mod qemu;
 mod run;
 mod setup;
+mod targets;
 mod test;
 mod vm;
 
