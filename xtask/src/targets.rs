@@ -223,3 +223,92 @@ pub fn section(report: &Value) -> Result<String> {
     md.push('\n');
     Ok(md)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::section;
+
+    /// A report with the given (group, metric, transport, size, readers, median) rows.
+    fn report(rows: &[(&str, &str, &str, u64, u64, f64)]) -> serde_json::Value {
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|(g, m, t, s, r, v)| {
+                json!({"group": g, "metric": m, "transport": t, "size": s, "readers": r,
+                       "lower_is_better": true, "values": [v * 1.1, *v, v * 0.9]})
+            })
+            .collect();
+        json!({"rows": rows, "slab_kib_before": 100, "slab_kib_after": 100, "slab_messages": 1000})
+    }
+
+    fn line<'a>(md: &'a str, target: &str) -> &'a str {
+        md.lines()
+            .find(|l| l.contains(target))
+            .unwrap_or_else(|| panic!("no line for {target} in\n{md}"))
+    }
+
+    #[test]
+    fn latency_is_met_within_noise_or_missed_against_the_pipe_fifo_spread() {
+        for (memchan, status) in [
+            (95.0, "| met |"),
+            (102.0, "| within noise |"),
+            (110.0, "| missed |"),
+        ] {
+            let md = section(&report(&[
+                ("latency", "p50 ns", "pipe", 64, 1, 100.0),
+                ("latency", "p50 ns", "fifo", 64, 1, 103.0),
+                ("latency", "p50 ns", "posix mq", 64, 1, 104.0),
+                ("latency", "p50 ns", "memchan read", 64, 1, memchan),
+                (
+                    "latency",
+                    "p50 ns",
+                    "memchan mmap (poll)",
+                    64,
+                    1,
+                    memchan + 5.0,
+                ),
+            ]))
+            .unwrap();
+            let l = line(&md, "p50 ≤ best of pipe, FIFO, seqpacket, mq, 64 B");
+            assert!(l.ends_with(status), "{memchan}: {l}");
+            assert!(l.contains("memchan read") && l.contains("vs pipe"), "{l}");
+        }
+    }
+
+    #[test]
+    fn throughput_names_the_paths_that_meet_it_and_fanout_uses_every_reader_count() {
+        let md = section(&report(&[
+            ("throughput", "msgs/s", "pipe", 64, 1, 100.0),
+            ("throughput", "msgs/s", "memchan read", 64, 1, 60.0),
+            (
+                "throughput",
+                "msgs/s",
+                "memchan batch send (32) + read",
+                64,
+                1,
+                300.0,
+            ),
+            ("fanout", "writer CPU ns/msg", "memchan read", 64, 1, 1000.0),
+            ("fanout", "writer CPU ns/msg", "memchan read", 64, 2, 1100.0),
+            ("fanout", "writer CPU ns/msg", "memchan read", 64, 4, 1250.0),
+            ("fanout", "writer CPU ns/msg", "memchan read", 64, 8, 1150.0),
+        ]))
+        .unwrap();
+        let l = line(&md, "64 B throughput");
+        assert!(
+            l.contains("memchan read 0.60×") && l.contains("3.00×"),
+            "{l}"
+        );
+        assert!(
+            l.ends_with("| met by memchan batch send (32) + read only |"),
+            "{l}"
+        );
+        let l = line(&md, "fan-out writer cost");
+        assert!(
+            l.contains("at most 25 %") && l.ends_with("| missed |"),
+            "{l}"
+        );
+        assert!(line(&md, "no allocation").ends_with("| met |"));
+    }
+}
