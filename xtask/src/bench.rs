@@ -134,6 +134,8 @@ pub fn render(json: &Path) -> Result<()> {
         md.replace(&format!("]({date}-"), "](latest-"),
     )?;
     println!("\n{md}");
+    // The summary again, last, where the terminal leaves it in view.
+    println!("{}", crate::targets::section(&report)?);
     println!(
         "==> results: {}.{{json,md}}, {} charts",
         dir.join(&date).display(),
