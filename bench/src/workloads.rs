@@ -212,10 +212,8 @@ fn stream(kind: Kind, size: usize, n: usize) -> f64 {
     n as f64 / end.duration_since(t0).as_secs_f64()
 }
 
-/// Streamed transports; the FIFO, the pipe's own mechanism, shows the run's noise.
-const STREAM_KINDS: [Kind; 9] = [
+const STREAM_KINDS: [Kind; 8] = [
     Kind::Pipe,
-    Kind::Fifo,
     Kind::SeqPacket,
     Kind::PosixMq,
     Kind::EventfdShm,
