@@ -78,7 +78,17 @@ fn main() {
         .unwrap_or(1.0);
     let cpus = workloads::cpus();
     println!("bench: {cpus} CPUs, {reps} repetitions, scale {scale}");
-    workloads::setup();
+    // MEMCHAN_BENCH_SETUP=only reloads the module for benchmarking and exits; =skip runs on the
+    // module as it is: a profile loads it first, so that perf, which learns where modules lie
+    // when it starts recording, can name the module's functions.
+    match std::env::var("MEMCHAN_BENCH_SETUP").as_deref() {
+        Ok("only") => {
+            workloads::setup();
+            return;
+        }
+        Ok("skip") => {}
+        _ => workloads::setup(),
+    }
     let mut rows = Vec::new();
     // MEMCHAN_BENCH_ONLY=throughput (a comma-separated list) runs only those workloads, for
     // quick experiments; published results run all of them.
