@@ -192,14 +192,26 @@ fn blocked_reader() -> (
     let (tx, rx) = std::sync::mpsc::channel();
     let (ttx, trx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        // SAFETY: pthread_self has no preconditions.
-        ttx.send(unsafe { libc::pthread_self() }).unwrap();
+        // SAFETY: pthread_self and gettid have no preconditions.
+        ttx.send(unsafe { (libc::pthread_self(), libc::gettid()) })
+            .unwrap();
         let mut buf = [0u8; 64];
         let r = rustix::io::read(&fd, &mut buf).map(|n| buf[..n].to_vec());
         tx.send(r).unwrap();
     });
-    let t = trx.recv().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (t, tid) = trx.recv().unwrap();
+    // A signal sent before the thread sleeps in read() would be handled first and the read
+    // would then block for good: wait until it sleeps (nothing else it does sleeps), however
+    // slow the kernel, instead of for a fixed time.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while state(tid as u32) != Some('S') {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reader thread never blocked"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
     (t, rx)
 }
 
