@@ -124,7 +124,7 @@ fn block_policy_waits_for_the_slowest_reader_and_loses_nothing() {
         .args(["-c", &format!("printf 'last' > {DEV}")])
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_blocked_on(child.id(), DEV);
     assert!(
         child.try_wait().unwrap().is_none(),
         "writer did not block on a full ring"
@@ -154,7 +154,7 @@ fn a_writer_blocked_on_a_full_ring_dies_promptly_on_sigkill() {
         .args(["-c", &format!("exec printf blocked > {DEV}")])
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_blocked_on(child.id(), DEV);
     assert!(child.try_wait().unwrap().is_none(), "writer did not block");
     child.kill().unwrap();
     let start = std::time::Instant::now();
