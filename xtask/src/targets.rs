@@ -12,8 +12,6 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use serde_json::Value;
 
-use crate::bench::stats;
-
 /// The peers the blocking-latency target names.
 const LATENCY_PEERS: [&str; 4] = ["pipe", "fifo", "unix seqpacket", "posix mq"];
 /// memchan's blocking paths.
@@ -75,9 +73,9 @@ impl Rows<'_> {
                     && r["size"].as_u64() == Some(size)
                     && r["readers"].as_u64().unwrap_or(1) == readers
             })
-            .filter(|r| stats(r).0 > 0.0)
             .and_then(|r| r["values"].as_array())
-            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .map(|a| a.iter().filter_map(Value::as_f64).collect::<Vec<f64>>())
+            .filter(|v| median(v) > 0.0)
     }
 
     /// The repetitions of the transport among `transports` with the lowest (or highest)

@@ -729,6 +729,32 @@ fn every_sleeping_reader_wakes_for_every_message_even_when_sleepers_are_killed()
     assert_eq!(finished, (0..READERS).collect::<Vec<_>>());
 }
 
+/// Each record mode, with the offset of the payload in what a read returns.
+const MODES: [(u32, usize); 3] = [
+    (abi::RECORD_MODE_OFF, 0),
+    (abi::RECORD_MODE_ON, abi::RECORD_HEADER_SIZE as usize),
+    (abi::RECORD_MODE_BATCH, abi::RECORD_HEADER_SIZE as usize),
+];
+
+/// A fresh private anonymous mapping of `len` bytes (no page of it exists yet), for raw
+/// reads; the caller unmaps it.
+fn anon_map(len: usize) -> *mut libc::c_void {
+    // SAFETY: a new mapping that overlaps nothing; the callers use it only through raw
+    // pointers handed to the kernel, and unmap it.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED);
+    map
+}
+
 #[test]
 fn a_read_into_a_bad_buffer_fails_with_efault_and_leaves_the_message() {
     require_guest();
@@ -737,18 +763,7 @@ fn a_read_into_a_bad_buffer_fails_with_efault_and_leaves_the_message() {
     let r = open(RD).unwrap();
     // Two pages, the second one inaccessible: a buffer can start in the first and run into it.
     let page = 4096usize;
-    // SAFETY: a fresh anonymous mapping, used only through raw reads below.
-    let map = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            2 * page,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(map, libc::MAP_FAILED);
+    let map = anon_map(2 * page);
     // SAFETY: the second page of the mapping made above.
     assert_eq!(
         unsafe { libc::mprotect(map.cast::<u8>().add(page).cast(), page, libc::PROT_NONE) },
@@ -764,12 +779,7 @@ fn a_read_into_a_bad_buffer_fails_with_efault_and_leaves_the_message() {
         }
     };
     let msg: Vec<u8> = (0..200u8).collect();
-    let hsize = abi::RECORD_HEADER_SIZE as usize;
-    for (mode, offset) in [
-        (abi::RECORD_MODE_OFF, 0),
-        (abi::RECORD_MODE_ON, hsize),
-        (abi::RECORD_MODE_BATCH, hsize),
-    ] {
+    for (mode, offset) in MODES {
         ioctl(&r, abi::IOC_RECORD_MODE, mode as usize).unwrap();
         send(&w, &msg).unwrap();
         // A buffer nowhere mapped, and one that runs into the inaccessible page.
@@ -803,37 +813,21 @@ fn a_read_into_a_bad_buffer_fails_with_efault_and_leaves_the_message() {
 
 #[test]
 fn reads_into_untouched_and_scattered_buffers_get_the_whole_message() {
-    // A short read is copied under the ring lock with page faults disabled; a buffer whose
-    // pages are not there yet, or a readv() vector, must take the path that may fault and
-    // still get every byte, in every record mode, at sizes on both sides of that path's limit.
+    // A buffer whose pages are not there yet must be faulted in during the copy, and a
+    // readv() vector filled piece by piece: every byte arrives, in every record mode, for
+    // messages within one page and across pages.
     require_guest();
     use std::os::fd::AsRawFd;
     let w = writer_with(abi::POLICY_OVERWRITE);
     let r = open(RD).unwrap();
-    let hsize = abi::RECORD_HEADER_SIZE as usize;
     let len = 3 * 4096;
     for size in [1usize, 64, 1000, 2100, 4000] {
         let msg: Vec<u8> = (0..size).map(|i| (i * 7 + size) as u8).collect();
-        for (mode, offset) in [
-            (abi::RECORD_MODE_OFF, 0),
-            (abi::RECORD_MODE_ON, hsize),
-            (abi::RECORD_MODE_BATCH, hsize),
-        ] {
+        for (mode, offset) in MODES {
             ioctl(&r, abi::IOC_RECORD_MODE, mode as usize).unwrap();
             // A fresh anonymous mapping: none of its pages exists before the read.
             send(&w, &msg).unwrap();
-            // SAFETY: a fresh private mapping, unmapped below, read only through `got`.
-            let map = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            assert_ne!(map, libc::MAP_FAILED);
+            let map = anon_map(len);
             // SAFETY: the mapping is `len` bytes; the kernel writes it.
             let n = unsafe { libc::read(r.as_raw_fd(), map, len) };
             assert!(
