@@ -6,9 +6,12 @@
 //! a task that finds it held spins only while the holder runs and otherwise sleeps, where a
 //! spinlock's waiter would burn its CPU for as long as a preempted holder (or a descheduled
 //! virtual CPU) stays off. Under it, `write()` copies the message from userspace straight into
-//! the ring (one copy, as a pipe does); the user pages are faulted in before the lock is taken,
-//! so a slow or userfaultfd-backed buffer holds up only its own writer. Allocations happen
-//! outside it.
+//! the ring (one copy, as a pipe does) with page faults disabled: the user pages are faulted in
+//! before the lock is taken, and a page that is gone again by then ends the copy instead of
+//! sleeping for it, and the writer faults it in without the lock and tries again (`file.rs`).
+//! A slow, FUSE- or userfaultfd-backed buffer thus holds up only its own writer, and no user
+//! can keep the lock held (nor, through `open`, the misc devices' global mutex). Allocations
+//! happen outside it.
 //!
 //! Reads hold the lock only to find the next message and, afterwards, to move the cursor: the
 //! copy to userspace runs without it, straight from the ring (one copy; the records of a batch
@@ -21,9 +24,14 @@
 //! their bytes, so a copy that raced with the reuse fails that check and the read starts over
 //! (and reports the overrun). This is the protocol mmap readers follow, run by the kernel.
 //!
-//! Readers (and pollers) wait on `readable`, writers of a `block` channel on `writable`;
-//! every wait is interruptible and re-checks the state under the lock, and pollers register
-//! before checking, so no wake-up is lost. Sleepers and polled files are counted under the
+//! Readers asleep in `read` wait on `arrived`, polled files on `readable`, writers of a
+//! `block` channel (and polled files) on `writable`; every wait is interruptible and
+//! re-checks the state under the lock, and pollers register before checking, so no wake-up
+//! is lost. `read()` sleepers have a queue of their own because they are woken one at a time
+//! (below): on a queue shared with pollers, an exclusive poll entry (`EPOLLEXCLUSIVE`, an
+//! io_uring poll) ahead of a sleeper would take that one wake-up and the sleeper would sleep
+//! on. The poll queue is woken as a pipe's is (`wake_up` with one exclusive wake-up): every
+//! ordinary poller, and one of the `EPOLLEXCLUSIVE` ones, as that flag asks. Sleepers and polled files are counted under the
 //! lock ([`Waiting`]), so that a writer (or reader) skips the wake-up when nobody can be
 //! waiting for it, the common case of a stream that never runs dry.
 //!
@@ -32,8 +40,8 @@
 //! ([`Waiting::readers_to_wake`]); while such a chain runs, a writer only extends it, without
 //! a wake-up of its own. A writer's cost per message thus stays the same however
 //! many subscribers wait, and the woken readers share the work (with two CPUs, they run one
-//! after the other anyway). Polled files are not part of the chain: the kernel wakes every
-//! poller on the first wake-up. A reader whose sleep a signal ends wakes all the others, as
+//! after the other anyway). Polled files are not part of the chain: each publish wakes the poll
+//! queue, which only sees poll entries. A reader whose sleep a signal ends wakes all the others, as
 //! it cannot know whether it took a turn in the chain.
 //!
 //! A channel can be removed while files still have it open (a named channel's `rmdir`, or a
@@ -46,6 +54,7 @@ use kernel::{
     fs::File,
     iov::IovIterDest,
     mm::virt::VmaNew,
+    new_condvar,
     new_mutex,
     new_poll_condvar,
     prelude::*,
@@ -63,9 +72,12 @@ use kernel::{
             Guard, //
         },
         Arc,
+        CondVar,
+        CondVarTimeoutResult,
         Mutex, //
     },
     time::{
+        msecs_to_jiffies,
         ClockSource,
         Monotonic, //
     }, //
@@ -100,6 +112,10 @@ pub(crate) struct ChannelConfig {
     pub(crate) policy: Policy,
     /// Subscriber limit.
     pub(crate) max_readers: usize,
+    /// Initial stall limit in milliseconds (0: none): see [`Channel::wait_for_room`].
+    pub(crate) stall_ms: u32,
+    /// Initial limit of subscribers per user (0: none).
+    pub(crate) readers_per_user: u32,
 }
 
 /// What a `read()` returns of a message: the file's record mode.
@@ -144,7 +160,10 @@ pub(crate) struct Channel {
     /// The ring.
     #[pin]
     ring: Mutex<Ring<PageRing>>,
-    /// Readers and pollers wait here for messages.
+    /// Readers asleep in `read` wait here for messages (exclusively, woken in a chain).
+    #[pin]
+    arrived: CondVar,
+    /// Polled files wait here for messages.
     #[pin]
     readable: PollCondVar,
     /// Writers and pollers of a `block` channel wait here for room.
@@ -152,6 +171,20 @@ pub(crate) struct Channel {
     writable: PollCondVar,
     /// Set (under the ring lock) once the channel has been removed; see [`Channel::close`].
     closed: Atomic<u32>,
+    /// Under `block`, the longest a writer waits for room before the slowest readers are
+    /// dropped to an overrun, in milliseconds (0: as long as it takes).
+    stall_ms: Atomic<u32>,
+    /// Most subscribers one user may have (0: no limit but `max_readers`).
+    readers_per_user: Atomic<u32>,
+}
+
+/// Whom to wake after records were published: see [`Channel::wake_readers`].
+#[derive(Clone, Copy, Default)]
+struct ReadWake {
+    /// The first `read()` sleeper (the chain's start).
+    sleeper: bool,
+    /// The polled files.
+    pollers: bool,
 }
 
 /// The ring, locked.
@@ -182,9 +215,12 @@ impl Channel {
                 cfg,
                 pages,
                 ring <- new_mutex!(ring, "memchan::ring"),
+                arrived <- new_condvar!("memchan::arrived"),
                 readable <- new_poll_condvar!("memchan::readable"),
                 writable <- new_poll_condvar!("memchan::writable"),
                 closed: Atomic::new(0),
+                stall_ms: Atomic::new(cfg.stall_ms),
+                readers_per_user: Atomic::new(cfg.readers_per_user),
             }),
             GFP_KERNEL,
         )
@@ -198,35 +234,36 @@ impl Channel {
         let ring = self.ring.lock();
         self.closed.store(1, Relaxed);
         drop(ring);
+        self.arrived.notify_all();
         self.readable.notify_all();
         self.writable.notify_all();
     }
 
-    /// Sleeps on `readable` (the lock released meanwhile), counted in [`Waiting::readers`],
+    /// Sleeps on `arrived` (the lock released meanwhile), counted in [`Waiting::readers`],
     /// and passes the wake-up on (see the module docs). True if a signal ended the wait.
     fn sleep_readable(&self, ring: &mut RingGuard<'_>) -> bool {
         ring.waiting.readers = ring.waiting.readers.wrapping_add(1);
-        let signal = self.readable.wait_interruptible(ring);
+        let signal = self.arrived.wait_interruptible(ring);
         let w = &mut ring.waiting;
         w.readers = w.readers.wrapping_sub(1);
         if signal {
             // Woken by the signal, or by the chain as well: wake everyone rather than risk
             // ending the chain here.
             w.readers_to_wake = 0;
-            self.readable.notify_all();
+            self.arrived.notify_all();
         } else if w.readers_to_wake > 0 {
             w.readers_to_wake = w.readers_to_wake.wrapping_sub(1);
             if w.readers_to_wake > 0 {
-                self.readable.notify_one();
+                self.arrived.notify_one();
             }
         }
         signal
     }
 
     /// After records were published (under the lock): starts the chain of reader wake-ups
-    /// if anyone may be waiting. Returns whether to wake `readable` once the lock is
-    /// released (one sleeper and every poller).
-    fn wake_readers(ring: &mut RingGuard<'_>) -> bool {
+    /// if anyone may be waiting. Returns whom to wake once the lock is released
+    /// ([`Channel::notify_readers`]).
+    fn wake_readers(ring: &mut RingGuard<'_>) -> ReadWake {
         let w = &mut ring.waiting;
         // While a chain runs (`readers_to_wake > 0`), a woken reader is on its way and will
         // wake the next one: extending the chain to every current sleeper is enough, without
@@ -234,16 +271,66 @@ impl Channel {
         // readers plus the sleepers, so the chain reaches every one of them.)
         let chain_running = w.readers_to_wake > 0;
         w.readers_to_wake = w.readers;
-        (w.readers > 0 && !chain_running) || w.pollers > 0
+        ReadWake { sleeper: w.readers > 0 && !chain_running, pollers: w.pollers > 0 }
     }
 
-    /// Sleeps on `writable` (the lock released meanwhile), counted in [`Waiting::writers`].
-    /// True if a signal ended the wait.
-    fn sleep_writable(&self, ring: &mut RingGuard<'_>) -> bool {
+    /// Wakes what [`Channel::wake_readers`] asked for (without the ring lock): the first
+    /// sleeper of the chain, and the polled files.
+    fn notify_readers(&self, wake: ReadWake) {
+        if wake.sleeper {
+            self.arrived.notify_one();
+        }
+        if wake.pollers {
+            self.readable.notify_one();
+        }
+    }
+
+    /// A writer of `rsize` bytes of records that found no room under `block`: sleeps on
+    /// `writable` (the lock released meanwhile), counted in [`Waiting::writers`], until woken;
+    /// the caller then tries again. `ERESTARTSYS` if a signal ended the wait.
+    ///
+    /// With a stall limit set, the writer waits at most that long in all (`since`: when this
+    /// write began to wait): then it makes room itself by dropping the readers that hold the
+    /// ring back to an overrun ([`Ring::drop_stalled`]). A reader that does not read (or keeps
+    /// seeking back, or never consumes its mapping) thus stalls writers for a bounded time.
+    fn wait_for_room(&self, ring: &mut RingGuard<'_>, since: &mut Option<u64>, rsize: u64) -> Result {
+        let stall_ms = self.stall_ms.load(Relaxed);
         ring.waiting.writers = ring.waiting.writers.wrapping_add(1);
-        let signal = self.writable.wait_interruptible(ring);
+        let signal = if stall_ms == 0 {
+            self.writable.wait_interruptible(ring)
+        } else {
+            let limit = u64::from(stall_ms).saturating_mul(1_000_000);
+            let start = *since.get_or_insert_with(now_ns);
+            let waited = now_ns().saturating_sub(start);
+            if waited >= limit {
+                ring.waiting.writers = ring.waiting.writers.wrapping_sub(1);
+                *since = None;
+                return ring.drop_stalled(rsize);
+            }
+            let left_ms = u32::try_from(limit.wrapping_sub(waited).div_ceil(1_000_000)).unwrap_or(u32::MAX);
+            matches!(
+                self.writable.wait_interruptible_timeout(ring, msecs_to_jiffies(left_ms)),
+                CondVarTimeoutResult::Signal { .. }
+            )
+        };
         ring.waiting.writers = ring.waiting.writers.wrapping_sub(1);
-        signal
+        if signal {
+            return Err(ERESTARTSYS);
+        }
+        Ok(())
+    }
+
+    /// Sets the stall limit (configfs `stall_ms`).
+    pub(crate) fn set_stall_ms(&self, ms: u32) {
+        self.stall_ms.store(ms, Relaxed);
+        // Writers waiting without a limit start counting now.
+        self.writable.notify_all();
+    }
+
+    /// Sets the limit of subscribers per user (configfs `readers_per_user`); subscribers
+    /// already there stay.
+    pub(crate) fn set_readers_per_user(&self, n: u32) {
+        self.readers_per_user.store(n, Relaxed);
     }
 
     /// Whether [`Channel::close`] ran.
@@ -267,10 +354,12 @@ impl Channel {
         self.cfg.max_readers
     }
 
-    /// Registers an opening file: a subscriber slot if it reads, a writer count if it writes.
-    pub(crate) fn attach(&self, read: bool, write: bool) -> Result<Option<usize>> {
+    /// Registers a file that user `uid` opens: a subscriber slot if it reads (`ENOSPC` if
+    /// none is free, or the user has its share already), a writer count if it writes.
+    pub(crate) fn attach(&self, read: bool, write: bool, uid: u32) -> Result<Option<usize>> {
+        let per_user = self.readers_per_user.load(Relaxed) as usize;
         let mut ring = self.ring.lock();
-        let slot = if read { Some(ring.subscribe()?) } else { None };
+        let slot = if read { Some(ring.subscribe(uid, per_user)?) } else { None };
         if write {
             ring.writers = ring.writers.wrapping_add(1);
         }
@@ -295,8 +384,8 @@ impl Channel {
     }
 
     /// Appends one message of `len` bytes, which `fill` copies straight into the ring (see
-    /// [`Ring::push_with`]; it runs under the ring lock, so the caller faults its source in
-    /// beforehand). In `block` mode waits for room (unless `nonblock`: `EAGAIN`). A signal
+    /// [`Ring::push_with`]; it runs under the ring lock, so it must not sleep: a user copy
+    /// runs with page faults disabled and fails with `EFAULT`, publishing nothing). In `block` mode waits for room (unless `nonblock`: `EAGAIN`). A signal
     /// ends the wait with `ERESTARTSYS`.
     pub(crate) fn send(
         &self,
@@ -306,6 +395,7 @@ impl Channel {
     ) -> Result<u64> {
         let mut ring = self.ring.lock();
         let mut counted = false;
+        let mut since = None;
         let seq = loop {
             if self.is_closed() {
                 return Err(ENODEV);
@@ -319,18 +409,14 @@ impl Channel {
                         counted = true;
                         ring.stats.blocked_writes = ring.stats.blocked_writes.wrapping_add(1);
                     }
-                    if self.sleep_writable(&mut ring) {
-                        return Err(ERESTARTSYS);
-                    }
+                    self.wait_for_room(&mut ring, &mut since, abi::record_size(len))?;
                 }
                 other => break other?,
             }
         };
         let wake = Self::wake_readers(&mut ring);
         drop(ring);
-        if wake {
-            self.readable.notify_one();
-        }
+        self.notify_readers(wake);
         Ok(seq)
     }
 
@@ -359,9 +445,7 @@ impl Channel {
                     at = run;
                     let wake = Self::wake_readers(&mut ring);
                     drop(ring);
-                    if wake {
-                        self.readable.notify_one();
-                    }
+                    self.notify_readers(wake);
                 }
                 Err(e) if e == EAGAIN || e == EMSGSIZE => {}
                 Err(e) => return Err(e),
@@ -379,6 +463,7 @@ impl Channel {
         let mut ring = self.ring.lock();
         let mut at = start;
         let mut counted = false;
+        let mut since = None;
         let result = loop {
             if at >= buf.len() {
                 break Ok(at);
@@ -405,21 +490,24 @@ impl Channel {
                         ring.stats.blocked_writes = ring.stats.blocked_writes.wrapping_add(1);
                     }
                     // Readers must hear of what is already in before the wait can end.
-                    if !first && Self::wake_readers(&mut ring) {
-                        self.readable.notify_one();
+                    if !first {
+                        let wake = Self::wake_readers(&mut ring);
+                        self.notify_readers(wake);
                     }
-                    if self.sleep_writable(&mut ring) {
-                        break if first { Err(ERESTARTSYS) } else { Ok(at) };
+                    if let Err(e) = self.wait_for_room(&mut ring, &mut since, abi::record_size(len)) {
+                        break if first { Err(e) } else { Ok(at) };
                     }
                 }
                 Err(e) => break if first { Err(e) } else { Ok(at) },
             }
         };
-        let wake = result.as_ref().is_ok_and(|n| *n > start) && Self::wake_readers(&mut ring);
+        let wake = if result.as_ref().is_ok_and(|n| *n > start) {
+            Self::wake_readers(&mut ring)
+        } else {
+            ReadWake::default()
+        };
         drop(ring);
-        if wake {
-            self.readable.notify_one();
-        }
+        self.notify_readers(wake);
         result
     }
 
@@ -545,12 +633,18 @@ impl Channel {
         Ok((to, count))
     }
 
-    /// Size `read()` would need for the next message (0 if none): `FIONREAD`.
-    pub(crate) fn next_size(&self, slot: usize, record: bool) -> Result<usize> {
+    /// Size the buffer of a `read()` of `shape` needs for the next message (0 if none):
+    /// `FIONREAD`. In batch mode that is the whole record with its padding, which a batch read
+    /// returns (and needs room for).
+    pub(crate) fn next_size(&self, slot: usize, shape: Shape) -> Result<u64> {
         let ring = self.ring.lock();
-        Ok(match ring.next(slot)? {
-            Next::Record(h, _) => h.len as usize + if record { abi::RECORD_HEADER_SIZE as usize } else { 0 },
-            _ => 0,
+        let Next::Record(h, _) = ring.next(slot)? else {
+            return Ok(0);
+        };
+        Ok(match shape {
+            Shape::Payload => u64::from(h.len),
+            Shape::Record => u64::from(h.len).wrapping_add(u64::from(abi::RECORD_HEADER_SIZE)),
+            Shape::Batch(_) => abi::record_size(h.len),
         })
     }
 
@@ -631,6 +725,7 @@ impl Channel {
     /// `MEMCHAN_IOC_SEEK`.
     pub(crate) fn seek(&self, slot: usize, whence: u32) -> Result {
         self.ring.lock().seek(slot, whence)?;
+        self.arrived.notify_all();
         self.readable.notify_all();
         self.writable.notify_all();
         Ok(())

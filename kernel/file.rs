@@ -14,9 +14,16 @@
 //!   opened. Write-only opens never hold the ring back.
 
 use kernel::{
+    bindings,
     fs::{
         File,
         Kiocb, //
+    },
+    ioctl::{
+        _IOC_DIR,
+        _IOC_NR,
+        _IOC_SIZE,
+        _IOC_TYPE, //
     },
     iov::{
         IovIterDest,
@@ -40,6 +47,10 @@ use kernel::{
         Arc,
         Mutex, //
     },
+    transmute::{
+        AsBytes,
+        FromBytes, //
+    },
     uaccess::UserSlice, //
 };
 
@@ -54,12 +65,11 @@ use crate::{
     sys, //
 };
 
-/// Access-mode bits of the open flags (`O_ACCMODE` in `asm-generic/fcntl.h`).
-const O_ACCMODE: u32 = 3;
-/// `O_WRONLY`.
-const O_WRONLY: u32 = 1;
-/// `O_RDWR`.
-const O_RDWR: u32 = 2;
+use kernel::fs::file::flags::{
+    O_ACCMODE,
+    O_RDONLY,
+    O_WRONLY, //
+};
 
 /// Per-open state of a `/dev/memchan*` file.
 #[pin_data(PinnedDrop)]
@@ -70,15 +80,21 @@ pub(crate) struct MemchanFile {
     slot: Option<usize>,
     /// Whether opened with write access.
     writer: bool,
+    /// Whether the opener owned the channel ([`crate::ChannelDev::is_owner`]): the file may
+    /// change the policy (as may one opened with `CAP_SYS_ADMIN`).
+    owner: bool,
     /// Record mode: [`abi::RECORD_MODE_OFF`], [`abi::RECORD_MODE_ON`] or
     /// [`abi::RECORD_MODE_BATCH`].
     record_mode: Atomic<u32>,
     /// 1 once the file has been polled (see [`Channel::poll`]).
     polled: Atomic<u32>,
     /// Buffer for [`abi::IOC_SEND_BATCH`], allocated ([`abi::SEND_BATCH_MAX`] bytes) on the
-    /// file's first batch; its lock serialises the batches of this file.
+    /// file's first batch. A batch takes it out for the whole call and puts it back at the
+    /// end, so the lock is held only for those two moves, never while a batch waits for room:
+    /// a second thread batching on the same file meanwhile finds it empty and uses a buffer of
+    /// its own.
     #[pin]
-    bbuf: Mutex<KVec<u8>>,
+    bbuf: Mutex<KVVec<u8>>,
 }
 
 /// Bytes a batch read (`RECORD_MODE_BATCH`) takes at most per call, unless one record is
@@ -91,17 +107,42 @@ fn batch_bytes(chan: &Channel) -> usize {
     (abi::record_size(chan.msg_max()) as usize).max(BATCH_BYTES)
 }
 
-/// A zeroed buffer of `len` bytes, charged to the caller's memory cgroup.
-fn buffer(len: usize) -> Result<KVec<u8>> {
-    let mut buf = KVec::with_capacity(len, GFP_KERNEL_ACCOUNT)?;
+/// A zeroed buffer of `len` bytes (`kvmalloc`: no high-order allocation needed), charged to
+/// the caller's memory cgroup.
+fn buffer(len: usize) -> Result<KVVec<u8>> {
+    let mut buf = KVVec::with_capacity(len, GFP_KERNEL_ACCOUNT)?;
     buf.resize(len, 0, GFP_KERNEL_ACCOUNT)?;
     Ok(buf)
 }
 
-/// Copies `v` to the user address `arg`.
-fn put_user<T: kernel::transmute::AsBytes>(arg: usize, v: &T) -> Result<isize> {
-    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>()).writer().write(v)?;
+/// Copies the first `size` bytes of `v` (all of it if `size` is larger: the caller's struct is
+/// newer) to the user address `arg` (the ABI's extension rule, see `abi`).
+fn put_user<T: AsBytes>(arg: usize, v: &T, size: usize) -> Result<isize> {
+    let bytes = v.as_bytes();
+    let n = size.min(bytes.len());
+    UserSlice::new(UserPtr::from_addr(arg), n).writer().write_slice(bytes.get(..n).ok_or(EINVAL)?)?;
     Ok(0)
+}
+
+/// Reads a `T` of which the caller sends `size` bytes from the user address `arg` (the ABI's
+/// extension rule): fields it did not send are 0; bytes it sent beyond the fields known here
+/// must be 0 (`E2BIG` otherwise, as `copy_struct_from_user` does).
+fn get_user<T: AsBytes + FromBytes + Default>(arg: usize, size: usize) -> Result<T> {
+    let mut v = T::default();
+    let known = core::mem::size_of::<T>();
+    let mut reader = UserSlice::new(UserPtr::from_addr(arg), size).reader();
+    let n = size.min(known);
+    reader.read_slice(v.as_bytes_mut().get_mut(..n).ok_or(EINVAL)?)?;
+    let mut rest = [0u8; 64];
+    while !reader.is_empty() {
+        let chunk = reader.len().min(rest.len());
+        let part = rest.get_mut(..chunk).ok_or(EINVAL)?;
+        reader.read_slice(part)?;
+        if part.iter().any(|&b| b != 0) {
+            return Err(E2BIG);
+        }
+    }
+    Ok(v)
 }
 
 impl MemchanFile {
@@ -116,24 +157,30 @@ impl MemchanFile {
         self.chan.poll(file, table, self.slot, first)
     }
 
-    /// [`abi::IOC_SEND_BATCH`]: copies the records in (at most [`abi::SEND_BATCH_MAX`] bytes)
+    /// [`abi::IOC_SEND_BATCH`] of `req`: copies the records in (at most [`abi::SEND_BATCH_MAX`] bytes)
     /// and sends them; returns the bytes of the records sent.
-    fn send_batch(&self, file: &File, arg: usize) -> Result<isize> {
+    fn send_batch(&self, file: &File, req: abi::SendBatch) -> Result<isize> {
         if !self.writer {
             return Err(EBADF);
         }
-        let req: abi::SendBatch =
-            UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<abi::SendBatch>())
-                .reader()
-                .read()?;
         let max = abi::SEND_BATCH_MAX as usize;
         let len = usize::try_from(req.len).unwrap_or(max).min(max);
         let addr = usize::try_from(req.data).map_err(|_| EFAULT)?;
+        let mut own = core::mem::take(&mut *self.bbuf.lock());
+        if own.len() < max {
+            own = buffer(max)?;
+        }
+        let result = self.send_batch_from(file, &mut own, addr, len);
         let mut guard = self.bbuf.lock();
         if guard.len() < max {
-            *guard = buffer(max)?;
+            *guard = own;
         }
-        let buf = guard.get_mut(..len).ok_or(EINVAL)?;
+        result
+    }
+
+    /// [`MemchanFile::send_batch`] through the file's buffer `buf`, taken out of the file.
+    fn send_batch_from(&self, file: &File, buf: &mut [u8], addr: usize, len: usize) -> Result<isize> {
+        let buf = buf.get_mut(..len).ok_or(EINVAL)?;
         UserSlice::new(UserPtr::from_addr(addr), len).reader().read_slice(buf)?;
         let nonblock = file.flags() & kernel::fs::file::flags::O_NONBLOCK != 0;
         let sent = self.chan.send_batch(buf, nonblock)?;
@@ -144,6 +191,15 @@ impl MemchanFile {
     fn record(&self) -> bool {
         self.record_mode.load(Relaxed) != abi::RECORD_MODE_OFF
     }
+
+    /// What a `read()` returns of a message, by the file's record mode.
+    fn shape(&self) -> Shape {
+        match self.record_mode.load(Relaxed) {
+            abi::RECORD_MODE_BATCH => Shape::Batch(batch_bytes(&self.chan)),
+            abi::RECORD_MODE_ON => Shape::Record,
+            _ => Shape::Payload,
+        }
+    }
 }
 
 #[vtable]
@@ -152,21 +208,28 @@ impl MiscDevice for MemchanFile {
 
     fn open(file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Pin<KBox<Self>>> {
         let dev = sys::device_of(misc);
-        let mode = file.flags() & O_ACCMODE;
-        let read = mode != O_WRONLY;
-        let write = mode == O_WRONLY || mode == O_RDWR;
-        dev.check_access(file, if read { 4 } else { 0 } | if write { 2 } else { 0 })?;
+        // What the file may do is what the VFS granted (`f_mode`): access mode 3 (which some
+        // tools use for ioctl-only opens) grants neither reading nor writing, so it neither
+        // subscribes nor counts as a writer. It needs both permissions, as for a file.
+        let (read, write) = sys::fmode_read_write(file);
+        let want = match file.flags() & O_ACCMODE {
+            O_RDONLY => 4,
+            O_WRONLY => 2,
+            _ => 6,
+        };
+        dev.check_access(file, want)?;
         let chan = dev.channel().clone();
-        let slot = chan.attach(read, write)?;
+        let slot = chan.attach(read, write, sys::opener_fsuid(file))?;
         let owned = chan.clone();
         let me = KBox::pin_init(
             try_pin_init!(Self {
                 chan: owned,
                 slot,
                 writer: write,
+                owner: dev.is_owner(file),
                 record_mode: Atomic::new(0),
                 polled: Atomic::new(0),
-                bbuf <- new_mutex!(KVec::new(), "memchan::bbuf"),
+                bbuf <- new_mutex!(KVVec::new(), "memchan::bbuf"),
             }),
             GFP_KERNEL_ACCOUNT,
         );
@@ -186,12 +249,7 @@ impl MiscDevice for MemchanFile {
         let nonblock = sys::kiocb_nonblocking(&kiocb);
         let me = kiocb.file();
         let slot = me.slot()?;
-        let shape = match me.record_mode.load(Relaxed) {
-            abi::RECORD_MODE_BATCH => Shape::Batch(batch_bytes(&me.chan)),
-            abi::RECORD_MODE_ON => Shape::Record,
-            _ => Shape::Payload,
-        };
-        match me.chan.read(slot, shape, iov, nonblock) {
+        match me.chan.read(slot, me.shape(), iov, nonblock) {
             Err(e) if e == channel::END => Ok(0),
             other => other,
         }
@@ -208,48 +266,76 @@ impl MiscDevice for MemchanFile {
             return Ok(0);
         }
         let len32 = u32::try_from(len).map_err(|_| EMSGSIZE)?;
-        // The copy happens under the ring lock: fault the pages in first (see `channel`).
-        if !sys::fault_in_readable(iov, len) {
-            return Err(EFAULT);
-        }
-        let mut fill = |dst: &mut [u8]| {
-            if iov.copy_from_iter(dst) == dst.len() {
-                Ok(())
-            } else {
-                Err(EFAULT)
+        // The copy runs under the ring lock with page faults disabled: fault the pages in
+        // first, and if one is gone again by the time of the copy (nothing is published
+        // then), fault it in without the lock and try again, as `generic_perform_write` does.
+        loop {
+            if !sys::fault_in_readable(iov, len) {
+                return Err(EFAULT);
             }
-        };
-        me.chan.send(len32, &mut fill, nonblock)?;
-        Ok(len)
+            let mut taken = 0usize;
+            let mut fill = |dst: &mut [u8]| {
+                // SAFETY: `fill` is given the channel's ring bytes (`PageRing::write_with`),
+                // which lie in its `RingMemory`.
+                let n = unsafe { sys::copy_from_iter_nofault(iov, dst) };
+                taken = taken.wrapping_add(n);
+                if n == dst.len() {
+                    Ok(())
+                } else {
+                    Err(EFAULT)
+                }
+            };
+            match me.chan.send(len32, &mut fill, nonblock) {
+                Ok(_) => return Ok(len),
+                Err(e) if e == EFAULT => sys::revert_source(iov, taken),
+                Err(e) => return Err(e),
+            }
+            // Only this writer loops (the lock is free meanwhile); a signal ends it.
+            if kernel::current!().signal_pending() {
+                return Err(ERESTARTSYS);
+            }
+        }
     }
 
     fn ioctl(me: Pin<&MemchanFile>, file: &File, cmd: u32, arg: usize) -> Result<isize> {
-        match cmd {
-            abi::IOC_INFO => put_user(arg, &me.chan.info()),
-            abi::IOC_STATS => put_user(arg, &me.chan.stats()),
-            abi::IOC_READER => {
+        if cmd == bindings::FIONREAD {
+            // Bytes the next `read()` needs (0 if nothing is ready): the payload, plus the
+            // header in record mode, plus the padding in batch record mode.
+            let n = me.chan.next_size(me.slot()?, me.shape())?;
+            return put_user(arg, &i32::try_from(n).map_err(|_| EOVERFLOW)?, 4);
+        }
+        if _IOC_TYPE(cmd) != abi::IOC_MAGIC {
+            return Err(ENOTTY);
+        }
+        // By type, number and direction; the size is the caller's (see `abi`).
+        let size = _IOC_SIZE(cmd);
+        let by_value = || u32::try_from(arg).map_err(|_| EINVAL);
+        match (_IOC_NR(cmd), _IOC_DIR(cmd)) {
+            (abi::NR_INFO, abi::IOC_READ) => put_user(arg, &me.chan.info(), size),
+            (abi::NR_STATS, abi::IOC_READ) => put_user(arg, &me.chan.stats(), size),
+            (abi::NR_READER, abi::IOC_READ) => {
                 let mut st = me.chan.reader_state(me.slot()?)?;
                 if me.record() {
                     st.flags |= abi::READER_RECORD_MODE;
                 }
-                put_user(arg, &st)
+                put_user(arg, &st, size)
             }
-            abi::IOC_SEEK => {
-                let whence = u32::try_from(arg).map_err(|_| EINVAL)?;
-                me.chan.seek(me.slot()?, whence)?;
+            (abi::NR_SEEK, abi::IOC_NONE) => {
+                me.chan.seek(me.slot()?, by_value()?)?;
                 Ok(0)
             }
-            abi::IOC_SET_POLICY => {
-                if !me.writer {
+            (abi::NR_SET_POLICY, abi::IOC_NONE) => {
+                // The policy decides what every other user of the channel gets (losses, or
+                // writers stalled by idle readers): only its owner changes it.
+                if !me.writer || !(me.owner || sys::opener_capable_sys_admin(file)) {
                     return Err(EPERM);
                 }
-                let policy = Policy::from_abi(u32::try_from(arg).map_err(|_| EINVAL)?)?;
-                me.chan.set_policy(policy);
+                me.chan.set_policy(Policy::from_abi(by_value()?)?);
                 Ok(0)
             }
-            abi::IOC_RECORD_MODE => {
+            (abi::NR_RECORD_MODE, abi::IOC_NONE) => {
                 me.slot()?;
-                let mode = u32::try_from(arg).map_err(|_| EINVAL)?;
+                let mode = by_value()?;
                 match mode {
                     abi::RECORD_MODE_OFF | abi::RECORD_MODE_ON | abi::RECORD_MODE_BATCH => {
                         me.record_mode.store(mode, Relaxed)
@@ -258,17 +344,13 @@ impl MiscDevice for MemchanFile {
                 }
                 Ok(0)
             }
-            abi::IOC_CONSUME => {
+            (abi::NR_CONSUME, abi::IOC_WRITE) => {
                 let slot = me.slot()?;
-                let upto: u64 = UserSlice::new(UserPtr::from_addr(arg), 8).reader().read()?;
+                let upto: u64 = get_user(arg, size)?;
                 me.chan.consume(slot, upto)?;
                 Ok(0)
             }
-            abi::IOC_SEND_BATCH => me.send_batch(file, arg),
-            abi::FIONREAD => {
-                let n = me.chan.next_size(me.slot()?, me.record())?;
-                put_user(arg, &i32::try_from(n).map_err(|_| EOVERFLOW)?)
-            }
+            (abi::NR_SEND_BATCH, abi::IOC_WRITE) => me.send_batch(file, get_user(arg, size)?),
             _ => Err(ENOTTY),
         }
     }

@@ -79,6 +79,14 @@ module! {
             default: 128,
             description: "Subscriber limit per channel (1-4096)",
         },
+        readers_per_user: u32 {
+            default: 0,
+            description: "Subscriber limit per user and channel (0: only max_readers)",
+        },
+        stall_ms: u32 {
+            default: 0,
+            description: "Under block, drop the slowest readers to an overrun once a writer waited this long (ms; 0: never)",
+        },
     },
 }
 
@@ -154,6 +162,17 @@ impl ChannelDev {
     /// The access rule, for a named channel.
     pub(crate) fn access(&self) -> Option<&Access> {
         self.access.as_ref()
+    }
+
+    /// Whether the opener of `file` owns the channel: the owner of a named channel (its
+    /// `uid` attribute) or of the device node of a load-time channel, at open time. Owners
+    /// and holders of `CAP_SYS_ADMIN` change a channel's policy.
+    pub(crate) fn is_owner(&self, file: &File) -> bool {
+        let owner = match &self.access {
+            Some(a) => a.uid.load(Relaxed),
+            None => sys::node_uid(file),
+        };
+        sys::opener_fsuid(file) == owner
     }
 
     /// `EACCES` unless the opener of `file` may read (`want` 4), write (2) or both.
@@ -234,7 +253,15 @@ impl ChannelConfig {
         pr_err!("max_readers={max_readers}: must be 1 to {MAX_READERS}\n");
         return Err(EINVAL);
     }
-    Ok(Self { index, ring_bytes, msg_max, policy, max_readers: max_readers as usize })
+    Ok(Self {
+        index,
+        ring_bytes,
+        msg_max,
+        policy,
+        max_readers: max_readers as usize,
+        stall_ms: module_parameters::stall_ms.value(),
+        readers_per_user: module_parameters::readers_per_user.value(),
+    })
     }
 }
 

@@ -12,7 +12,10 @@
 //!   channel is then re-created with the new sizes and an empty ring, under the same node name);
 //!   `policy` (`block` or `overwrite`, writable at any time, like `MEMCHAN_IOC_SET_POLICY`);
 //!   `uid`, `gid`, `mode` (octal): who may open the channel, checked by `open` like a file's
-//!   owner and mode (writable at any time; files already open keep their access). The node
+//!   owner and mode (writable at any time; files already open keep their access); the owner
+//!   (`uid`) may also change the policy with `MEMCHAN_IOC_SET_POLICY`. `stall_ms` and
+//!   `readers_per_user` bound what readers can do to a `block` channel's writers and to its
+//!   slots (see `Channel::wait_for_room`, `Ring::subscribe`); writable at any time. The node
 //!   itself is created `0666` so that these attributes are the one place that decides.
 //! - `rmdir` removes the channel: its node disappears and no new open succeeds. Files still
 //!   open keep the channel's memory alive; they read what is left for them and then end of
@@ -118,6 +121,8 @@ impl configfs::GroupOperations for Named {
                 uid: 5,
                 gid: 6,
                 mode: 7,
+                stall_ms: 8,
+                readers_per_user: 9,
             ],
         };
         let chan = NamedChannel::new(name, self.defaults)?;
@@ -210,7 +215,11 @@ impl NamedChannel {
         change(&mut sizes);
         let policy = st.dev.as_ref().map_or(c.policy, |d| d.channel().policy());
         let [ring_kib, msg_max, max_readers] = sizes;
-        let cfg = ChannelConfig::checked(c.index, ring_kib, msg_max, max_readers, policy)?;
+        let cfg = ChannelConfig {
+            stall_ms: c.stall_ms,
+            readers_per_user: c.readers_per_user,
+            ..ChannelConfig::checked(c.index, ring_kib, msg_max, max_readers, policy)?
+        };
         if st.dev.as_ref().is_some_and(|d| !d.channel().is_idle()) {
             return Err(EBUSY);
         }
@@ -408,5 +417,47 @@ impl configfs::AttributeOperations<7> for NamedChannel {
 
     fn store(c: &NamedChannel, page: &[u8]) -> Result {
         c.set_access(parse_mode(page)?, |s| &mut s.mode, |a| &a.mode)
+    }
+}
+
+#[vtable]
+impl configfs::AttributeOperations<8> for NamedChannel {
+    type Data = NamedChannel;
+
+    /// `stall_ms`: under `block`, how long a writer waits for room before the readers holding
+    /// the ring back are dropped to an overrun (0: as long as it takes). Writable at any time.
+    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        emit(page, fmt!("{}\n", c.state.lock().cfg.stall_ms))
+    }
+
+    fn store(c: &NamedChannel, page: &[u8]) -> Result {
+        let v = parse_u32(page)?;
+        let mut st = c.state.lock();
+        st.cfg.stall_ms = v;
+        if let Some(d) = &st.dev {
+            d.channel().set_stall_ms(v);
+        }
+        Ok(())
+    }
+}
+
+#[vtable]
+impl configfs::AttributeOperations<9> for NamedChannel {
+    type Data = NamedChannel;
+
+    /// `readers_per_user`: most subscribers one user may have (0: only `max_readers`).
+    /// Writable at any time; subscribers already there stay.
+    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+        emit(page, fmt!("{}\n", c.state.lock().cfg.readers_per_user))
+    }
+
+    fn store(c: &NamedChannel, page: &[u8]) -> Result {
+        let v = parse_u32(page)?;
+        let mut st = c.state.lock();
+        st.cfg.readers_per_user = v;
+        if let Some(d) = &st.dev {
+            d.channel().set_readers_per_user(v);
+        }
+        Ok(())
     }
 }

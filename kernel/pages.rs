@@ -199,9 +199,12 @@ impl Storage for PageRing {
     }
 
     fn publish_head(&mut self, head: Cursor) -> Result {
-        // The record must be complete before readers can see the head pass it.
+        // The record must be complete before readers can see the head pass it, and `head_seq`
+        // is stored before `head_pos`: a reader that loads `head_pos` with acquire finds the
+        // matching `head_seq` (or a later one), as `abi::RingControl` promises.
         smp_mb(Write);
         self.mem.store_u64(CTL_HEAD_SEQ, head.seq)?;
+        smp_mb(Write);
         self.mem.store_u64(CTL_HEAD_POS, head.pos)
     }
 }

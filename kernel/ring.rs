@@ -110,6 +110,8 @@ pub(crate) fn record_in(buf: &[u8], at: usize) -> Option<(RecordHeader, usize)> 
 struct Slot {
     /// Whether an open file owns this slot.
     active: bool,
+    /// The user id of the file's opener (for the per-user limit).
+    uid: u32,
     /// The next record this subscriber receives.
     cur: Cursor,
     /// Messages lost to overwrites, in total.
@@ -253,9 +255,13 @@ impl<S: Storage> Ring<S> {
         self.subscribers
     }
 
-    /// Adds a subscriber positioned at the head (it receives messages written from now on).
-    /// `ENOSPC` when every slot is taken.
-    pub(crate) fn subscribe(&mut self) -> Result<usize> {
+    /// Adds a subscriber for user `uid` positioned at the head (it receives messages written
+    /// from now on). `ENOSPC` when every slot is taken, or when `uid` already has `per_user`
+    /// of them (0: no such limit).
+    pub(crate) fn subscribe(&mut self, uid: u32, per_user: usize) -> Result<usize> {
+        if per_user > 0 && self.slots.iter().filter(|s| s.active && s.uid == uid).count() >= per_user {
+            return Err(ENOSPC);
+        }
         let head = self.head;
         let (i, slot) = self
             .slots
@@ -263,7 +269,7 @@ impl<S: Storage> Ring<S> {
             .enumerate()
             .find(|(_, s)| !s.active)
             .ok_or(ENOSPC)?;
-        *slot = Slot { active: true, cur: head, lost: 0, pending_lost: 0 };
+        *slot = Slot { active: true, uid, cur: head, lost: 0, pending_lost: 0 };
         if self.subscribers == 0 {
             // No cursor constrained the bound: start it at the only one.
             self.low = head;
@@ -411,7 +417,23 @@ impl<S: Storage> Ring<S> {
         if self.policy == Policy::Block && !self.fits_unread_bytes(rsize) {
             return Err(EAGAIN);
         }
-        // Discard the oldest records until the new ones fit.
+        self.discard_for(rsize)
+    }
+
+    /// Under `block`, after a writer waited longer than the channel's stall limit: makes room
+    /// for `rsize` bytes of records as `overwrite` would, discarding the oldest records and
+    /// moving the readers still on them (the slowest) to an overrun, counted and reported as
+    /// any overrun is. `EMSGSIZE` if they could never fit.
+    pub(crate) fn drop_stalled(&mut self, rsize: u64) -> Result {
+        if rsize > self.size {
+            return Err(EMSGSIZE);
+        }
+        self.discard_for(rsize)
+    }
+
+    /// Discards the oldest records until `rsize` more bytes fit (lapping the readers still on
+    /// them).
+    fn discard_for(&mut self, rsize: u64) -> Result {
         let old_tail = self.tail;
         while self.head.pos.wrapping_sub(self.tail.pos).saturating_add(rsize) > self.size {
             let h = self.header_at(self.tail)?;
@@ -695,9 +717,9 @@ mod tests {
     #[test]
     fn broadcast_in_order_to_every_subscriber() -> Result {
         let mut r = ring(256, 32, Policy::Block)?;
-        let a = r.subscribe()?;
+        let a = r.subscribe(0, 0)?;
         push(&mut r, b"one", 1)?;
-        let b = r.subscribe()?; // joins after "one"
+        let b = r.subscribe(0, 0)?; // joins after "one"
         push(&mut r, b"two", 2)?;
         let mut buf = [0u8; 32];
         assert_eq!(recv(&mut r, a, &mut buf)?, Some((1, 3)));
@@ -713,7 +735,7 @@ mod tests {
     #[test]
     fn records_wrap_around_intact() -> Result {
         let mut r = ring(128, 40, Policy::Overwrite)?;
-        let a = r.subscribe()?;
+        let a = r.subscribe(0, 0)?;
         let mut buf = [0u8; 40];
         for n in 0u8..50 {
             let msg = [n; 37]; // 64-byte records: exactly two per ring
@@ -743,7 +765,7 @@ mod tests {
     fn a_batch_goes_in_whole_numbered_and_wrapping_or_not_at_all() -> Result {
         // 32-byte records for payloads up to 8 bytes: 4 fit in 128.
         let mut r = ring(128, 8, Policy::Block)?;
-        let s = r.subscribe()?;
+        let s = r.subscribe(0, 0)?;
         let mut buf = [0u8; 8];
         push(&mut r, b"first", 7)?;
         assert_eq!(recv(&mut r, s, &mut buf)?, Some((1, 5)));
@@ -773,7 +795,7 @@ mod tests {
     #[test]
     fn overwrite_laps_a_slow_reader_with_an_exact_count() -> Result {
         let mut r = ring(128, 8, Policy::Overwrite)?; // 32-byte records: 4 fit
-        let slow = r.subscribe()?;
+        let slow = r.subscribe(0, 0)?;
         for n in 0u8..10 {
             push(&mut r, &[n; 8], 0)?;
         }
@@ -796,7 +818,7 @@ mod tests {
     #[test]
     fn a_copy_lapped_meanwhile_does_not_commit() -> Result {
         let mut r = ring(128, 8, Policy::Overwrite)?; // 32-byte records: 4 fit
-        let s = r.subscribe()?;
+        let s = r.subscribe(0, 0)?;
         push(&mut r, &[1; 8], 0)?;
         // The reader finds record 1 and copies it out without the lock...
         let Next::Record(h, pos) = r.next(s)? else { return Err(EINVAL) };
@@ -815,7 +837,7 @@ mod tests {
     #[test]
     fn commit_after_a_concurrent_seek_changes_nothing() -> Result {
         let mut r = ring(256, 8, Policy::Overwrite)?;
-        let s = r.subscribe()?;
+        let s = r.subscribe(0, 0)?;
         push(&mut r, b"a", 0)?;
         push(&mut r, b"b", 0)?;
         let Next::Record(h, pos) = r.next(s)? else { return Err(EINVAL) };
@@ -829,7 +851,7 @@ mod tests {
     #[test]
     fn a_leaving_slow_reader_makes_room_for_blocked_writers() -> Result {
         let mut r = ring(128, 8, Policy::Block)?;
-        let slow = r.subscribe()?;
+        let slow = r.subscribe(0, 0)?;
         for _ in 0..4 {
             push(&mut r, b"12345678", 0)?;
         }
@@ -843,7 +865,7 @@ mod tests {
     #[test]
     fn consume_after_a_lap_is_a_no_op() -> Result {
         let mut r = ring(128, 8, Policy::Overwrite)?;
-        let s = r.subscribe()?;
+        let s = r.subscribe(0, 0)?;
         for _ in 0..10 {
             push(&mut r, b"12345678", 0)?;
         }
@@ -858,7 +880,7 @@ mod tests {
     #[test]
     fn only_the_first_of_two_copies_of_a_record_commits() -> Result {
         let mut r = ring(256, 8, Policy::Block)?;
-        let s = r.subscribe()?;
+        let s = r.subscribe(0, 0)?;
         push(&mut r, b"a", 0)?;
         push(&mut r, b"b", 0)?;
         // Two threads of one file find record 1 and copy it out at the same time.
@@ -877,7 +899,7 @@ mod tests {
     #[test]
     fn sequence_and_positions_survive_many_wraps() -> Result {
         let mut r = ring(4096, 100, Policy::Overwrite)?;
-        let s = r.subscribe()?;
+        let s = r.subscribe(0, 0)?;
         let mut buf = [0u8; 100];
         for n in 0u64..5000 {
             let len = (n % 97) as usize + 1;
@@ -892,8 +914,8 @@ mod tests {
     #[test]
     fn block_refuses_until_the_slowest_reader_consumes() -> Result {
         let mut r = ring(128, 8, Policy::Block)?;
-        let fast = r.subscribe()?;
-        let slow = r.subscribe()?;
+        let fast = r.subscribe(0, 0)?;
+        let slow = r.subscribe(0, 0)?;
         let mut buf = [0u8; 8];
         for n in 0u8..4 {
             push(&mut r, &[n; 8], 0)?;
@@ -908,11 +930,41 @@ mod tests {
     }
 
     #[test]
+    fn a_stalled_block_ring_drops_only_the_slowest_reader_to_an_overrun() -> Result {
+        let mut r = ring(128, 8, Policy::Block)?;
+        let fast = r.subscribe(0, 0)?;
+        let slow = r.subscribe(0, 0)?;
+        let mut buf = [0u8; 8];
+        for n in 0u8..4 {
+            push(&mut r, &[n; 8], 0)?;
+            recv(&mut r, fast, &mut buf)?;
+        }
+        assert_eq!(push(&mut r, b"full", 0), Err(EAGAIN));
+        r.drop_stalled(record_size(4))?;
+        push(&mut r, b"full", 0)?;
+        assert_eq!(r.reader_state(fast)?.lost, 0);
+        assert_eq!(r.reader_state(slow)?.pending_lost, 1);
+        assert!(matches!(r.next(slow)?, Next::Overrun));
+        assert_eq!(r.stats.overruns, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn one_user_takes_at_most_its_share_of_the_slots() -> Result {
+        let mut r = ring(128, 8, Policy::Block)?;
+        r.subscribe(1000, 2)?;
+        r.subscribe(1000, 2)?;
+        assert_eq!(r.subscribe(1000, 2), Err(ENOSPC));
+        r.subscribe(1001, 2)?;
+        Ok(())
+    }
+
+    #[test]
     fn block_tracks_the_slowest_reader_through_seeks_and_leaves() -> Result {
         // Records of 8-byte payloads take 32 bytes: 4 fit in 128.
         let mut r = ring(128, 8, Policy::Block)?;
-        let a = r.subscribe()?;
-        let b = r.subscribe()?;
+        let a = r.subscribe(0, 0)?;
+        let b = r.subscribe(0, 0)?;
         let mut buf = [0u8; 8];
         for n in 0u8..4 {
             push(&mut r, &[n; 8], 0)?;
@@ -957,7 +1009,7 @@ mod tests {
         let slots: KVec<usize> = {
             let mut v = KVec::new();
             for _ in 0..64 {
-                v.push(r.subscribe()?, GFP_KERNEL)?;
+                v.push(r.subscribe(0, 0)?, GFP_KERNEL)?;
             }
             v
         };
@@ -993,7 +1045,7 @@ mod tests {
         let mut r = ring(256, 8, Policy::Overwrite)?;
         push(&mut r, b"a", 0)?;
         push(&mut r, b"b", 0)?;
-        let s = r.subscribe()?;
+        let s = r.subscribe(0, 0)?;
         let mut buf = [0u8; 8];
         assert!(recv(&mut r, s, &mut buf)?.is_none());
         r.seek(s, abi::SEEK_OLDEST)?;
@@ -1007,7 +1059,7 @@ mod tests {
     #[test]
     fn consume_advances_without_copying() -> Result {
         let mut r = ring(256, 8, Policy::Block)?;
-        let s = r.subscribe()?;
+        let s = r.subscribe(0, 0)?;
         for _ in 0..5 {
             push(&mut r, b"abc", 0)?;
         }
@@ -1024,11 +1076,11 @@ mod tests {
         let mut r = ring(128, 8, Policy::Block)?;
         assert_eq!(push(&mut r, &[0u8; 9], 0), Err(EMSGSIZE));
         for _ in 0..4 {
-            r.subscribe()?;
+            r.subscribe(0, 0)?;
         }
-        assert_eq!(r.subscribe(), Err(ENOSPC));
+        assert_eq!(r.subscribe(0, 0), Err(ENOSPC));
         r.unsubscribe(2);
-        assert_eq!(r.subscribe()?, 2);
+        assert_eq!(r.subscribe(0, 0)?, 2);
         assert!(Ring::new(VecStore::new(100)?, 100, 8, Policy::Block, 1).is_err());
         Ok(())
     }
@@ -1048,7 +1100,7 @@ mod tests {
     #[test]
     fn a_failed_fill_publishes_nothing() -> Result {
         let mut r = ring(128, 32, Policy::Overwrite)?;
-        let s = r.subscribe()?;
+        let s = r.subscribe(0, 0)?;
         push(&mut r, b"one", 0)?;
         let head = r.head();
         // Filled straight from userspace: a fault on the way fails the push.

@@ -127,10 +127,7 @@ pub(crate) fn device_of(misc: &MiscDeviceRegistration<MemchanFile>) -> &ChannelD
 /// (owner, then group, then other bits; `CAP_DAC_OVERRIDE` passes). Ids are kernel ids (the
 /// initial user namespace).
 pub(crate) fn permits(file: &File, uid: u32, gid: u32, mode: u32, want: u32) -> bool {
-    // SAFETY: `file.cred()` is the opener's credential, valid while `file` is; `fsuid` is never
-    // changed after the credential is set up.
-    let fsuid = unsafe { (*file.cred().as_ptr()).fsuid.val };
-    let bits = if fsuid == uid {
+    let bits = if opener_fsuid(file) == uid {
         mode >> 6
     // SAFETY: `open` runs in the opener's context; `in_group_p` reads the current credential.
     } else if unsafe { bindings::in_group_p(bindings::kgid_t { val: gid }) } != 0 {
@@ -140,6 +137,49 @@ pub(crate) fn permits(file: &File, uid: u32, gid: u32, mode: u32, want: u32) -> 
     };
     // SAFETY: `capable` may be called from process context with any capability number.
     bits & want == want || unsafe { bindings::capable(bindings::CAP_DAC_OVERRIDE as i32) }
+}
+
+/// The opener's filesystem user id (kernel id, initial user namespace).
+pub(crate) fn opener_fsuid(file: &File) -> u32 {
+    // SAFETY: `file.cred()` is the opener's credential, valid while `file` is; `fsuid` is never
+    // changed after the credential is set up.
+    unsafe { (*file.cred().as_ptr()).fsuid.val }
+}
+
+/// Whether the VFS opened `file` for reading and for writing (`FMODE_READ`, `FMODE_WRITE`).
+pub(crate) fn fmode_read_write(file: &File) -> (bool, bool) {
+    // SAFETY: `f_mode` of a file being opened or open is set before `->open` and only read
+    // here.
+    let mode = unsafe { (*file.as_ptr()).f_mode };
+    (mode & FMODE_READ != 0, mode & FMODE_WRITE != 0)
+}
+
+/// `FMODE_READ` (`include/linux/fs.h`; a cast in a macro, which bindgen does not translate).
+const FMODE_READ: u32 = 1 << 0;
+/// `FMODE_WRITE`.
+const FMODE_WRITE: u32 = 1 << 1;
+
+/// The owner of the device node `file` was opened through (kernel id).
+pub(crate) fn node_uid(file: &File) -> u32 {
+    // SAFETY: an open file's `f_inode` is set at open and valid as long as the file is; its
+    // `i_uid` is a plain word that `chown` may change concurrently (a torn read is impossible
+    // for an aligned `u32`, and either value is a fair answer).
+    unsafe { (*(*file.as_ptr()).f_inode).i_uid.val }
+}
+
+/// Whether the opener of `file` had `CAP_SYS_ADMIN` (in the initial user namespace), as
+/// `file_ns_capable` judges it: the credential the file was opened with, not the task that
+/// uses it now, so a file handed to a privileged process confers nothing.
+pub(crate) fn opener_capable_sys_admin(file: &File) -> bool {
+    // SAFETY: `file` is a valid open file; `init_user_ns` is a static that lives forever;
+    // `file_ns_capable` only reads both.
+    unsafe {
+        bindings::file_ns_capable(
+            file.as_ptr(),
+            &raw mut bindings::init_user_ns,
+            bindings::CAP_SYS_ADMIN as i32,
+        )
+    }
 }
 
 /// Number of sysfs attributes.
@@ -389,14 +429,61 @@ impl RingAccess {
     }
 }
 
-/// Faults in the user pages behind the next `len` bytes of `iov`, so that copying them later
-/// (under the ring lock) does not wait for I/O or a userfaultfd handler, which would hold up
-/// every other user of the channel. False if some of them cannot be faulted in (the copy would
-/// fail with `EFAULT`).
+/// Faults in the user pages behind the next `len` bytes of `iov` (without any lock), so that
+/// the copy under the ring lock ([`copy_from_iter_nofault`]) will most likely find them. False
+/// if some of them cannot be faulted in (the copy would fail with `EFAULT`).
 pub(crate) fn fault_in_readable(iov: &mut IovIterSource<'_>, len: usize) -> bool {
     // SAFETY: `as_raw` gives the iterator's valid `struct iov_iter`, which the function only
     // reads (it neither advances nor keeps it).
     unsafe { bindings::fault_in_iov_iter_readable(iov.as_raw(), len) == 0 }
+}
+
+/// Copies `dst.len()` bytes from `iov` into ring memory with page faults disabled, through
+/// `copy_folio_from_iter_atomic` (what `generic_perform_write` uses): a user page that is not
+/// present (reclaimed, unmapped by another thread, or backed by FUSE or a userfaultfd handler)
+/// ends the copy at once instead of sleeping, so it can run under the ring lock without
+/// letting a user hold that lock for as long as it likes. Returns the bytes copied (`iov`
+/// advanced by as many); the caller faults the rest in without the lock and tries again.
+///
+/// (Raising `current->pagefault_disabled` from Rust, as the inline `pagefault_disable()`
+/// does, is not an option: on a GCC-built kernel bindgen's `task_struct` layout differs from
+/// the compiler's, 48 bytes apart at that field in the 7.3 test kernel.)
+///
+/// # Safety
+///
+/// `dst` must lie within a [`RingMemory`] (a `vmalloc` allocation): its pages are found with
+/// `vmalloc_to_page`.
+pub(crate) unsafe fn copy_from_iter_nofault(iov: &mut IovIterSource<'_>, dst: &mut [u8]) -> usize {
+    let mut done = 0usize;
+    while done < dst.len() {
+        let at = dst.as_mut_ptr().wrapping_add(done);
+        let off = (at as usize) % PAGE_SIZE;
+        let n = PAGE_SIZE.wrapping_sub(off).min(dst.len().wrapping_sub(done));
+        // SAFETY: `at` lies within `dst`, so (per this function's contract) within a live
+        // `vmalloc` allocation.
+        let page = unsafe { bindings::vmalloc_to_page(at.cast()) };
+        if page.is_null() {
+            break;
+        }
+        // SAFETY: a `vmalloc` page is an order-0 page, which is its own folio; `off + n` stays
+        // within it; the kernel writes only those `n` bytes of it, which `dst` (borrowed
+        // mutably) covers; the iterator is valid (`as_raw`) and advanced by what is copied.
+        let got = unsafe {
+            bindings::copy_folio_from_iter_atomic(page.cast(), off, n, iov.as_raw())
+        };
+        done = done.wrapping_add(got);
+        if got < n {
+            break;
+        }
+    }
+    done
+}
+
+/// Moves `iov` back by `bytes` it was advanced by ([`copy_from_iter_nofault`] calls since).
+pub(crate) fn revert_source(iov: &mut IovIterSource<'_>, bytes: usize) {
+    // SAFETY: the caller advanced `iov` by exactly `bytes` (counted copies), so going back by
+    // as much stays within the iterator.
+    unsafe { iov.revert(bytes) };
 }
 
 /// The mapping's offset into the file, in pages.
@@ -479,6 +566,8 @@ unsafe impl AsBytes for abi::ChannelStats {}
 unsafe impl AsBytes for abi::ReaderState {}
 // SAFETY: Two `u64` fields, no padding: every bit pattern is a valid value.
 unsafe impl kernel::transmute::FromBytes for abi::SendBatch {}
+// SAFETY: Two `u64` fields, no padding: every byte is initialised.
+unsafe impl AsBytes for abi::SendBatch {}
 // SAFETY: `RecordHeader` is `repr(C)` of two `u64` and two `u32`: no padding, every bit
 // pattern valid (checked against the C header by the ABI tests).
 unsafe impl AsBytes for abi::RecordHeader {}

@@ -10,9 +10,16 @@
 //!
 //! # Extension rule
 //!
-//! Every ioctl struct starts with `size`, the number of bytes the kernel filled in. New fields
-//! are only ever appended, so an old program reading a newer kernel's struct (and the other way
-//! round) sees the fields it knows. The struct size is also encoded in the ioctl number.
+//! Every struct the kernel fills in starts with `size`, the number of bytes the kernel knows of
+//! it. New fields are only ever appended. The kernel matches an ioctl by its type, number and
+//! direction, not by the struct size encoded in it, and takes that size as the caller's:
+//! - a struct the kernel fills in (`_IOR`): it copies `min(caller's size, its size)` bytes, so
+//!   an old program gets the fields it knows and a new program on an old kernel finds the rest
+//!   of its struct untouched (`size` tells how much was filled);
+//! - a struct the kernel reads (`_IOW`): it reads `min(caller's size, its size)` bytes and takes
+//!   fields the caller did not send as 0; bytes beyond the fields the kernel knows must be 0,
+//!   or the call fails with `E2BIG` (as `copy_struct_from_user` does): a new program's
+//!   request is never half understood.
 
 /// Version of this ABI. Bumped on any incompatible change.
 pub const ABI_VERSION: u32 = 1;
@@ -203,32 +210,51 @@ pub struct ReaderState {
 pub const IOC_MAGIC: u32 = 0xB8;
 
 /// `_IOC` direction bits: none.
-const IOC_NONE: u32 = 0;
+pub const IOC_NONE: u32 = 0;
 /// `_IOC` direction bits: userspace writes (kernel reads).
-const IOC_WRITE: u32 = 1;
+pub const IOC_WRITE: u32 = 1;
 /// `_IOC` direction bits: userspace reads (kernel writes).
-const IOC_READ: u32 = 2;
+pub const IOC_READ: u32 = 2;
+
+/// ioctl number (`_IOC_NR`) of [`IOC_INFO`].
+pub const NR_INFO: u32 = 1;
+/// ioctl number of [`IOC_STATS`].
+pub const NR_STATS: u32 = 2;
+/// ioctl number of [`IOC_READER`].
+pub const NR_READER: u32 = 3;
+/// ioctl number of [`IOC_SEEK`].
+pub const NR_SEEK: u32 = 4;
+/// ioctl number of [`IOC_SET_POLICY`].
+pub const NR_SET_POLICY: u32 = 5;
+/// ioctl number of [`IOC_RECORD_MODE`].
+pub const NR_RECORD_MODE: u32 = 6;
+/// ioctl number of [`IOC_CONSUME`].
+pub const NR_CONSUME: u32 = 7;
+/// ioctl number of [`IOC_SEND_BATCH`].
+pub const NR_SEND_BATCH: u32 = 8;
 
 /// Linux's generic `_IOC` encoding (x86, arm, arm64, riscv, ...): the kernel module asserts at
 /// compile time that this matches `kernel::ioctl`, and the C header test matches `<linux/ioctl.h>`.
-const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+pub const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
     (dir << 30) | ((size as u32) << 16) | (IOC_MAGIC << 8) | nr
 }
 
 /// Read [`ChannelInfo`].
-pub const IOC_INFO: u32 = ioc(IOC_READ, 1, core::mem::size_of::<ChannelInfo>());
+pub const IOC_INFO: u32 = ioc(IOC_READ, NR_INFO, core::mem::size_of::<ChannelInfo>());
 /// Read [`ChannelStats`].
-pub const IOC_STATS: u32 = ioc(IOC_READ, 2, core::mem::size_of::<ChannelStats>());
+pub const IOC_STATS: u32 = ioc(IOC_READ, NR_STATS, core::mem::size_of::<ChannelStats>());
 /// Read this file's [`ReaderState`].
-pub const IOC_READER: u32 = ioc(IOC_READ, 3, core::mem::size_of::<ReaderState>());
+pub const IOC_READER: u32 = ioc(IOC_READ, NR_READER, core::mem::size_of::<ReaderState>());
 /// Move this reader's cursor: argument (by value) [`SEEK_OLDEST`] or [`SEEK_NEWEST`].
 /// Clears a pending overrun.
-pub const IOC_SEEK: u32 = ioc(IOC_NONE, 4, 0);
+pub const IOC_SEEK: u32 = ioc(IOC_NONE, NR_SEEK, 0);
 /// Set the channel's overflow policy: argument (by value) [`POLICY_BLOCK`] or
-/// [`POLICY_OVERWRITE`]. Needs write access to the channel.
-pub const IOC_SET_POLICY: u32 = ioc(IOC_NONE, 5, 0);
+/// [`POLICY_OVERWRITE`]. Needs a file opened for writing by the channel's owner (a named
+/// channel's `uid`, or the owner of a load-time channel's node) or with `CAP_SYS_ADMIN`;
+/// `EPERM` otherwise.
+pub const IOC_SET_POLICY: u32 = ioc(IOC_NONE, NR_SET_POLICY, 0);
 /// Record mode, by value: [`RECORD_MODE_OFF`], [`RECORD_MODE_ON`] or [`RECORD_MODE_BATCH`].
-pub const IOC_RECORD_MODE: u32 = ioc(IOC_NONE, 6, 0);
+pub const IOC_RECORD_MODE: u32 = ioc(IOC_NONE, NR_RECORD_MODE, 0);
 /// `IOC_RECORD_MODE` argument: each `read()` returns one message's payload only.
 pub const RECORD_MODE_OFF: u32 = 0;
 /// `IOC_RECORD_MODE` argument: each `read()` returns one [`RecordHeader`] followed by the
@@ -241,7 +267,7 @@ pub const RECORD_MODE_ON: u32 = 1;
 pub const RECORD_MODE_BATCH: u32 = 2;
 /// Advance this reader's cursor past every message with a sequence number below the `u64`
 /// the argument points to (the mmap reader's "release"): frees room in `block` mode.
-pub const IOC_CONSUME: u32 = ioc(IOC_WRITE, 7, core::mem::size_of::<u64>());
+pub const IOC_CONSUME: u32 = ioc(IOC_WRITE, NR_CONSUME, core::mem::size_of::<u64>());
 
 /// Sends several messages with one call: the argument points to a [`SendBatch`], whose buffer
 /// holds records laid out as batch reads return them ([`RECORD_MODE_BATCH`]): a
@@ -251,7 +277,7 @@ pub const IOC_CONSUME: u32 = ioc(IOC_WRITE, 7, core::mem::size_of::<u64>());
 /// sent, always whole records: at least the first, at most [`SEND_BATCH_MAX`] bytes' worth;
 /// send the rest again. Errors concern the first record, as for `write()` (`EMSGSIZE`,
 /// `EAGAIN`, ...); `EINVAL` for a malformed or truncated first record. Needs write access.
-pub const IOC_SEND_BATCH: u32 = ioc(IOC_WRITE, 8, core::mem::size_of::<SendBatch>());
+pub const IOC_SEND_BATCH: u32 = ioc(IOC_WRITE, NR_SEND_BATCH, core::mem::size_of::<SendBatch>());
 
 /// Most bytes of records one [`IOC_SEND_BATCH`] call sends.
 pub const SEND_BATCH_MAX: u32 = 65536;
@@ -265,6 +291,3 @@ pub struct SendBatch {
     /// Length of the records in bytes.
     pub len: u64,
 }
-
-/// `FIONREAD`: size of the next message's payload (record mode: plus the header), 0 if none.
-pub const FIONREAD: u32 = 0x541B;

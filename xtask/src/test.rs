@@ -1,8 +1,9 @@
 //! `cargo xtask test`: lint and host tests, then the whole guest suite in one guest boot.
 //!
-//! Ends with one line `memchan tests: N passed, M failed` (libtest's counts summed over host and
-//! guest) and a non-zero exit status if anything failed, including a guest that did not finish
-//! or a kernel report in the guest log.
+//! Ends with one line `memchan tests: N passed, M failed, K skipped` (libtest's counts summed
+//! over host and guest; a guest test that cannot run on a kernel prints a skip line, see
+//! `memchan_guest_tests::skip`, and counts as skipped, not passed) and a non-zero exit status
+//! if anything failed, including a guest that did not finish or a kernel report in the log.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -19,21 +20,32 @@ const GUEST_CRATE: &str = "memchan-guest-tests";
 /// The whole guest suite must finish within this time.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(1200);
 
-/// Passed/failed counts from libtest summary lines.
+/// The start of the line a guest test prints when it skips itself (the guest test crate's
+/// `SKIP_MARKER`).
+const SKIP_MARKER: &str = "memchan-test skipped: ";
+
+/// Passed/failed/skipped counts from libtest summary lines and skip lines.
 #[derive(Default, Clone, Copy)]
 struct Counts {
     passed: u64,
     failed: u64,
+    skipped: u64,
 }
 
 impl Counts {
-    /// Adds up every `test result: ... N passed; M failed; ...` line in `text`.
+    /// Adds up every `test result: ... N passed; M failed; ...` line in `text`; a test that
+    /// printed a skip line passed for libtest but counts as skipped.
     fn parse(text: &str) -> Self {
         let mut c = Self::default();
-        for line in text.lines().filter(|l| l.contains("test result:")) {
-            c.passed += number_before(line, " passed");
-            c.failed += number_before(line, " failed");
+        for line in text.lines() {
+            if line.contains("test result:") {
+                c.passed += number_before(line, " passed");
+                c.failed += number_before(line, " failed");
+            } else if line.contains(SKIP_MARKER) {
+                c.skipped += 1;
+            }
         }
+        c.passed = c.passed.saturating_sub(c.skipped);
         c
     }
 }
@@ -73,6 +85,7 @@ pub fn run(opts: &KernelOpts, quick: bool) -> Result<i32> {
     }
     let mut passed = host.passed;
     let mut failed = host.failed;
+    let mut skipped = host.skipped;
     let mut lines = vec![format!(
         "host: {} passed, {} failed",
         host.passed, host.failed
@@ -88,7 +101,11 @@ pub fn run(opts: &KernelOpts, quick: bool) -> Result<i32> {
         let g = Counts::parse(&guest.log);
         passed += g.passed;
         failed += g.failed;
-        let mut line = format!("{name}: {} passed, {} failed", g.passed, g.failed);
+        skipped += g.skipped;
+        let mut line = format!(
+            "{name}: {} passed, {} failed, {} skipped",
+            g.passed, g.failed, g.skipped
+        );
         if built.warnings > 0 {
             line.push_str(&format!(
                 "; {} module build warning(s) (one failure)",
@@ -114,7 +131,7 @@ pub fn run(opts: &KernelOpts, quick: bool) -> Result<i32> {
         lines.join("; "),
         run::elapsed(start.elapsed())
     );
-    println!("memchan tests: {passed} passed, {failed} failed");
+    println!("memchan tests: {passed} passed, {failed} failed, {skipped} skipped");
     Ok(if failed == 0 { 0 } else { 1 })
 }
 
@@ -230,6 +247,15 @@ mod tests {
         let text = "test a ... ok\ntest result: ok. 5 passed; 0 failed; 0 ignored\n\
                     test result: FAILED. 2 passed; 1 failed; 0 ignored\n";
         let c = Counts::parse(text);
-        assert_eq!((c.passed, c.failed), (7, 1));
+        assert_eq!((c.passed, c.failed, c.skipped), (7, 1, 0));
+    }
+
+    #[test]
+    fn a_skipped_test_is_not_counted_as_passed() {
+        let text = "test a ... memchan-test skipped: a: no fault injection\nok\n\
+                    memchan-test skipped: b: no userfaultfd\n\
+                    test result: ok. 5 passed; 0 failed; 0 ignored\n";
+        let c = Counts::parse(text);
+        assert_eq!((c.passed, c.failed, c.skipped), (3, 0, 2));
     }
 }

@@ -32,6 +32,16 @@ pub fn require_guest() {
     );
 }
 
+/// The start of the line [`skip`] prints, which `cargo xtask test` counts.
+pub const SKIP_MARKER: &str = "memchan-test skipped: ";
+
+/// Reports test `test` as skipped for `reason` (the caller then returns): libtest has no
+/// skipped outcome, so `cargo xtask test` counts these lines and reports such a test as
+/// skipped, not passed.
+pub fn skip(test: &str, reason: &str) {
+    println!("{SKIP_MARKER}{test}: {reason}");
+}
+
 /// Opens the default channel with `flags`.
 pub fn open(flags: OFlags) -> rustix::io::Result<OwnedFd> {
     rustix::fs::open(DEV, flags | OFlags::CLOEXEC, Mode::empty())
@@ -260,6 +270,66 @@ impl TestChannel {
         }
         ch
     }
+}
+
+impl TestChannel {
+    /// Writes configfs attribute `attr` of the channel.
+    pub fn set(&self, attr: &str, value: &str) {
+        std::fs::write(format!("{}/{attr}", self.dir), value)
+            .unwrap_or_else(|e| panic!("{attr} = {value}: {e}"));
+    }
+
+    /// Reads configfs attribute `attr` of the channel (without the newline).
+    pub fn get(&self, attr: &str) -> String {
+        let v = std::fs::read_to_string(format!("{}/{attr}", self.dir))
+            .unwrap_or_else(|e| panic!("reading {attr}: {e}"));
+        v.trim_end().to_string()
+    }
+}
+
+/// Runs `f` in a forked child process with user and group id `uid` and no supplementary
+/// groups (no capabilities, unless `uid` is 0), and returns what it returned (its exit code;
+/// 100 if the ids could not be set). `f` must only make system calls (no allocation: the
+/// parent has other threads).
+pub fn as_user(uid: u32, f: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the child only makes system calls (as `f` promises) and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", last_errno());
+    if pid == 0 {
+        // SAFETY: plain system calls in the child; `_exit` never returns.
+        unsafe {
+            let ok = libc::setgroups(0, std::ptr::null()) == 0
+                && libc::setgid(uid) == 0
+                && libc::setuid(uid) == 0;
+            libc::_exit(if ok { f() } else { 100 });
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid, "waitpid: {}", last_errno());
+    assert!(libc::WIFEXITED(status), "child did not exit normally");
+    libc::WEXITSTATUS(status)
+}
+
+/// The raw errno of `r` as an exit code for [`as_user`] (0 for success).
+pub fn errno_code<T>(r: Result<T, Errno>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error(),
+    }
+}
+
+/// The calling thread's kernel thread id.
+pub fn gettid() -> i32 {
+    // SAFETY: `gettid` has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// The scheduler state letter of thread `tid` of this process.
+pub fn thread_state(tid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 impl Drop for TestChannel {

@@ -72,14 +72,14 @@ fn fionread_reports_the_next_message_size() {
     let w = writer_with(abi::POLICY_OVERWRITE);
     let r = open(RD).unwrap();
     let mut n: i32 = -1;
-    ioctl(&r, abi::FIONREAD, &mut n as *mut i32 as usize).unwrap();
+    ioctl(&r, libc::FIONREAD as u32, &mut n as *mut i32 as usize).unwrap();
     assert_eq!(n, 0);
     send(&w, b"12345").unwrap();
     send(&w, b"1234567890").unwrap();
-    ioctl(&r, abi::FIONREAD, &mut n as *mut i32 as usize).unwrap();
+    ioctl(&r, libc::FIONREAD as u32, &mut n as *mut i32 as usize).unwrap();
     assert_eq!(n, 5);
     ioctl(&r, abi::IOC_RECORD_MODE, 1).unwrap();
-    ioctl(&r, abi::FIONREAD, &mut n as *mut i32 as usize).unwrap();
+    ioctl(&r, libc::FIONREAD as u32, &mut n as *mut i32 as usize).unwrap();
     assert_eq!(n, 5 + abi::RECORD_HEADER_SIZE as i32);
 }
 
@@ -317,16 +317,74 @@ fn info_stats_and_reader_ioctls_describe_the_channel() {
 }
 
 #[test]
+fn ioctl_structs_grow_old_and_new_size_callers_both_work() {
+    require_guest();
+    let r = open(RD).unwrap();
+    let full = std::mem::size_of::<abi::ChannelInfo>();
+    let want = info(&r);
+    // An older, shorter struct: the kernel fills in exactly its bytes.
+    let mut buf = vec![0xAAu8; full + 16];
+    let old = abi::ioc(abi::IOC_READ, abi::NR_INFO, 16);
+    assert_eq!(ioctl(&r, old, buf.as_mut_ptr() as usize), Ok(0));
+    assert_eq!(
+        u32::from_ne_bytes(buf[0..4].try_into().unwrap()),
+        full as u32
+    );
+    assert!(
+        buf[16..].iter().all(|&b| b == 0xAA),
+        "wrote past the caller's struct"
+    );
+    // A newer, longer struct: the kernel fills in what it knows and leaves the rest.
+    let mut buf = vec![0xAAu8; full + 16];
+    let new = abi::ioc(abi::IOC_READ, abi::NR_INFO, full + 8);
+    assert_eq!(ioctl(&r, new, buf.as_mut_ptr() as usize), Ok(0));
+    let got: abi::ChannelInfo =
+        unsafe { std::ptr::read_unaligned(buf.as_ptr() as *const abi::ChannelInfo) };
+    assert_eq!(
+        (got.size, got.ring_bytes, got.msg_max),
+        (want.size, want.ring_bytes, want.msg_max)
+    );
+    assert!(
+        buf[full..].iter().all(|&b| b == 0xAA),
+        "the kernel filled unknown fields"
+    );
+    // A struct the kernel reads: a newer caller's extra bytes must be zero.
+    let w = open(OFlags::WRONLY).unwrap();
+    send(&w, b"one").unwrap();
+    let head = info(&r).head_seq;
+    let mut arg = [0u64; 2];
+    arg[0] = head;
+    arg[1] = 7;
+    let consume16 = abi::ioc(abi::IOC_WRITE, abi::NR_CONSUME, 16);
+    assert_eq!(
+        ioctl(&r, consume16, arg.as_ptr() as usize),
+        Err(Errno::TOOBIG)
+    );
+    assert_eq!(reader(&r).lag, 1, "a refused request changed the cursor");
+    arg[1] = 0;
+    assert_eq!(ioctl(&r, consume16, arg.as_ptr() as usize), Ok(0));
+    assert_eq!(reader(&r).lag, 0);
+}
+
+#[test]
 fn hostile_ioctls_get_clear_errors_and_change_nothing() {
     require_guest();
     let r = open(RD).unwrap();
     let w = open(OFlags::WRONLY).unwrap();
     assert_eq!(ioctl(&r, 0x1234_5678, 0), Err(Errno::NOTTY));
-    assert_eq!(ioctl(&r, abi::IOC_INFO + 1, 0), Err(Errno::NOTTY));
+    assert_eq!(
+        ioctl(&r, abi::ioc(abi::IOC_READ, 99, 8), 0),
+        Err(Errno::NOTTY)
+    );
+    assert_eq!(
+        ioctl(&r, abi::ioc(abi::IOC_WRITE, abi::NR_INFO, 64), 0),
+        Err(Errno::NOTTY),
+        "wrong direction"
+    );
     assert_eq!(ioctl(&r, abi::IOC_INFO, 8), Err(Errno::FAULT));
     assert_eq!(ioctl(&r, abi::IOC_STATS, usize::MAX - 4), Err(Errno::FAULT));
     assert_eq!(ioctl(&r, abi::IOC_CONSUME, 16), Err(Errno::FAULT));
-    assert_eq!(ioctl(&r, abi::FIONREAD, 8), Err(Errno::FAULT));
+    assert_eq!(ioctl(&r, libc::FIONREAD as u32, 8), Err(Errno::FAULT));
     assert_eq!(
         ioctl(&r, abi::IOC_SET_POLICY, 1),
         Err(Errno::PERM),

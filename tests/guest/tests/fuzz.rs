@@ -102,7 +102,7 @@ fn ioctl_cmd(rng: &mut fastrand::Rng) -> u32 {
         abi::IOC_SET_POLICY,
         abi::IOC_RECORD_MODE,
         abi::IOC_CONSUME,
-        abi::FIONREAD,
+        libc::FIONREAD as u32,
     ];
     let k = *rng.choice(&known).unwrap();
     match rng.u8(0..6) {

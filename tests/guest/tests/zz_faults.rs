@@ -22,14 +22,17 @@ impl Injection {
     /// injected failure), with KUnit's at-load run of the module's suite filtered out (an
     /// injected failure inside KUnit's own bookkeeping would read as a failed test). `None`
     /// without fault injection in this kernel.
-    fn arm() -> Option<Self> {
+    fn arm(test: &str) -> Option<Self> {
         if !std::path::Path::new("/proc/thread-self/fail-nth").exists() {
             assert_ne!(
                 std::env::var("MEMCHAN_FLAVOR").as_deref(),
                 Ok("debug"),
                 "the debug kernel has no fault injection"
             );
-            println!("no fault injection in this kernel: skipped (runs on the debug kernel)");
+            skip(
+                test,
+                "no fault injection in this kernel (runs on the debug kernel)",
+            );
             return None;
         }
         if !std::path::Path::new("/sys/kernel/debug/failslab").exists() {
@@ -106,7 +109,7 @@ fn loaded() -> bool {
 #[test]
 fn allocation_failures_during_load_fail_cleanly() {
     require_guest();
-    let Some(_armed) = Injection::arm() else {
+    let Some(_armed) = Injection::arm("allocation_failures_during_load_fail_cleanly") else {
         return;
     };
     let ko = std::fs::File::open(std::env::var("MEMCHAN_KO").unwrap()).unwrap();
@@ -169,7 +172,7 @@ fn allocation_failures_during_load_fail_cleanly() {
 #[test]
 fn allocation_failures_during_open_fail_cleanly() {
     require_guest();
-    let Some(_armed) = Injection::arm() else {
+    let Some(_armed) = Injection::arm("allocation_failures_during_open_fail_cleanly") else {
         return;
     };
     let probe = open(OFlags::WRONLY).unwrap();
@@ -205,7 +208,9 @@ fn allocation_failures_during_open_fail_cleanly() {
 #[test]
 fn allocation_failures_creating_and_resizing_named_channels_fail_cleanly() {
     require_guest();
-    let Some(_armed) = Injection::arm() else {
+    let Some(_armed) =
+        Injection::arm("allocation_failures_creating_and_resizing_named_channels_fail_cleanly")
+    else {
         return;
     };
     let dir = "/sys/kernel/config/memchan/faulty";
@@ -374,7 +379,7 @@ impl Traffic {
 #[test]
 fn messages_move_without_allocating() {
     require_guest();
-    let Some(_armed) = Injection::arm() else {
+    let Some(_armed) = Injection::arm("messages_move_without_allocating") else {
         return;
     };
     let mut t = Traffic::new();

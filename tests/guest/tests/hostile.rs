@@ -1,0 +1,476 @@
+//! Hostile neighbours: what one process with access to a channel can make the channel's other
+//! users (or the machine's other misc devices) suffer. Each test here failed on the module as
+//! it was before the fix it covers (ab61162). Every test uses a named channel of its own, so
+//! that a failure (a reader left asleep for good) cannot spill into the other tests.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use memchan_abi as abi;
+use memchan_guest_tests::*;
+use rustix::event::epoll;
+use rustix::fs::OFlags;
+
+const RD: OFlags = OFlags::RDONLY.union(OFlags::NONBLOCK);
+
+#[test]
+fn a_sleeping_reader_wakes_even_behind_an_exclusive_epoll_waiter() {
+    require_guest();
+    let ch = TestChannel::new("hexcl", &[]);
+    let polled = open_path(&ch.path, RD).unwrap();
+    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).unwrap();
+    // Registered first, so its exclusive entry would be ahead of the reader's sleep.
+    epoll::add(
+        &ep,
+        &polled,
+        epoll::EventData::new_u64(1),
+        epoll::EventFlags::IN | epoll::EventFlags::ET | epoll::EventFlags::EXCLUSIVE,
+    )
+    .unwrap();
+    let w = open_path(&ch.path, OFlags::WRONLY).unwrap();
+    for round in 0..3 {
+        let mut child = spawn_sh(&format!(
+            "exec dd if={} bs=65536 count=1 2>/dev/null",
+            ch.path
+        ));
+        let out = Output::new(child.stdout.take().unwrap());
+        wait_blocked_on(child.id(), &ch.path);
+        let msg = format!("round {round}");
+        send(&w, msg.as_bytes()).unwrap();
+        let got = out.take(msg.len(), PATIENCE);
+        kill(child);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            msg,
+            "a reader asleep in read() missed the wake-up (round {round})"
+        );
+    }
+    // The exclusive poller was woken as well (edge-triggered: once).
+    let mut events = Vec::with_capacity(4);
+    let now = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let n = epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), Some(&now)).unwrap();
+    assert_eq!(n, 1, "the EPOLLEXCLUSIVE poller was not woken");
+}
+
+#[test]
+fn only_the_owner_or_cap_sys_admin_changes_the_policy() {
+    require_guest();
+    let ch = TestChannel::new("hpolicy", &[("mode", "0666"), ("policy", "block")]);
+    let path = ch.path.clone();
+    let try_set = |policy: u32| {
+        let path = path.clone();
+        as_user(65534, move || {
+            let Ok(w) = open_path(&path, OFlags::WRONLY) else {
+                return 101;
+            };
+            errno_code(ioctl(&w, abi::IOC_SET_POLICY, policy as usize))
+        })
+    };
+    // A write-only neighbour can neither make the lossless channel lossy nor the reverse.
+    assert_eq!(try_set(abi::POLICY_OVERWRITE), Errno::PERM.raw_os_error());
+    assert_eq!(ch.get("policy"), "block");
+    ch.set("policy", "overwrite");
+    assert_eq!(try_set(abi::POLICY_BLOCK), Errno::PERM.raw_os_error());
+    assert_eq!(ch.get("policy"), "overwrite");
+    // The channel's owner may.
+    ch.set("uid", "65534");
+    assert_eq!(try_set(abi::POLICY_BLOCK), 0);
+    assert_eq!(ch.get("policy"), "block");
+    ch.set("uid", "0");
+    // So may root (CAP_SYS_ADMIN), on any channel.
+    let w = open_path(&ch.path, OFlags::WRONLY).unwrap();
+    assert_eq!(
+        ioctl(&w, abi::IOC_SET_POLICY, abi::POLICY_OVERWRITE as usize),
+        Ok(0)
+    );
+    assert_eq!(ch.get("policy"), "overwrite");
+
+    // A load-time channel: the owner of its node decides (here made writable by anyone).
+    let node = "/dev/memchan1";
+    let meta = std::fs::metadata(node).unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::set_permissions(node, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let set_as_nobody = || {
+        as_user(65534, || {
+            let Ok(w) = open_path(node, OFlags::WRONLY) else {
+                return 101;
+            };
+            errno_code(ioctl(
+                &w,
+                abi::IOC_SET_POLICY,
+                abi::POLICY_OVERWRITE as usize,
+            ))
+        })
+    };
+    let stranger = set_as_nobody();
+    std::os::unix::fs::chown(node, Some(65534), None).unwrap();
+    let owner = set_as_nobody();
+    std::os::unix::fs::chown(node, Some(meta.uid()), Some(meta.gid())).unwrap();
+    std::fs::set_permissions(node, meta.permissions()).unwrap();
+    assert_eq!(
+        stranger,
+        Errno::PERM.raw_os_error(),
+        "a stranger set the policy"
+    );
+    assert_eq!(owner, 0, "the node's owner could not set the policy");
+}
+
+/// Waits until thread `tid` sleeps (state `S` or `D`) and returns the state.
+fn wait_asleep(tid: i32) -> char {
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        match thread_state(tid) {
+            Some(c @ ('S' | 'D')) => return c,
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    panic!("thread {tid} did not go to sleep within {PATIENCE:?}");
+}
+
+#[test]
+fn a_second_batch_on_one_file_never_sleeps_uninterruptibly() {
+    require_guest();
+    let ch = TestChannel::new(
+        "hbatch",
+        &[("msg_max", "100"), ("ring_kib", "4"), ("policy", "block")],
+    );
+    let r = open_path(&ch.path, RD).unwrap();
+    let fill = open_path(&ch.path, OFlags::WRONLY | OFlags::NONBLOCK).unwrap();
+    while send(&fill, &[7; 100]).is_ok() {}
+    // One blocking file, two threads batching on it while the ring is full.
+    let w = Arc::new(open_path(&ch.path, OFlags::WRONLY).unwrap());
+    let (tx, rx) = mpsc::channel();
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let (w, tx) = (w.clone(), tx.clone());
+            std::thread::spawn(move || {
+                tx.send(gettid()).unwrap();
+                let mut rec = vec![0u8; abi::record_size(8) as usize];
+                rec[16..20].copy_from_slice(&8u32.to_ne_bytes());
+                let req = abi::SendBatch {
+                    data: rec.as_ptr() as u64,
+                    len: rec.len() as u64,
+                };
+                ioctl(&w, abi::IOC_SEND_BATCH, &req as *const _ as usize)
+            })
+        })
+        .collect();
+    let tids: Vec<i32> = (0..2).map(|_| rx.recv().unwrap()).collect();
+    let mut states: Vec<char> = tids.iter().map(|&t| wait_asleep(t)).collect();
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(50));
+        states.extend(tids.iter().filter_map(|&t| thread_state(t)));
+    }
+    // Let them finish: reading makes room.
+    let mut buf = vec![0u8; 4096];
+    while threads.iter().any(|t| !t.is_finished()) {
+        let _ = rustix::io::read(&r, &mut buf);
+    }
+    for t in threads {
+        assert_eq!(t.join().unwrap(), Ok(abi::record_size(8) as i32));
+    }
+    assert!(
+        !states.contains(&'D'),
+        "a batching thread slept uninterruptibly: states {states:?}"
+    );
+}
+
+#[test]
+fn fionread_in_batch_mode_is_what_a_batch_read_needs() {
+    require_guest();
+    let ch = TestChannel::new("hfionread", &[]);
+    let r = open_path(&ch.path, RD).unwrap();
+    ioctl(&r, abi::IOC_RECORD_MODE, abi::RECORD_MODE_BATCH as usize).unwrap();
+    let w = open_path(&ch.path, OFlags::WRONLY).unwrap();
+    send(&w, b"12345").unwrap();
+    let mut n: i32 = -1;
+    ioctl(&r, libc::FIONREAD as u32, &mut n as *mut i32 as usize).unwrap();
+    assert_eq!(n as u64, abi::record_size(5), "FIONREAD in batch mode");
+    let mut buf = vec![0u8; n as usize];
+    assert_eq!(rustix::io::read(&r, &mut buf), Ok(n as usize));
+    assert_eq!(&buf[24..29], b"12345");
+}
+
+#[test]
+fn an_open_with_access_mode_3_neither_subscribes_nor_writes() {
+    require_guest();
+    let ch = TestChannel::new("hmode3", &[]);
+    let path = std::ffi::CString::new(ch.path.clone()).unwrap();
+    // SAFETY: a plain open of a NUL-terminated path.
+    let raw = unsafe { libc::open(path.as_ptr(), 3 | libc::O_CLOEXEC) };
+    assert!(raw >= 0, "open with access mode 3: {}", last_errno());
+    // SAFETY: `raw` is a new file descriptor owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let i = info(&fd);
+    assert_eq!((i.subscribers, i.writers), (0, 0), "mode 3 took a role");
+    let mut buf = [0u8; 16];
+    assert_eq!(rustix::io::read(&fd, &mut buf), Err(Errno::BADF));
+    // Mode 3 needs both permissions, like a file: a read-only channel refuses it.
+    ch.set("mode", "0644");
+    let raw = as_user(65534, || {
+        // SAFETY: a plain open; the descriptor is closed when the child exits.
+        let fd = unsafe { libc::open(path.as_ptr(), 3 | libc::O_CLOEXEC) };
+        if fd >= 0 {
+            0
+        } else {
+            last_errno().raw_os_error()
+        }
+    });
+    assert_eq!(raw, Errno::ACCESS.raw_os_error());
+}
+
+/// userfaultfd's ABI (`include/uapi/linux/userfaultfd.h`), what the test below needs.
+mod uffd {
+    /// `struct uffdio_api`.
+    #[repr(C)]
+    pub struct Api {
+        pub api: u64,
+        pub features: u64,
+        pub ioctls: u64,
+    }
+    /// `struct uffdio_range`.
+    #[repr(C)]
+    pub struct Range {
+        pub start: u64,
+        pub len: u64,
+    }
+    /// `struct uffdio_register`.
+    #[repr(C)]
+    pub struct Register {
+        pub range: Range,
+        pub mode: u64,
+        pub ioctls: u64,
+    }
+    /// `struct uffdio_zeropage`.
+    #[repr(C)]
+    pub struct Zeropage {
+        pub range: Range,
+        pub mode: u64,
+        pub zeropage: i64,
+    }
+    pub const API: u64 = 0xAA;
+    pub const IOC_API: u32 = 0xc018_aa3f;
+    pub const IOC_REGISTER: u32 = 0xc020_aa00;
+    pub const IOC_ZEROPAGE: u32 = 0xc020_aa04;
+    pub const REGISTER_MODE_MISSING: u64 = 1;
+    /// `sizeof(struct uffd_msg)`; the fault address is at byte 16.
+    pub const MSG_SIZE: usize = 32;
+}
+
+#[test]
+fn a_writer_stuck_in_a_userfaultfd_fault_holds_up_nobody_else() {
+    require_guest();
+    let ch = TestChannel::new("huffd", &[("ring_kib", "16384")]);
+    let page = 4096usize;
+    // SAFETY: raw system call with flags only.
+    let raw = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    if raw < 0 && last_errno() == Errno::NOSYS {
+        skip(
+            "a_writer_stuck_in_a_userfaultfd_fault_holds_up_nobody_else",
+            "no userfaultfd in this kernel",
+        );
+        return;
+    }
+    assert!(raw >= 0, "userfaultfd: {}", last_errno());
+    // SAFETY: a new descriptor owned by nobody else.
+    let uffd = Arc::new(unsafe { OwnedFd::from_raw_fd(raw as i32) });
+    let mut api = uffd::Api {
+        api: uffd::API,
+        features: 0,
+        ioctls: 0,
+    };
+    ioctl(&uffd, uffd::IOC_API, &mut api as *mut _ as usize).expect("UFFDIO_API");
+    // SAFETY: a new private anonymous mapping, unmapped at the end.
+    let buf = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(buf, libc::MAP_FAILED);
+    let mut reg = uffd::Register {
+        range: uffd::Range {
+            start: buf as u64,
+            len: page as u64,
+        },
+        mode: uffd::REGISTER_MODE_MISSING,
+        ioctls: 0,
+    };
+    ioctl(&uffd, uffd::IOC_REGISTER, &mut reg as *mut _ as usize).expect("UFFDIO_REGISTER");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let resolve = Arc::new(AtomicBool::new(true));
+    let writes = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    // The fault handler: resolves faults with a zero page while `resolve` is set, and keeps the
+    // last one waiting otherwise.
+    threads.push({
+        let (uffd, stop, resolve) = (uffd.clone(), stop.clone(), resolve.clone());
+        std::thread::spawn(move || {
+            let mut pending: Option<u64> = None;
+            while !stop.load(Ordering::Relaxed) {
+                let mut fds = [rustix::event::PollFd::new(
+                    &*uffd,
+                    rustix::event::PollFlags::IN,
+                )];
+                let tick = rustix::event::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 20_000_000,
+                };
+                if rustix::event::poll(&mut fds, Some(&tick)).unwrap_or(0) > 0 {
+                    let mut msg = [0u8; uffd::MSG_SIZE];
+                    if rustix::io::read(&*uffd, &mut msg) == Ok(uffd::MSG_SIZE) {
+                        let addr = u64::from_ne_bytes(msg[16..24].try_into().unwrap());
+                        pending = Some(addr & !(page as u64 - 1));
+                    }
+                }
+                if resolve.load(Ordering::Relaxed) {
+                    if let Some(start) = pending.take() {
+                        let mut z = uffd::Zeropage {
+                            range: uffd::Range {
+                                start,
+                                len: page as u64,
+                            },
+                            mode: 0,
+                            zeropage: 0,
+                        };
+                        let _ = ioctl(&uffd, uffd::IOC_ZEROPAGE, &mut z as *mut _ as usize);
+                    }
+                }
+            }
+        })
+    });
+    // The hostile writer: small messages from the userfaultfd-backed page.
+    threads.push({
+        let (stop, writes) = (stop.clone(), writes.clone());
+        let w = open_path(&ch.path, OFlags::WRONLY).unwrap();
+        let addr = buf as usize;
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: a write from our own mapping; a fault in it is what is under test.
+                unsafe { libc::write(w.as_raw_fd(), addr as *const libc::c_void, 64) };
+                writes.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    });
+    // A reader whose `MEMCHAN_IOC_CONSUME` over a ring full of small records holds the ring
+    // lock for a long while: the hostile writer, its page faulted in, waits for the lock
+    // meanwhile, and the page is replaced before it gets it.
+    let r = open_path(&ch.path, RD).unwrap();
+    let filler = open_path(&ch.path, OFlags::WRONLY | OFlags::NONBLOCK).unwrap();
+    let mut batch = Vec::new();
+    while batch.len() < abi::SEND_BATCH_MAX as usize {
+        let mut rec = vec![0u8; abi::record_size(8) as usize];
+        rec[16..20].copy_from_slice(&8u32.to_ne_bytes());
+        batch.extend(rec);
+    }
+    let req = abi::SendBatch {
+        data: batch.as_ptr() as u64,
+        len: batch.len() as u64,
+    };
+    // Each round: the handler stops answering, so the hostile writer gets stuck in a fault
+    // (after its fault-in, or, before the fix, in its copy under the ring lock); others must
+    // still open and use this channel, and open other misc devices. Then the fault is resolved.
+    let mut held_up = None;
+    let mut stuck = 0;
+    let mut probes = Vec::new();
+    for round in 0..4 {
+        resolve.store(true, Ordering::Relaxed);
+        let target = writes.load(Ordering::Relaxed) + 20;
+        let deadline = Instant::now() + PATIENCE;
+        while writes.load(Ordering::Relaxed) < target && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for _ in 0..(16 << 20) / batch.len() {
+            let _ = ioctl(&filler, abi::IOC_SEND_BATCH, &req as *const _ as usize);
+        }
+        let _ = ioctl(&r, abi::IOC_SEEK, abi::SEEK_OLDEST as usize);
+        let head = info(&r).head_seq;
+        resolve.store(false, Ordering::Relaxed);
+        let r2 = r.try_clone().unwrap();
+        let consumer = std::thread::spawn(move || {
+            let t = Instant::now();
+            let _ = ioctl(&r2, abi::IOC_CONSUME, &head as *const u64 as usize);
+            t.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        // The page goes away: a fresh one replaces it, registered with the userfaultfd again.
+        // (`MADV_DONTNEED` would do, but the test kernel has no `madvise`.)
+        // SAFETY: replaces our own anonymous page at the same address.
+        let again = unsafe {
+            libc::mmap(
+                buf,
+                page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        assert_eq!(again, buf, "mmap MAP_FIXED: {}", last_errno());
+        ioctl(&uffd, uffd::IOC_REGISTER, &mut reg as *mut _ as usize).expect("UFFDIO_REGISTER");
+        let took = consumer.join().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let before = writes.load(Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(200));
+        if writes.load(Ordering::Relaxed) == before {
+            stuck += 1;
+        }
+        eprintln!("round {round}: the consume held the lock {took:?}; writer stuck: {stuck}");
+        let (tx, rx) = mpsc::channel();
+        let path = ch.path.clone();
+        probes.push(std::thread::spawn(move || {
+            let other = open_path("/dev/memchan1", RD).map(drop);
+            let same = open_path(&path, OFlags::WRONLY).and_then(|w| send(&w, b"still here"));
+            let _ = tx.send((other, same));
+        }));
+        match rx.recv_timeout(Duration::from_secs(3)) {
+            Ok((other, same)) => {
+                other.expect("opening another misc device");
+                same.expect("opening and writing the channel");
+            }
+            Err(_) => {
+                for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+                    let p = t.path();
+                    let st = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+                    let wchan = std::fs::read_to_string(p.join("wchan")).unwrap_or_default();
+                    let stack = std::fs::read_to_string(p.join("stack")).unwrap_or_default();
+                    eprintln!(
+                        "thread {} in {wchan}:\n{stack}",
+                        st.split(' ').take(3).collect::<Vec<_>>().join(" ")
+                    );
+                }
+                held_up = Some(round);
+                break;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    resolve.store(true, Ordering::Relaxed);
+    // The handler goes first; closing the userfaultfd then wakes a fault it left waiting.
+    let mut threads = threads.into_iter();
+    threads.next().unwrap().join().unwrap();
+    drop(uffd);
+    for t in threads.chain(probes) {
+        t.join().unwrap();
+    }
+    // SAFETY: unmapping the page mapped above, which no thread uses any more.
+    unsafe { libc::munmap(buf, page) };
+    assert_eq!(
+        held_up, None,
+        "opening was held up by a writer stuck in a fault (round {held_up:?})"
+    );
+    assert!(
+        stuck > 0,
+        "the hostile writer never got stuck: the test tested nothing"
+    );
+}
