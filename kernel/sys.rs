@@ -98,14 +98,24 @@ impl Registration {
             kernel::error::to_result(unsafe { bindings::misc_register(raw_slot) })
         };
         try_pin_init!(Self {
+            // The name is in place before the device is registered (and so visible).
+            _name: name,
             // SAFETY: On `Ok` the closure has initialised the slot as `misc_register` would
             // through `MiscDeviceRegistration::register` (the type's invariants hold: registered,
             // made by `into_raw`); on `Err` nothing needs dropping. The slot is pinned memory.
             misc <- unsafe { pin_init::pin_init_from_closure(register) },
-            _name: name,
         })
     }
 }
+
+// `Registration::new` writes a `miscdevice` into a `MiscDeviceRegistration` slot: the two must
+// have one layout (the wrapper is `repr(transparent)` over `Opaque<miscdevice>`).
+const _: () = assert!(
+    core::mem::size_of::<MiscDeviceRegistration<MemchanFile>>()
+        == core::mem::size_of::<bindings::miscdevice>()
+        && core::mem::align_of::<MiscDeviceRegistration<MemchanFile>>()
+            == core::mem::align_of::<bindings::miscdevice>()
+);
 
 /// Returns the device whose registration is `misc`.
 pub(crate) fn device_of(misc: &MiscDeviceRegistration<MemchanFile>) -> &ChannelDev {

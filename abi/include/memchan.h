@@ -97,7 +97,7 @@ struct memchan_reader_state {
 #define MEMCHAN_IOC_STATS       _IOR(MEMCHAN_IOC_MAGIC, 2, struct memchan_channel_stats)
 #define MEMCHAN_IOC_READER      _IOR(MEMCHAN_IOC_MAGIC, 3, struct memchan_reader_state)
 #define MEMCHAN_IOC_SEEK        _IO(MEMCHAN_IOC_MAGIC, 4)  /* arg: MEMCHAN_SEEK_* by value */
-#define MEMCHAN_IOC_SET_POLICY  _IO(MEMCHAN_IOC_MAGIC, 5)  /* arg: MEMCHAN_POLICY_* by value */
+#define MEMCHAN_IOC_SET_POLICY  _IO(MEMCHAN_IOC_MAGIC, 5)  /* arg: MEMCHAN_POLICY_* by value; owner or CAP_SYS_ADMIN */
 #define MEMCHAN_IOC_RECORD_MODE _IO(MEMCHAN_IOC_MAGIC, 6)  /* arg: a MEMCHAN_RECORD_MODE_* */
 /* Record modes: payload only; header + payload per read(); as many whole records per read()
  * as are ready and fit, each header + payload + zero padding (MEMCHAN_RECORD_SIZE(len)). */

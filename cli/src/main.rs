@@ -69,7 +69,7 @@ enum Cmd {
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
     },
-    /// Set a channel's overflow policy (needs write access).
+    /// Set a channel's overflow policy (needs the channel's owner or CAP_SYS_ADMIN).
     Policy {
         /// Channel number, name or path.
         channel: String,

@@ -474,3 +474,77 @@ fn a_writer_stuck_in_a_userfaultfd_fault_holds_up_nobody_else() {
         "the hostile writer never got stuck: the test tested nothing"
     );
 }
+
+#[test]
+fn a_reader_that_stops_reading_stalls_block_writers_only_for_stall_ms() {
+    require_guest();
+    let ch = TestChannel::new(
+        "hstall",
+        &[
+            ("msg_max", "100"),
+            ("ring_kib", "4"),
+            ("policy", "block"),
+            ("stall_ms", "300"),
+        ],
+    );
+    assert_eq!(ch.get("stall_ms"), "300");
+    let idle = open_path(&ch.path, RD).unwrap();
+    let fill = open_path(&ch.path, OFlags::WRONLY | OFlags::NONBLOCK).unwrap();
+    let mut sent = 0u64;
+    while send(&fill, &[7; 100]).is_ok() {
+        sent += 1;
+    }
+    // A blocking write waits about stall_ms, then the idle reader is dropped to an overrun.
+    let w = open_path(&ch.path, OFlags::WRONLY).unwrap();
+    let t = Instant::now();
+    assert_eq!(send(&w, b"after the stall"), Ok(15));
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "the writer did not wait: {waited:?}"
+    );
+    let mut buf = vec![0u8; 4096];
+    assert_eq!(rustix::io::read(&idle, &mut buf), Err(Errno::PIPE));
+    let st = reader(&idle);
+    assert!(st.lost >= 1 && st.lost <= sent, "lost {}", st.lost);
+    assert!(stats(&idle).overruns >= 1);
+    // Without a limit a writer waits as long as it takes (until a signal or a read).
+    ch.set("stall_ms", "0");
+    while send(&fill, &[7; 100]).is_ok() {}
+    // A 100-byte message, which does not fit (the fill stopped at one).
+    let msg = "x".repeat(100);
+    let mut child = spawn_sh(&format!("exec sh -c 'printf {msg} > {}'", ch.path));
+    wait_blocked_on(child.id(), &ch.path);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        child.try_wait().unwrap(),
+        None,
+        "a writer gave up without a limit"
+    );
+    kill(child);
+}
+
+#[test]
+fn one_user_takes_at_most_readers_per_user_slots() {
+    require_guest();
+    let ch = TestChannel::new("hslots", &[("mode", "0666"), ("readers_per_user", "2")]);
+    let path = std::ffi::CString::new(ch.path.clone()).unwrap();
+    let opened = as_user(65534, || {
+        let mut n = 0;
+        for _ in 0..4 {
+            // SAFETY: a plain open; the descriptors are closed when the child exits.
+            if unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) } >= 0 {
+                n += 1;
+            } else if last_errno() != Errno::NOSPC {
+                return 99;
+            }
+        }
+        n
+    });
+    assert_eq!(opened, 2, "a user took more than its share of the slots");
+    // Other users (here root) still get theirs.
+    let a = open_path(&ch.path, RD).unwrap();
+    let b = open_path(&ch.path, RD).unwrap();
+    assert_eq!(info(&a).subscribers, 2);
+    drop((a, b));
+}
