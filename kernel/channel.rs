@@ -9,9 +9,10 @@
 //! the ring (one copy, as a pipe does) with page faults disabled: the user pages are faulted in
 //! before the lock is taken, and a page that is gone again by then ends the copy instead of
 //! sleeping for it, and the writer faults it in without the lock and tries again (`file.rs`).
-//! A slow, FUSE- or userfaultfd-backed buffer thus holds up only its own writer, and no user
-//! can keep the lock held (nor, through `open`, the misc devices' global mutex). Allocations
-//! happen outside it.
+//! A slow, FUSE- or userfaultfd-backed buffer thus holds up only its own writer: no user keeps
+//! the lock held while it waits for its own memory (nor, through `open`, the misc devices'
+//! global mutex). The longest hold is `consume` walking a ring full of the smallest records.
+//! Allocations happen outside it.
 //!
 //! Reads hold the lock only to find the next message and, afterwards, to move the cursor: the
 //! copy to userspace runs without it, straight from the ring (one copy; the records of a batch
@@ -30,8 +31,8 @@
 //! is lost. `read()` sleepers have a queue of their own because they are woken one at a time
 //! (below): on a queue shared with pollers, an exclusive poll entry (`EPOLLEXCLUSIVE`, an
 //! io_uring poll) ahead of a sleeper would take that one wake-up and the sleeper would sleep
-//! on. The poll queue is woken as a pipe's is (`wake_up` with one exclusive wake-up): every
-//! ordinary poller, and one of the `EPOLLEXCLUSIVE` ones, as that flag asks. Sleepers and polled files are counted under the
+//! on. The poll queue is woken whole, exclusive entries included: every subscriber has a cursor
+//! of its own, so every one of them has something new. Only subscribers register on it. Sleepers and polled files are counted under the
 //! lock ([`Waiting`]), so that a writer (or reader) skips the wake-up when nobody can be
 //! waiting for it, the common case of a stream that never runs dry.
 //!
@@ -281,37 +282,63 @@ impl Channel {
             self.arrived.notify_one();
         }
         if wake.pollers {
-            self.readable.notify_one();
+            // Every polled subscriber needs this wake-up, `EPOLLEXCLUSIVE` ones included:
+            // each has a cursor of its own (unlike a pipe's readers, who share one stream),
+            // and a wake-up with one exclusive slot would always go to the first of them.
+            self.readable.notify_all();
         }
     }
 
-    /// A writer of `rsize` bytes of records that found no room under `block`: sleeps on
-    /// `writable` (the lock released meanwhile), counted in [`Waiting::writers`], until woken;
-    /// the caller then tries again. `ERESTARTSYS` if a signal ended the wait.
-    ///
-    /// With a stall limit set, the writer waits at most that long in all (`since`: when this
-    /// write began to wait): then it makes room itself by dropping the readers that hold the
-    /// ring back to an overrun ([`Ring::drop_stalled`]). A reader that does not read (or keeps
-    /// seeking back, or never consumes its mapping) thus stalls writers for a bounded time.
-    fn wait_for_room(&self, ring: &mut RingGuard<'_>, since: &mut Option<u64>, rsize: u64) -> Result {
+    /// A writer of `rsize` bytes of records found no room under `block`: with a stall limit
+    /// set, checks the channel's stall clock ([`Ring::stalled_since`], started by the first
+    /// writer that found no room, stopped by the next record published). Once it has run for
+    /// the limit, drops the readers that hold the ring back to an overrun
+    /// ([`Ring::drop_stalled`]) and returns `Some(0)`: try again now. Otherwise the
+    /// milliseconds left (`Some`), or `None` without a limit. The clock is the channel's, not
+    /// the writer's: restarts after signals, later records of a batch and non-blocking
+    /// writers all see the same one, so writers are held up at most the limit in all.
+    fn stall_left(&self, ring: &mut RingGuard<'_>, rsize: u64) -> Result<Option<u32>> {
         let stall_ms = self.stall_ms.load(Relaxed);
+        if stall_ms == 0 {
+            return Ok(None);
+        }
+        let limit = u64::from(stall_ms).saturating_mul(1_000_000);
+        let now = now_ns();
+        let start = *ring.stalled_since.get_or_insert(now);
+        let waited = now.saturating_sub(start);
+        if waited >= limit {
+            ring.drop_stalled(rsize)?;
+            return Ok(Some(0));
+        }
+        Ok(Some(u32::try_from(limit.wrapping_sub(waited).div_ceil(1_000_000)).unwrap_or(u32::MAX)))
+    }
+
+    /// A non-blocking writer of `rsize` bytes found no room under `block`: `Ok` to try again
+    /// now (the stall limit ran out and the laggards were dropped), else `EAGAIN`.
+    fn retry_nonblocking(&self, ring: &mut RingGuard<'_>, rsize: u64) -> Result {
+        match self.stall_left(ring, rsize)? {
+            Some(0) => Ok(()),
+            _ => Err(EAGAIN),
+        }
+    }
+
+    /// A blocking writer of `rsize` bytes found no room under `block`: sleeps on `writable`
+    /// (the lock released meanwhile), counted in [`Waiting::writers`], until woken or until
+    /// the stall limit runs out ([`Channel::stall_left`]); the caller then tries again.
+    /// `ERESTARTSYS` if a signal ended the wait. A reader that does not read (or keeps seeking
+    /// back, or never consumes its mapping) thus stalls writers for a bounded time.
+    fn wait_for_room(&self, ring: &mut RingGuard<'_>, rsize: u64) -> Result {
+        let left = self.stall_left(ring, rsize)?;
+        if left == Some(0) {
+            return Ok(());
+        }
         ring.waiting.writers = ring.waiting.writers.wrapping_add(1);
-        let signal = if stall_ms == 0 {
-            self.writable.wait_interruptible(ring)
-        } else {
-            let limit = u64::from(stall_ms).saturating_mul(1_000_000);
-            let start = *since.get_or_insert_with(now_ns);
-            let waited = now_ns().saturating_sub(start);
-            if waited >= limit {
-                ring.waiting.writers = ring.waiting.writers.wrapping_sub(1);
-                *since = None;
-                return ring.drop_stalled(rsize);
-            }
-            let left_ms = u32::try_from(limit.wrapping_sub(waited).div_ceil(1_000_000)).unwrap_or(u32::MAX);
-            matches!(
-                self.writable.wait_interruptible_timeout(ring, msecs_to_jiffies(left_ms)),
+        let signal = match left {
+            None => self.writable.wait_interruptible(ring),
+            Some(ms) => matches!(
+                self.writable.wait_interruptible_timeout(ring, msecs_to_jiffies(ms)),
                 CondVarTimeoutResult::Signal { .. }
-            )
+            ),
         };
         ring.waiting.writers = ring.waiting.writers.wrapping_sub(1);
         if signal {
@@ -322,7 +349,11 @@ impl Channel {
 
     /// Sets the stall limit (configfs `stall_ms`).
     pub(crate) fn set_stall_ms(&self, ms: u32) {
+        // Under the lock, as `close` sets its flag: a writer reads the limit under the lock
+        // before it sleeps, so it either sees the new one or is queued for this wake-up.
+        let ring = self.ring.lock();
         self.stall_ms.store(ms, Relaxed);
+        drop(ring);
         // Writers waiting without a limit start counting now.
         self.writable.notify_all();
     }
@@ -395,7 +426,6 @@ impl Channel {
     ) -> Result<u64> {
         let mut ring = self.ring.lock();
         let mut counted = false;
-        let mut since = None;
         let seq = loop {
             if self.is_closed() {
                 return Err(ENODEV);
@@ -403,13 +433,14 @@ impl Channel {
             match ring.push_with(len, now_ns(), fill) {
                 Err(e) if e == EAGAIN => {
                     if nonblock {
-                        return Err(EAGAIN);
+                        self.retry_nonblocking(&mut ring, abi::record_size(len))?;
+                        continue;
                     }
                     if !counted {
                         counted = true;
                         ring.stats.blocked_writes = ring.stats.blocked_writes.wrapping_add(1);
                     }
-                    self.wait_for_room(&mut ring, &mut since, abi::record_size(len))?;
+                    self.wait_for_room(&mut ring, abi::record_size(len))?;
                 }
                 other => break other?,
             }
@@ -463,7 +494,6 @@ impl Channel {
         let mut ring = self.ring.lock();
         let mut at = start;
         let mut counted = false;
-        let mut since = None;
         let result = loop {
             if at >= buf.len() {
                 break Ok(at);
@@ -484,7 +514,12 @@ impl Channel {
             }
             match ring.push_record(rec, len, now_ns()) {
                 Ok(_) => at = at.wrapping_add(size),
-                Err(e) if e == EAGAIN && !nonblock => {
+                Err(e) if e == EAGAIN && nonblock => {
+                    if let Err(e) = self.retry_nonblocking(&mut ring, abi::record_size(len)) {
+                        break if first { Err(e) } else { Ok(at) };
+                    }
+                }
+                Err(e) if e == EAGAIN => {
                     if !counted {
                         counted = true;
                         ring.stats.blocked_writes = ring.stats.blocked_writes.wrapping_add(1);
@@ -494,7 +529,7 @@ impl Channel {
                         let wake = Self::wake_readers(&mut ring);
                         self.notify_readers(wake);
                     }
-                    if let Err(e) = self.wait_for_room(&mut ring, &mut since, abi::record_size(len)) {
+                    if let Err(e) = self.wait_for_room(&mut ring, abi::record_size(len)) {
                         break if first { Err(e) } else { Ok(at) };
                     }
                 }
@@ -658,7 +693,9 @@ impl Channel {
         slot: Option<usize>,
         first: bool,
     ) -> u32 {
-        table.register_wait(file, &self.readable);
+        if slot.is_some() {
+            table.register_wait(file, &self.readable);
+        }
         table.register_wait(file, &self.writable);
         let mut ring = self.ring.lock();
         if first {

@@ -287,7 +287,9 @@ impl MiscDevice for MemchanFile {
             };
             match me.chan.send(len32, &mut fill, nonblock) {
                 Ok(_) => return Ok(len),
-                Err(e) if e == EFAULT => sys::revert_source(iov, taken),
+                // SAFETY: the copies of this attempt advanced `iov` by exactly `taken` bytes,
+                // so going back by as much stays within it.
+                Err(e) if e == EFAULT => unsafe { iov.revert(taken) },
                 Err(e) => return Err(e),
             }
             // Only this writer loops (the lock is free meanwhile); a signal ends it.

@@ -164,15 +164,12 @@ impl ChannelDev {
         self.access.as_ref()
     }
 
-    /// Whether the opener of `file` owns the channel: the owner of a named channel (its
-    /// `uid` attribute) or of the device node of a load-time channel, at open time. Owners
-    /// and holders of `CAP_SYS_ADMIN` change a channel's policy.
+    /// Whether the opener of `file` owns the channel: the owner of a named channel (its `uid`
+    /// attribute) at open time. A load-time channel has no owner but root: the owner of a node
+    /// says nothing (any node with its device number opens it, such as one a container runtime
+    /// made). Owners and holders of `CAP_SYS_ADMIN` change a channel's policy.
     pub(crate) fn is_owner(&self, file: &File) -> bool {
-        let owner = match &self.access {
-            Some(a) => a.uid.load(Relaxed),
-            None => sys::node_uid(file),
-        };
-        sys::opener_fsuid(file) == owner
+        self.access.as_ref().is_some_and(|a| sys::opener_fsuid(file) == a.uid.load(Relaxed))
     }
 
     /// `EACCES` unless the opener of `file` may read (`want` 4), write (2) or both.

@@ -197,6 +197,9 @@ pub(crate) struct Ring<S: Storage> {
     pub(crate) stats: Stats,
     /// Who may need a wake-up.
     pub(crate) waiting: Waiting,
+    /// Under `block`: since when (`CLOCK_MONOTONIC` ns) writers have found no room, if they
+    /// have; reset by every record published (the channel's stall limit counts from here).
+    pub(crate) stalled_since: Option<u64>,
 }
 
 impl<S: Storage> Ring<S> {
@@ -224,6 +227,7 @@ impl<S: Storage> Ring<S> {
             writers: 0,
             stats: Stats::default(),
             waiting: Waiting::default(),
+            stalled_since: None,
         };
         ring.store.publish_tail(start)?;
         ring.store.publish_head(start)?;
@@ -420,15 +424,31 @@ impl<S: Storage> Ring<S> {
         self.discard_for(rsize)
     }
 
-    /// Under `block`, after a writer waited longer than the channel's stall limit: makes room
-    /// for `rsize` bytes of records as `overwrite` would, discarding the oldest records and
-    /// moving the readers still on them (the slowest) to an overrun, counted and reported as
-    /// any overrun is. `EMSGSIZE` if they could never fit.
+    /// Under `block`, after writers waited longer than the channel's stall limit: drops the
+    /// readers that hold the ring back to an overrun. Every reader without room after it for
+    /// `rsize` more bytes loses everything it has not read (counted and reported by `EPIPE`
+    /// as any overrun is) and goes on from the head, so that one dead reader stalls writers
+    /// once, not once per record. `EMSGSIZE` if the records could never fit.
     pub(crate) fn drop_stalled(&mut self, rsize: u64) -> Result {
         if rsize > self.size {
             return Err(EMSGSIZE);
         }
-        self.discard_for(rsize)
+        let (head, size) = (self.head, self.size);
+        for s in self.slots.iter_mut().filter(|s| s.active) {
+            if head.pos.wrapping_sub(s.cur.pos).saturating_add(rsize) > size {
+                let lost = head.seq.wrapping_sub(s.cur.seq);
+                if s.pending_lost == 0 {
+                    self.stats.overruns = self.stats.overruns.wrapping_add(1);
+                }
+                s.lost = s.lost.wrapping_add(lost);
+                s.pending_lost = s.pending_lost.wrapping_add(lost);
+                s.cur = head;
+                self.stats.lost = self.stats.lost.wrapping_add(lost);
+            }
+        }
+        self.rescan();
+        self.stalled_since = None;
+        Ok(())
     }
 
     /// Discards the oldest records until `rsize` more bytes fit (lapping the readers still on
@@ -482,6 +502,7 @@ impl<S: Storage> Ring<S> {
             seq: self.head.seq.wrapping_add(count),
         };
         self.store.publish_head(self.head)?;
+        self.stalled_since = None;
         self.stats.messages = self.stats.messages.wrapping_add(count);
         self.stats.bytes = self.stats.bytes.wrapping_add(payload);
         Ok(())
@@ -943,7 +964,10 @@ mod tests {
         r.drop_stalled(record_size(4))?;
         push(&mut r, b"full", 0)?;
         assert_eq!(r.reader_state(fast)?.lost, 0);
-        assert_eq!(r.reader_state(slow)?.pending_lost, 1);
+        // The slow reader loses all it had not read, so writers have the whole ring again.
+        assert_eq!(r.reader_state(slow)?.pending_lost, 4);
+        push(&mut r, b"more", 0)?;
+        push(&mut r, b"more", 0)?;
         assert!(matches!(r.next(slow)?, Next::Overrun));
         assert_eq!(r.stats.overruns, 1);
         Ok(())

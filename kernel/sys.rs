@@ -158,9 +158,9 @@ pub(crate) fn opener_fsuid(file: &File) -> u32 {
 
 /// Whether the VFS opened `file` for reading and for writing (`FMODE_READ`, `FMODE_WRITE`).
 pub(crate) fn fmode_read_write(file: &File) -> (bool, bool) {
-    // SAFETY: `f_mode` of a file being opened or open is set before `->open` and only read
-    // here.
-    let mode = unsafe { (*file.as_ptr()).f_mode };
+    // SAFETY: `file` is valid; `f_mode` is an aligned `u32` (the VFS may set other bits of it
+    // concurrently, never the read and write bits after open), read with one volatile load.
+    let mode = unsafe { (&raw const (*file.as_ptr()).f_mode).read_volatile() };
     (mode & FMODE_READ != 0, mode & FMODE_WRITE != 0)
 }
 
@@ -168,14 +168,6 @@ pub(crate) fn fmode_read_write(file: &File) -> (bool, bool) {
 const FMODE_READ: u32 = 1 << 0;
 /// `FMODE_WRITE`.
 const FMODE_WRITE: u32 = 1 << 1;
-
-/// The owner of the device node `file` was opened through (kernel id).
-pub(crate) fn node_uid(file: &File) -> u32 {
-    // SAFETY: an open file's `f_inode` is set at open and valid as long as the file is; its
-    // `i_uid` is a plain word that `chown` may change concurrently (a torn read is impossible
-    // for an aligned `u32`, and either value is a fair answer).
-    unsafe { (*(*file.as_ptr()).f_inode).i_uid.val }
-}
 
 /// Whether the opener of `file` had `CAP_SYS_ADMIN` (in the initial user namespace), as
 /// `file_ns_capable` judges it: the credential the file was opened with, not the task that
@@ -489,12 +481,7 @@ pub(crate) unsafe fn copy_from_iter_nofault(iov: &mut IovIterSource<'_>, dst: &m
     done
 }
 
-/// Moves `iov` back by `bytes` it was advanced by ([`copy_from_iter_nofault`] calls since).
-pub(crate) fn revert_source(iov: &mut IovIterSource<'_>, bytes: usize) {
-    // SAFETY: the caller advanced `iov` by exactly `bytes` (counted copies), so going back by
-    // as much stays within the iterator.
-    unsafe { iov.revert(bytes) };
-}
+
 
 /// The mapping's offset into the file, in pages.
 pub(crate) fn vma_pgoff(vma: &VmaNew) -> usize {

@@ -46,7 +46,9 @@ pub const RING_KIB_MIN: u32 = 4;
 /// Largest ring size in KiB (16 MiB).
 pub const RING_KIB_MAX: u32 = 16 * 1024;
 
-/// Overflow policy `block`: writers wait for the slowest subscriber; nothing is lost.
+/// Overflow policy `block`: writers wait for the slowest subscriber; nothing is lost, unless
+/// the channel has a stall limit (`stall_ms`) and a subscriber holds writers back that long:
+/// then it is dropped to an overrun.
 pub const POLICY_BLOCK: u32 = 0;
 /// Overflow policy `overwrite`: writers never wait; lapped subscribers lose the oldest
 /// messages and are told so (`EPIPE` once, then the exact count by ioctl and in fdinfo).
@@ -168,10 +170,11 @@ pub struct ChannelStats {
     pub messages: u64,
     /// Payload bytes written.
     pub bytes: u64,
-    /// Overruns: times a subscriber fell a whole ring behind (overwrite policy); each is
-    /// reported to it by one `EPIPE`.
+    /// Overruns: times a subscriber fell a whole ring behind (overwrite policy) or was dropped
+    /// for stalling writers (block policy with a stall limit); each is reported to it by one
+    /// `EPIPE`.
     pub overruns: u64,
-    /// Messages lost by subscribers in total (overwrite policy).
+    /// Messages lost by subscribers in total (in overruns).
     pub lost: u64,
     /// Writes that had to wait for room (block policy).
     pub blocked_writes: u64,

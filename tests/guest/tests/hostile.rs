@@ -19,16 +19,35 @@ const RD: OFlags = OFlags::RDONLY.union(OFlags::NONBLOCK);
 fn a_sleeping_reader_wakes_even_behind_an_exclusive_epoll_waiter() {
     require_guest();
     let ch = TestChannel::new("hexcl", &[]);
+    let exclusive = epoll::EventFlags::IN | epoll::EventFlags::ET | epoll::EventFlags::EXCLUSIVE;
+    // Two subscribers polled with EPOLLEXCLUSIVE, each through an epoll of its own, registered
+    // first, so their entries would be ahead of the reader's sleep.
     let polled = open_path(&ch.path, RD).unwrap();
-    let ep = epoll::create(epoll::CreateFlags::CLOEXEC).unwrap();
-    // Registered first, so its exclusive entry would be ahead of the reader's sleep.
-    epoll::add(
-        &ep,
-        &polled,
-        epoll::EventData::new_u64(1),
-        epoll::EventFlags::IN | epoll::EventFlags::ET | epoll::EventFlags::EXCLUSIVE,
-    )
-    .unwrap();
+    let ep = Arc::new(epoll::create(epoll::CreateFlags::CLOEXEC).unwrap());
+    epoll::add(&*ep, &polled, epoll::EventData::new_u64(1), exclusive).unwrap();
+    let polled2 = open_path(&ch.path, RD).unwrap();
+    let ep2 = epoll::create(epoll::CreateFlags::CLOEXEC).unwrap();
+    epoll::add(&ep2, &polled2, epoll::EventData::new_u64(2), exclusive).unwrap();
+    // A thread waits in the first epoll: its entry then takes a wake-up with one exclusive
+    // slot, and the second subscriber's would never be called.
+    let (tx, rx) = mpsc::channel();
+    let mut waiter = Some({
+        let ep = ep.clone();
+        std::thread::spawn(move || {
+            tx.send(gettid()).unwrap();
+            let mut events = Vec::with_capacity(4);
+            let patience = rustix::event::Timespec {
+                tv_sec: PATIENCE.as_secs() as i64,
+                tv_nsec: 0,
+            };
+            epoll::wait(
+                &*ep,
+                rustix::buffer::spare_capacity(&mut events),
+                Some(&patience),
+            )
+        })
+    });
+    wait_asleep(rx.recv().unwrap());
     let w = open_path(&ch.path, OFlags::WRONLY).unwrap();
     for round in 0..3 {
         let mut child = spawn_sh(&format!(
@@ -46,15 +65,26 @@ fn a_sleeping_reader_wakes_even_behind_an_exclusive_epoll_waiter() {
             msg,
             "a reader asleep in read() missed the wake-up (round {round})"
         );
+        if let Some(waiter) = waiter.take() {
+            // The first write woke both exclusive pollers.
+            assert_eq!(waiter.join().unwrap(), Ok(1), "the epoll waiter slept on");
+            let now = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            let mut events = Vec::with_capacity(4);
+            let n = epoll::wait(
+                &ep2,
+                rustix::buffer::spare_capacity(&mut events),
+                Some(&now),
+            );
+            assert_eq!(
+                n,
+                Ok(1),
+                "the second EPOLLEXCLUSIVE subscriber was not woken"
+            );
+        }
     }
-    // The exclusive poller was woken as well (edge-triggered: once).
-    let mut events = Vec::with_capacity(4);
-    let now = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    let n = epoll::wait(&ep, rustix::buffer::spare_capacity(&mut events), Some(&now)).unwrap();
-    assert_eq!(n, 1, "the EPOLLEXCLUSIVE poller was not woken");
 }
 
 #[test]
@@ -90,7 +120,8 @@ fn only_the_owner_or_cap_sys_admin_changes_the_policy() {
     );
     assert_eq!(ch.get("policy"), "overwrite");
 
-    // A load-time channel: the owner of its node decides (here made writable by anyone).
+    // A load-time channel: only CAP_SYS_ADMIN, not the owner of a node (any node with its
+    // device number opens it, such as one a container runtime made).
     let node = "/dev/memchan1";
     let meta = std::fs::metadata(node).unwrap();
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -109,7 +140,7 @@ fn only_the_owner_or_cap_sys_admin_changes_the_policy() {
     };
     let stranger = set_as_nobody();
     std::os::unix::fs::chown(node, Some(65534), None).unwrap();
-    let owner = set_as_nobody();
+    let node_owner = set_as_nobody();
     std::os::unix::fs::chown(node, Some(meta.uid()), Some(meta.gid())).unwrap();
     std::fs::set_permissions(node, meta.permissions()).unwrap();
     assert_eq!(
@@ -117,7 +148,11 @@ fn only_the_owner_or_cap_sys_admin_changes_the_policy() {
         Errno::PERM.raw_os_error(),
         "a stranger set the policy"
     );
-    assert_eq!(owner, 0, "the node's owner could not set the policy");
+    assert_eq!(
+        node_owner,
+        Errno::PERM.raw_os_error(),
+        "a node's owner set the policy"
+    );
 }
 
 /// Waits until thread `tid` sleeps (state `S` or `D`) and returns the state.
@@ -508,6 +543,26 @@ fn a_reader_that_stops_reading_stalls_block_writers_only_for_stall_ms() {
     let st = reader(&idle);
     assert!(st.lost >= 1 && st.lost <= sent, "lost {}", st.lost);
     assert!(stats(&idle).overruns >= 1);
+    // The dropped reader went on from the head: writers have the whole ring again, so the
+    // idle reader stalls them once more only after it fills up again.
+    let mut again = 0;
+    while send(&fill, &[7; 100]).is_ok() {
+        again += 1;
+    }
+    assert!(
+        again + 1 >= sent,
+        "only {again} of {sent} messages fit after the drop"
+    );
+    // Non-blocking writers see the same stall clock: EAGAIN until it runs out.
+    let t = Instant::now();
+    while send(&fill, &[7; 100]) == Err(Errno::AGAIN) {
+        assert!(
+            t.elapsed() < PATIENCE,
+            "non-blocking writers stalled for good"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(t.elapsed() >= Duration::from_millis(250));
     // Without a limit a writer waits as long as it takes (until a signal or a read).
     ch.set("stall_ms", "0");
     while send(&fill, &[7; 100]).is_ok() {}
