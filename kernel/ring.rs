@@ -120,6 +120,23 @@ struct Slot {
     pending_lost: u64,
 }
 
+impl Slot {
+    /// Moves this subscriber forward to `to`, losing the records it skips: counted in its
+    /// losses and the channel's `stats`, reported by one `EPIPE`. A new overrun unless one is
+    /// pending already (a reader that stays behind is lapped again on every write until it
+    /// reads, which extends the same overrun).
+    fn overrun_to(&mut self, to: Cursor, stats: &mut Stats) {
+        let lost = to.seq.wrapping_sub(self.cur.seq);
+        if self.pending_lost == 0 {
+            stats.overruns = stats.overruns.wrapping_add(1);
+        }
+        self.lost = self.lost.wrapping_add(lost);
+        self.pending_lost = self.pending_lost.wrapping_add(lost);
+        self.cur = to;
+        stats.lost = stats.lost.wrapping_add(lost);
+    }
+}
+
 /// Channel counters.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Stats {
@@ -436,14 +453,7 @@ impl<S: Storage> Ring<S> {
         let (head, size) = (self.head, self.size);
         for s in self.slots.iter_mut().filter(|s| s.active) {
             if head.pos.wrapping_sub(s.cur.pos).saturating_add(rsize) > size {
-                let lost = head.seq.wrapping_sub(s.cur.seq);
-                if s.pending_lost == 0 {
-                    self.stats.overruns = self.stats.overruns.wrapping_add(1);
-                }
-                s.lost = s.lost.wrapping_add(lost);
-                s.pending_lost = s.pending_lost.wrapping_add(lost);
-                s.cur = head;
-                self.stats.lost = self.stats.lost.wrapping_add(lost);
+                s.overrun_to(head, &mut self.stats);
             }
         }
         self.rescan();
@@ -517,16 +527,7 @@ impl<S: Storage> Ring<S> {
         }
         for s in self.slots.iter_mut().filter(|s| s.active) {
             if s.cur.seq < tail.seq {
-                let lost = tail.seq.wrapping_sub(s.cur.seq);
-                if s.pending_lost == 0 {
-                    // A new overrun (one `EPIPE`); a reader that stays behind is lapped again
-                    // on every write until it reads, which extends the same overrun.
-                    self.stats.overruns = self.stats.overruns.wrapping_add(1);
-                }
-                s.lost = s.lost.wrapping_add(lost);
-                s.pending_lost = s.pending_lost.wrapping_add(lost);
-                s.cur = tail;
-                self.stats.lost = self.stats.lost.wrapping_add(lost);
+                s.overrun_to(tail, &mut self.stats);
             }
         }
         self.rescan();
