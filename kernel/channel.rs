@@ -177,6 +177,9 @@ pub(crate) struct Channel {
     stall_ms: Atomic<u32>,
     /// Most subscribers one user may have (0: no limit but `max_readers`).
     readers_per_user: Atomic<u32>,
+    /// The policy (`abi::POLICY_*`), a copy of the ring's for readers that must not take the
+    /// ring lock (sysfs); stored under the lock.
+    policy_now: Atomic<u32>,
 }
 
 /// Whom to wake after records were published: see [`Channel::wake_readers`].
@@ -222,6 +225,7 @@ impl Channel {
                 closed: Atomic::new(0),
                 stall_ms: Atomic::new(cfg.stall_ms),
                 readers_per_user: Atomic::new(cfg.readers_per_user),
+                policy_now: Atomic::new(cfg.policy.to_abi()),
             }),
             GFP_KERNEL,
         )
@@ -387,9 +391,14 @@ impl Channel {
 
     /// Registers a file that user `uid` opens: a subscriber slot if it reads (`ENOSPC` if
     /// none is free, or the user has its share already), a writer count if it writes.
+    /// `ENODEV` once the channel is closed (an open racing the removal of its node).
     pub(crate) fn attach(&self, read: bool, write: bool, uid: u32) -> Result<Option<usize>> {
         let per_user = self.readers_per_user.load(Relaxed) as usize;
         let mut ring = self.ring.lock();
+        // `close` sets the flag under this lock: no file attaches after it.
+        if self.is_closed() {
+            return Err(ENODEV);
+        }
         let slot = if read { Some(ring.subscribe(uid, per_user)?) } else { None };
         if write {
             ring.writers = ring.writers.wrapping_add(1);
@@ -782,14 +791,27 @@ impl Channel {
 
     /// `MEMCHAN_IOC_SET_POLICY`.
     pub(crate) fn set_policy(&self, policy: Policy) {
-        self.ring.lock().policy = policy;
+        let mut ring = self.ring.lock();
+        ring.policy = policy;
+        self.policy_now.store(policy.to_abi(), Relaxed);
+        drop(ring);
         // Writers blocked under `block` may proceed under `overwrite`.
         self.writable.notify_all();
     }
 
-    /// The policy's name (for fdinfo).
+    /// The policy, without taking the ring lock (a change may be under way).
     pub(crate) fn policy(&self) -> Policy {
-        self.ring.lock().policy
+        Policy::from_abi(self.policy_now.load(Relaxed)).unwrap_or(self.cfg.policy)
+    }
+
+    /// Ring size in bytes.
+    pub(crate) fn ring_bytes(&self) -> u64 {
+        self.cfg.ring_bytes
+    }
+
+    /// Length of the whole mapping.
+    pub(crate) fn mmap_bytes(&self) -> u64 {
+        self.pages.mmap_bytes()
     }
 
     /// Index of this channel.

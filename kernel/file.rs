@@ -217,7 +217,7 @@ impl MiscDevice for MemchanFile {
             O_WRONLY => 2,
             _ => 6,
         };
-        dev.check_access(file, want)?;
+        let owner = dev.admit(file, want)?;
         let chan = dev.channel().clone();
         let slot = chan.attach(read, write, sys::opener_fsuid(file))?;
         let owned = chan.clone();
@@ -226,7 +226,7 @@ impl MiscDevice for MemchanFile {
                 chan: owned,
                 slot,
                 writer: write,
-                owner: dev.is_owner(file),
+                owner,
                 record_mode: Atomic::new(0),
                 polled: Atomic::new(0),
                 bbuf <- new_mutex!(KVVec::new(), "memchan::bbuf"),

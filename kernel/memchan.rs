@@ -36,13 +36,15 @@ use kernel::{
     fs::File,
     page::PAGE_SIZE,
     prelude::*,
+    new_spinlock,
     str::CString,
     sync::{
         atomic::{
             Atomic,
             Relaxed, //
         },
-        Arc, //
+        Arc,
+        SpinLock, //
     }, //
 };
 
@@ -114,13 +116,14 @@ const _: () = {
 
 /// Who may open a named channel: owner, group and permission bits, checked by `open` like a
 /// file's (the device node of a named channel is created `0666`; these are the real gate).
+#[derive(Clone, Copy)]
 pub(crate) struct Access {
     /// Owning user id.
-    pub(crate) uid: Atomic<u32>,
+    pub(crate) uid: u32,
     /// Owning group id.
-    pub(crate) gid: Atomic<u32>,
+    pub(crate) gid: u32,
     /// Permission bits (`0o777` at most; only the read and write bits matter).
-    pub(crate) mode: Atomic<u32>,
+    pub(crate) mode: u32,
 }
 
 /// One channel exposed as a misc device node.
@@ -132,26 +135,41 @@ pub(crate) struct ChannelDev {
     reg: sys::Registration,
     /// The channel state; every open file holds a reference of its own.
     chan: Arc<Channel>,
-    /// Access rule checked at open (named channels); `None`: the node's permissions alone.
-    access: Option<Access>,
+    /// Access rule checked at open (named channels); `None`: the node's permissions alone. A
+    /// spinlock, so that `open` sees the three values of one configfs update, never a mix.
+    #[pin]
+    access: SpinLock<Option<Access>>,
+    /// Whether dropping the device closes the channel (see [`ChannelDev::retire`]).
+    close_on_drop: Atomic<bool>,
 }
 
 impl ChannelDev {
-    /// Creates the channel and registers its device node `/dev/<name>` (node permission bits
-    /// `mode`, 0 for the default).
+    /// Registers the device node `/dev/<name>` of `chan` (node permission bits `mode`, 0 for
+    /// the default).
     pub(crate) fn new(
         name: CString,
         mode: u16,
-        cfg: ChannelConfig,
+        chan: Arc<Channel>,
         access: Option<Access>,
     ) -> impl PinInit<Self, Error> {
         // The registration is initialised last: once it succeeds, `open` may run at once and
         // must find `chan` ready.
         try_pin_init!(Self {
-            chan: Channel::new(cfg)?,
-            access,
+            chan,
+            access <- new_spinlock!(access, "memchan::access"),
+            close_on_drop: Atomic::new(true),
             reg <- sys::Registration::new(name, mode),
         })
+    }
+
+    /// Removes the device node but keeps the channel open, handing it back. Once this returns,
+    /// every `open` of the node has finished (`misc_deregister` waits for them), so the
+    /// channel's users are all known.
+    pub(crate) fn retire(dev: Pin<KBox<Self>>) -> Arc<Channel> {
+        dev.close_on_drop.store(false, Relaxed);
+        let chan = dev.chan.clone();
+        drop(dev);
+        chan
     }
 
     /// The channel of this device.
@@ -159,33 +177,31 @@ impl ChannelDev {
         &self.chan
     }
 
-    /// The access rule, for a named channel.
-    pub(crate) fn access(&self) -> Option<&Access> {
-        self.access.as_ref()
+    /// The access rule now, for a named channel.
+    fn access(&self) -> Option<Access> {
+        *self.access.lock()
     }
 
-    /// Whether the opener of `file` owns the channel: the owner of a named channel (its `uid`
-    /// attribute) at open time. A load-time channel has no owner but root: the owner of a node
-    /// says nothing (any node with its device number opens it, such as one a container runtime
-    /// made). Owners and holders of `CAP_SYS_ADMIN` change a channel's policy.
-    pub(crate) fn is_owner(&self, file: &File) -> bool {
-        self.access.as_ref().is_some_and(|a| sys::opener_fsuid(file) == a.uid.load(Relaxed))
+    /// Changes the access rule of a named channel (no effect on a load-time channel's).
+    pub(crate) fn change_access(&self, change: impl FnOnce(&mut Access)) {
+        let mut access = self.access.lock();
+        if let Some(a) = Option::as_mut(&mut *access) {
+            change(a);
+        }
     }
 
-    /// `EACCES` unless the opener of `file` may read (`want` 4), write (2) or both.
-    pub(crate) fn check_access(&self, file: &File, want: u32) -> Result {
-        match &self.access {
-            Some(a) if !sys::permits(
-                file,
-                a.uid.load(Relaxed),
-                a.gid.load(Relaxed),
-                a.mode.load(Relaxed),
-                want,
-            ) =>
-            {
-                Err(EACCES)
-            }
-            _ => Ok(()),
+    /// `EACCES` unless the opener of `file` may read (`want` 4), write (2) or both; else
+    /// whether the opener owns the channel, both decided by one snapshot of the access rule.
+    ///
+    /// Owning is being the owner of a named channel (its `uid` attribute) at open time. A
+    /// load-time channel has no owner but root: the owner of a node says nothing (any node with
+    /// its device number opens it, such as one a container runtime made). Owners and holders
+    /// of `CAP_SYS_ADMIN` change a channel's policy.
+    pub(crate) fn admit(&self, file: &File, want: u32) -> Result<bool> {
+        match self.access() {
+            Some(a) if !sys::permits(file, a.uid, a.gid, a.mode, want) => Err(EACCES),
+            Some(a) => Ok(sys::opener_fsuid(file) == a.uid),
+            None => Ok(false),
         }
     }
 }
@@ -194,7 +210,9 @@ impl ChannelDev {
 impl PinnedDrop for ChannelDev {
     fn drop(self: Pin<&mut Self>) {
         // Files still open on the channel see it removed (end of file, `POLLHUP`, `ENODEV`).
-        self.chan.close();
+        if self.close_on_drop.load(Relaxed) {
+            self.chan.close();
+        }
     }
 }
 
@@ -271,7 +289,8 @@ fn devices(channels: u32, cfg: ChannelConfig) -> Result<KVec<Pin<KBox<ChannelDev
     for (index, name) in (0..channels).zip(NAMES.iter()) {
         // On error, `devs` is dropped: the channels created so far are removed again.
         let dev = CString::try_from(*name).map_err(Error::from).and_then(|owned| {
-            KBox::pin_init(ChannelDev::new(owned, 0, ChannelConfig { index, ..cfg }, None), GFP_KERNEL)
+            let chan = Channel::new(ChannelConfig { index, ..cfg })?;
+            KBox::pin_init(ChannelDev::new(owned, 0, chan, None), GFP_KERNEL)
         });
         let dev = dev.inspect_err(|e| pr_err!("creating /dev/{name:?}: error {}\n", e.to_errno()))?;
         devs.push(dev, GFP_KERNEL)?;

@@ -20,8 +20,8 @@
 //! - `rmdir` removes the channel: its node disappears and no new open succeeds. Files still
 //!   open keep the channel's memory alive; they read what is left for them and then end of
 //!   file, `poll` reports `POLLHUP`, writes fail with `ENODEV`, and mappings stay readable until
-//!   unmapped. (configfs removes the directory when no one holds one of its attribute files
-//!   open; that is when the node goes.)
+//!   unmapped. The name is free again at once, also while someone holds one of the old
+//!   directory's attribute files open (configfs fails their reads and writes with `ENOENT`).
 //! - While named channels exist, the module cannot be unloaded (configfs holds a reference).
 
 use core::fmt::Write;
@@ -41,13 +41,17 @@ use kernel::{
             Atomic,
             Relaxed, //
         },
+        Arc,
         Mutex, //
     }, //
 };
 
 use crate::{
     abi,
-    channel::ChannelConfig,
+    channel::{
+        Channel,
+        ChannelConfig, //
+    },
     ring::Policy,
     Access,
     ChannelDev, //
@@ -165,17 +169,15 @@ impl Drop for Slot {
 struct State {
     /// Sizes, index and (initial) policy of the channel.
     cfg: ChannelConfig,
-    /// Owner.
-    uid: u32,
-    /// Group.
-    gid: u32,
-    /// Permission bits.
-    mode: u32,
+    /// Who may open it.
+    access: Access,
     /// The device; `None` only if re-creating it failed (a later write retries).
     dev: Option<Pin<KBox<ChannelDev>>>,
 }
 
-/// One named channel: the data of `/sys/kernel/config/memchan/<name>`.
+/// One named channel: the data of `/sys/kernel/config/memchan/<name>`. configfs drops it when
+/// the directory is removed (an open attribute file holds no reference to it), and with it
+/// the device.
 #[pin_data]
 pub(crate) struct NamedChannel {
     /// The device name, `memchan-<name>`.
@@ -193,7 +195,8 @@ impl NamedChannel {
         let slot = Slot::take()?;
         let dev_name = CString::try_from_fmt(fmt!("memchan-{}", name.to_str().map_err(|_| EINVAL)?))?;
         let cfg = ChannelConfig { index: NEXT_INDEX.fetch_add(1, Relaxed), ..defaults };
-        let mut state = State { cfg, uid: 0, gid: 0, mode: DEFAULT_MODE, dev: None };
+        let access = Access { uid: 0, gid: 0, mode: DEFAULT_MODE };
+        let mut state = State { cfg, access, dev: None };
         state.dev = Some(state.device(&dev_name)?);
         Ok(try_pin_init!(Self {
             dev_name,
@@ -223,8 +226,26 @@ impl NamedChannel {
         if st.dev.as_ref().is_some_and(|d| !d.channel().is_idle()) {
             return Err(EBUSY);
         }
-        // A device name can be registered once: the old node goes first.
-        st.dev = None;
+        // A device name can be registered once: the old node goes first. An `open` may have
+        // found it after the check above; once the node is gone, every such open has attached,
+        // so the check is repeated: a channel that was opened meanwhile stays as it is.
+        if let Some(old) = st.dev.take() {
+            let chan = ChannelDev::retire(old);
+            if !chan.is_idle() {
+                return match st.device_of(&self.dev_name, chan.clone()) {
+                    Ok(back) => {
+                        st.dev = Some(back);
+                        Err(EBUSY)
+                    }
+                    Err(e) => {
+                        // The node is gone for good (a later size write retries it).
+                        chan.close();
+                        Err(e)
+                    }
+                };
+            }
+            chan.close();
+        }
         st.cfg = cfg;
         match st.device(&self.dev_name) {
             Ok(dev) => {
@@ -241,16 +262,11 @@ impl NamedChannel {
     }
 
     /// Sets one of the access fields to `v` (and the live device's copy).
-    fn set_access(
-        &self,
-        v: u32,
-        field: fn(&mut State) -> &mut u32,
-        live: fn(&Access) -> &Atomic<u32>,
-    ) -> Result {
+    fn set_access(&self, v: u32, field: fn(&mut Access) -> &mut u32) -> Result {
         let mut st = self.state.lock();
-        *field(&mut st) = v;
-        if let Some(a) = st.dev.as_ref().and_then(|d| d.access()) {
-            live(a).store(v, Relaxed);
+        *field(&mut st.access) = v;
+        if let Some(d) = st.dev.as_ref() {
+            d.change_access(|a| *field(a) = v);
         }
         Ok(())
     }
@@ -259,13 +275,13 @@ impl NamedChannel {
 impl State {
     /// Registers a device for this configuration under `name`.
     fn device(&self, name: &CStr) -> Result<Pin<KBox<ChannelDev>>> {
-        let access = Access {
-            uid: Atomic::new(self.uid),
-            gid: Atomic::new(self.gid),
-            mode: Atomic::new(self.mode),
-        };
+        self.device_of(name, Channel::new(self.cfg)?)
+    }
+
+    /// Registers a device for `chan` under `name`, with this configuration's access rule.
+    fn device_of(&self, name: &CStr, chan: Arc<Channel>) -> Result<Pin<KBox<ChannelDev>>> {
         KBox::pin_init(
-            ChannelDev::new(CString::try_from(name)?, NODE_MODE, self.cfg, Some(access)),
+            ChannelDev::new(CString::try_from(name)?, NODE_MODE, chan, Some(self.access)),
             GFP_KERNEL,
         )
     }
@@ -384,11 +400,11 @@ impl configfs::AttributeOperations<5> for NamedChannel {
 
     /// `uid`: owning user id.
     fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        emit(page, fmt!("{}\n", c.state.lock().uid))
+        emit(page, fmt!("{}\n", c.state.lock().access.uid))
     }
 
     fn store(c: &NamedChannel, page: &[u8]) -> Result {
-        c.set_access(parse_u32(page)?, |s| &mut s.uid, |a| &a.uid)
+        c.set_access(parse_u32(page)?, |a| &mut a.uid)
     }
 }
 
@@ -398,11 +414,11 @@ impl configfs::AttributeOperations<6> for NamedChannel {
 
     /// `gid`: owning group id.
     fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        emit(page, fmt!("{}\n", c.state.lock().gid))
+        emit(page, fmt!("{}\n", c.state.lock().access.gid))
     }
 
     fn store(c: &NamedChannel, page: &[u8]) -> Result {
-        c.set_access(parse_u32(page)?, |s| &mut s.gid, |a| &a.gid)
+        c.set_access(parse_u32(page)?, |a| &mut a.gid)
     }
 }
 
@@ -412,11 +428,11 @@ impl configfs::AttributeOperations<7> for NamedChannel {
 
     /// `mode`: permission bits, octal.
     fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        emit(page, fmt!("{:04o}\n", c.state.lock().mode))
+        emit(page, fmt!("{:04o}\n", c.state.lock().access.mode))
     }
 
     fn store(c: &NamedChannel, page: &[u8]) -> Result {
-        c.set_access(parse_mode(page)?, |s| &mut s.mode, |a| &a.mode)
+        c.set_access(parse_mode(page)?, |a| &mut a.mode)
     }
 }
 

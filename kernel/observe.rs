@@ -18,41 +18,52 @@ use kernel::{
 
 use crate::ChannelDev;
 
-/// The attribute names.
-pub(crate) const ATTRS: [&CStr; 16] = [
-    c"policy",
-    c"ring_bytes",
-    c"msg_max",
-    c"max_readers",
-    c"subscribers",
-    c"writers",
-    c"oldest_seq",
-    c"next_seq",
-    c"messages",
-    c"bytes",
-    c"overruns",
-    c"lost",
-    c"blocked_writes",
-    c"delivered",
-    c"index",
-    c"mmap_bytes",
+/// The attributes and their permission bits. The configuration is public (as in configfs);
+/// the traffic counters are root's alone: a channel's activity is information about the users
+/// of a channel that the reader may not be allowed to open, and reading the counters takes the
+/// ring lock, which no one without access should contend for. Users with access to a channel
+/// read the same counters with `MEMCHAN_IOC_INFO`/`MEMCHAN_IOC_STATS`.
+pub(crate) const ATTRS: [(&CStr, u16); 16] = [
+    (c"policy", PUBLIC),
+    (c"ring_bytes", PUBLIC),
+    (c"msg_max", PUBLIC),
+    (c"max_readers", PUBLIC),
+    (c"subscribers", ROOT),
+    (c"writers", ROOT),
+    (c"oldest_seq", ROOT),
+    (c"next_seq", ROOT),
+    (c"messages", ROOT),
+    (c"bytes", ROOT),
+    (c"overruns", ROOT),
+    (c"lost", ROOT),
+    (c"blocked_writes", ROOT),
+    (c"delivered", ROOT),
+    (c"index", PUBLIC),
+    (c"mmap_bytes", PUBLIC),
 ];
+
+/// Readable by anyone.
+const PUBLIC: u16 = 0o444;
+/// Readable by root.
+const ROOT: u16 = 0o400;
 
 /// Formats attribute `name` of `dev` into `out` (a line of text), returning its length.
 pub(crate) fn show(dev: &ChannelDev, name: &CStr, out: &mut [u8]) -> Result<usize> {
     let chan = dev.channel();
     let mut f = Formatter::new(out);
     let res = match name.to_bytes() {
+        // The configuration, without the ring lock.
         b"policy" => writeln!(f, "{}", chan.policy().name()),
         b"max_readers" => writeln!(f, "{}", chan.max_readers()),
         b"index" => writeln!(f, "{}", chan.index()),
+        b"ring_bytes" => writeln!(f, "{}", chan.ring_bytes()),
+        b"mmap_bytes" => writeln!(f, "{}", chan.mmap_bytes()),
+        b"msg_max" => writeln!(f, "{}", chan.msg_max()),
+        // The counters (root only), one consistent snapshot each.
         stat => {
             let info = chan.info();
             let stats = chan.stats();
             let value = match stat {
-                b"ring_bytes" => info.ring_bytes,
-                b"mmap_bytes" => info.mmap_bytes,
-                b"msg_max" => info.msg_max.into(),
                 b"subscribers" => info.subscribers.into(),
                 b"writers" => info.writers.into(),
                 b"oldest_seq" => info.oldest_seq,

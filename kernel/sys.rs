@@ -215,11 +215,11 @@ impl Sysfs {
     }
 }
 
-/// A read-only device attribute shown by [`sysfs_show`].
-const fn attribute(name: &'static CStr) -> bindings::device_attribute {
+/// A read-only device attribute (permission bits `mode`) shown by [`sysfs_show`].
+const fn attribute((name, mode): (&'static CStr, u16)) -> bindings::device_attribute {
     let mut a: bindings::device_attribute = pin_init::zeroed();
     a.attr.name = kernel::str::as_char_ptr_in_const_context(name);
-    a.attr.mode = 0o444;
+    a.attr.mode = mode;
     a.__bindgen_anon_1.show = Some(sysfs_show);
     a
 }
@@ -227,7 +227,7 @@ const fn attribute(name: &'static CStr) -> bindings::device_attribute {
 /// The attribute tables, built at compile time.
 static SYSFS: Sysfs = {
     let t: *mut SysfsTables = SYSFS.0.get();
-    let mut attrs = [attribute(c"x"); ATTRS];
+    let mut attrs = [attribute((c"x", 0)); ATTRS];
     let mut list = [core::ptr::null_mut(); ATTRS + 1];
     let mut i = 0;
     while i < ATTRS {

@@ -62,10 +62,10 @@ impl Handle {
 }
 
 /// Reads a channel's [`Info`] and [`Stats`] without keeping it open (for tools like
-/// `memchan info`): from sysfs (`/sys/class/misc/<device>/`), which needs no access to the
-/// channel; values are read one by one, not as one snapshot. With a module that does not
-/// publish them there, by opening the channel (needs read access; the short-lived subscriber
-/// this takes is not counted in the returned `subscribers`).
+/// `memchan info`): as root from sysfs (`/sys/class/misc/<device>/`), which needs no access
+/// to the channel; values are read one by one, not as one snapshot. Otherwise (not root, or a
+/// module that does not publish them there) by opening the channel (needs read access; the
+/// short-lived subscriber this takes is not counted in the returned `subscribers`).
 pub fn query(path: impl AsRef<Path>) -> Result<(Info, Stats)> {
     if let Some(found) = crate::named::sysfs_query(path.as_ref()) {
         return found;

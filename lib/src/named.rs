@@ -242,10 +242,15 @@ fn sysfs_dir(path: &Path) -> Option<PathBuf> {
 }
 
 /// Reads a channel's [`Info`] and [`Stats`] from sysfs, without opening it (so without
-/// becoming a subscriber, and without read access). Each value is read on its own: they are
-/// not one snapshot. `None` if the module does not publish them (an older version).
+/// becoming a subscriber, and without read access), as root: the counters are root's. Each
+/// value is read on its own: they are not one snapshot. `None` if the module does not publish
+/// them (an older version) or they are not ours to read.
 pub(crate) fn sysfs_query(path: &Path) -> Option<Result<(Info, Stats)>> {
     let d = sysfs_dir(path)?;
+    // The counters are root's: anyone else asks the channel itself (with its access rules).
+    if fs::File::open(d.join("messages")).is_err_and(|e| e.kind() == ErrorKind::PermissionDenied) {
+        return None;
+    }
     let read = |attr: &str| -> Result<String> {
         let p = d.join(attr);
         fs::read_to_string(&p)

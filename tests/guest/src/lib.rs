@@ -12,10 +12,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 mod ring_map;
+pub mod uffd;
 
 pub use ring_map::RingMap;
 use rustix::fs::{Mode, OFlags};
 pub use rustix::io::Errno;
+pub use uffd::Uffd;
 
 /// The default channel's node.
 pub const DEV: &str = memchan_abi::DEVICE_PATH;

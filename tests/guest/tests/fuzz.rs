@@ -3,14 +3,19 @@
 //! Random sequences of open (all flag combinations), read/write (sizes 0 to huge; valid, null,
 //! kernel, unaligned and partially unmapped buffers), ioctls (every memchan number, mangled
 //! ones, random ones; random arguments), mmap/mprotect/munmap/mremap, poll/epoll, fdinfo,
-//! dup/close, and fork/threads sharing descriptors. The kernel must not report anything (the
-//! log scanner checks), the fuzzer must not crash, and every channel must still work after.
+//! dup/close, and fork/threads sharing descriptors; exclusive epoll waiters left registered;
+//! several threads in `read`/`write`/`SEND_BATCH` on one descriptor while their buffers are
+//! unmapped and mapped again under them; buffers whose pages fault to a userfaultfd handler that
+//! answers late; policy flips while a mapped reader holds a record (which must then either stay
+//! as it was or be reported overwritten). The kernel must not report anything (the log scanner
+//! checks), the fuzzer must not crash, and every channel must still work after.
 //!
 //! `MEMCHAN_FUZZ_SEED` replays a run, `MEMCHAN_FUZZ_OPS` sets its length; the seed is printed
 //! first, so a failing run can always be replayed.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -29,48 +34,116 @@ const PATHS: [&str; 4] = [
 ];
 
 /// Memory the fuzzer passes to the kernel: a valid buffer whose last page is unmapped
-/// (`PROT_NONE`), so that "partially unmapped" buffers are easy to make.
+/// (`PROT_NONE`), so that "partially unmapped" buffers are easy to make; pages that a
+/// userfaultfd handler thread fills in late (if the kernel has userfaultfd); and pages that
+/// [`flip`] replaces, unmaps and protects while calls use them.
+#[derive(Clone, Copy)]
 struct Arena {
-    base: *mut u8,
+    base: usize,
     len: usize,
+    /// `UFFD_PAGES` pages registered with the userfaultfd (0: none).
+    uffd: usize,
+    /// `FLIP_PAGES` pages for [`flip`].
+    flip: usize,
 }
 
+const UFFD_PAGES: usize = 4;
+const FLIP_PAGES: usize = 2;
+
 impl Arena {
-    fn new() -> Self {
+    fn new(uffd: Option<&Uffd>) -> Self {
         let len = 64 * 4096;
-        // SAFETY: anonymous private mapping owned by the arena.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len + 4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED);
+        let base = uffd::map_anon(0, len + 4096);
         // SAFETY: our own mapping; the guard page becomes inaccessible.
-        unsafe { libc::mprotect(base.cast::<u8>().add(len).cast(), 4096, libc::PROT_NONE) };
+        unsafe { libc::mprotect((base + len) as *mut libc::c_void, 4096, libc::PROT_NONE) };
+        let flip = uffd::map_anon(0, FLIP_PAGES * 4096);
+        let uffd = uffd.map_or(0, |u| {
+            let p = uffd::map_anon(0, UFFD_PAGES * 4096);
+            u.register(p, UFFD_PAGES * 4096);
+            p
+        });
         Self {
-            base: base.cast(),
+            base,
             len,
+            uffd,
+            flip,
         }
     }
 
-    /// A pointer for a buffer of `size` bytes: valid, null, small, kernel, unaligned, or
-    /// running into the guard page.
+    /// A pointer for a buffer of `size` bytes: valid, null, small, kernel, unaligned, running
+    /// into the guard page, in the userfaultfd pages or in the flipped ones.
     fn pointer(&self, rng: &mut fastrand::Rng, size: usize) -> usize {
-        let base = self.base as usize;
-        match rng.u8(0..10) {
+        let base = self.base;
+        match rng.u8(0..12) {
             0 => 0,
             1 => 8,
             2 => 0xffff_8880_0000_0000,
             3 => usize::MAX - 64,
             4 => base + self.len - size.min(self.len) / 2 - 1, // crosses into the guard page
             5 => base + 1,                                     // unaligned
+            6 if self.uffd != 0 => self.uffd + rng.usize(0..UFFD_PAGES * 4096),
+            7 => self.flip + rng.usize(0..FLIP_PAGES * 4096),
             _ => base + rng.usize(0..64) * 8,
         }
+    }
+}
+
+/// Changes the flipped pages under whoever uses them: fresh pages, no pages, or no access.
+fn flip(rng: &mut fastrand::Rng, arena: &Arena) {
+    let len = FLIP_PAGES * 4096;
+    match rng.u8(0..3) {
+        0 => {
+            uffd::map_anon(arena.flip, len);
+        }
+        1 => {
+            // SAFETY: the flipped pages are only ever passed to system calls, never referenced.
+            unsafe { libc::munmap(arena.flip as *mut libc::c_void, len) };
+        }
+        _ => {
+            // SAFETY: as above; a missing range is ENOMEM, which is fine.
+            unsafe { libc::mprotect(arena.flip as *mut libc::c_void, len, libc::PROT_READ) };
+        }
+    }
+}
+
+/// A read, write, `SEND_BATCH` or `FIONREAD` on `fd`, from one of several threads sharing it.
+fn same_fd_call(rng: &mut fastrand::Rng, fd: i32, arena: &Arena) {
+    let size = sizes(rng).min(2 * abi::SEND_BATCH_MAX as usize);
+    let p = arena.pointer(rng, size);
+    // SAFETY: the kernel must validate buffers and arguments; that is what is tested.
+    unsafe {
+        match rng.u8(0..4) {
+            0 => {
+                libc::read(fd, p as *mut libc::c_void, size);
+            }
+            1 => {
+                libc::write(fd, p as *const libc::c_void, size.min(8192));
+            }
+            2 => {
+                let req = abi::SendBatch {
+                    data: p as u64,
+                    len: size as u64,
+                };
+                libc::ioctl(fd, abi::IOC_SEND_BATCH as _, &req as *const abi::SendBatch);
+            }
+            _ => {
+                let mut n = 0i32;
+                libc::ioctl(fd, libc::FIONREAD as _, &mut n as *mut i32);
+            }
+        }
+    }
+}
+
+/// Writes valid batch records (payloads of 8 bytes) into the arena, so that `SEND_BATCH` from
+/// it sends something rather than only failing.
+fn seed_batches(arena: &Arena) {
+    let rec = abi::record_size(8) as usize;
+    for at in (0..arena.len / 2).step_by(rec) {
+        let len = 8u32.to_ne_bytes();
+        // SAFETY: inside the arena's valid part; nothing holds a reference to it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(len.as_ptr(), (arena.base + at + 16) as *mut u8, 4)
+        };
     }
 }
 
@@ -159,7 +232,7 @@ fn op(
         fds.get(rng.usize(0..fds.len().max(1)))
             .map_or(-1, |f| f.as_raw_fd())
     };
-    match rng.u8(0..20) {
+    match rng.u8(0..25) {
         0 | 1 if fds.len() < 64 => {
             let path = *rng.choice(&PATHS).unwrap();
             let mut flags = rng.u32(0..4) as i32; // O_RDONLY, O_WRONLY, O_RDWR, and the invalid 3
@@ -340,19 +413,32 @@ fn op(
             ("poll", err(r as _))
         }
         14 => {
-            // SAFETY: epoll on our descriptors, zero timeout.
-            let r = unsafe {
-                let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
-                let mut ev = libc::epoll_event {
-                    events: rng.u32(..),
-                    u64: 1,
-                };
-                libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd(fds, rng), &mut ev);
+            // An epoll instance watching one of our descriptors, often as an exclusive waiter,
+            // kept among the descriptors (so its registration stays while reads, writes and
+            // other waiters come and go), or a short wait on one of them.
+            let target = fd(fds, rng);
+            if rng.bool() || fds.len() >= 64 {
                 let mut out = [libc::epoll_event { events: 0, u64: 0 }; 4];
-                let r = libc::epoll_wait(ep, out.as_mut_ptr(), 4, 0);
-                libc::close(ep);
-                r
+                let ms = if ctx.may_block { rng.i32(0..3) } else { 0 };
+                // SAFETY: epoll_wait into a local array (EINVAL on a descriptor not epoll's).
+                let r = unsafe { libc::epoll_wait(target, out.as_mut_ptr(), 4, ms) };
+                return ("epoll_wait", err(r as _));
+            }
+            let events = match rng.u8(0..3) {
+                0 => rng.u32(..),
+                1 => (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
+                _ => (libc::EPOLLIN | libc::EPOLLET | libc::EPOLLEXCLUSIVE) as u32,
             };
+            // SAFETY: a new epoll descriptor, owned below.
+            let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+            assert!(ep >= 0, "epoll_create1: {}", last_errno());
+            // SAFETY: a descriptor we just made and now own.
+            let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+            let mut ev = libc::epoll_event { events, u64: 1 };
+            // SAFETY: epoll_ctl with a valid event.
+            let r =
+                unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, target, &mut ev) };
+            fds.push(ep);
             ("epoll", err(r as _))
         }
         15 => {
@@ -408,12 +494,8 @@ fn op(
             // A thread shares the descriptor table and runs ops concurrently with ours.
             let seed = rng.u64(..);
             let mut tfds: Vec<OwnedFd> = fds.iter().filter_map(|f| f.try_clone().ok()).collect();
-            let arena_ptr = (arena.base as usize, arena.len);
+            let tarena = *arena;
             let t = std::thread::spawn(move || {
-                let arena = Arena {
-                    base: arena_ptr.0 as *mut u8,
-                    len: arena_ptr.1,
-                };
                 let mut trng = fastrand::Rng::with_seed(seed);
                 let mut tmaps = Vec::new();
                 for _ in 0..50 {
@@ -421,7 +503,7 @@ fn op(
                         &mut trng,
                         &mut tfds,
                         &mut tmaps,
-                        &arena,
+                        &tarena,
                         Ctx {
                             nested: true,
                             may_block: false,
@@ -448,6 +530,97 @@ fn op(
             t.join().expect("fuzz thread panicked");
             ("thread", 0)
         }
+        19 if !ctx.nested && !fds.is_empty() => {
+            // Several threads in read/write/SEND_BATCH/FIONREAD on one descriptor, while this
+            // thread changes the flipped pages under them and interrupts whoever is blocked.
+            let f = fd(fds, rng);
+            let arena = *arena;
+            let crowd: Vec<_> = (0..3)
+                .map(|_| {
+                    let mut trng = fastrand::Rng::with_seed(rng.u64(..));
+                    std::thread::spawn(move || {
+                        for _ in 0..8 {
+                            same_fd_call(&mut trng, f, &arena);
+                        }
+                    })
+                })
+                .collect();
+            while crowd.iter().any(|t| !t.is_finished()) {
+                flip(rng, &arena);
+                std::thread::sleep(Duration::from_micros(rng.u64(0..3000)));
+                for t in crowd.iter().filter(|t| !t.is_finished()) {
+                    // SAFETY: the thread is not joined yet, so its handle is valid.
+                    unsafe { libc::pthread_kill(t.as_pthread_t(), libc::SIGALRM) };
+                }
+            }
+            for t in crowd {
+                t.join().expect("fuzz thread panicked");
+            }
+            ("crowd", 0)
+        }
+        21 => {
+            // A mapped reader holds the record at its cursor while the policy flips and writers
+            // go on: the record must read the same afterwards, or be reported overwritten.
+            let path = *rng.choice(&PATHS).unwrap();
+            let (Ok(r), Ok(w)) = (
+                open_path(path, OFlags::RDONLY | OFlags::NONBLOCK),
+                open_path(path, OFlags::WRONLY | OFlags::NONBLOCK),
+            ) else {
+                return ("mapped", last_errno().raw_os_error());
+            };
+            let Ok(map) = RingMap::new(
+                &r,
+                info(&r).mmap_bytes as usize,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                0,
+            ) else {
+                return ("mapped", last_errno().raw_os_error());
+            };
+            for i in 0..rng.u8(1..8) {
+                let _ = send(&w, &[i; 100]);
+            }
+            let at = reader(&r);
+            let held = (at.cursor_seq < info(&r).head_seq)
+                .then(|| map.record(at.cursor_pos))
+                .flatten();
+            let policy = [abi::POLICY_BLOCK, abi::POLICY_OVERWRITE][rng.usize(0..2)];
+            let _ = ioctl(&w, abi::IOC_SET_POLICY, policy as usize);
+            for _ in 0..rng.u32(0..400) {
+                if send(&w, &[7; 200]).is_err() {
+                    break;
+                }
+            }
+            let _ = ioctl(&w, abi::IOC_SET_POLICY, (policy ^ 1) as usize);
+            if let Some((h, payload)) = held {
+                assert_eq!(
+                    h.seq, at.cursor_seq,
+                    "{path}: a held record with another seq"
+                );
+                if let Some(again) = map.record(at.cursor_pos) {
+                    assert_eq!(
+                        again,
+                        (h, payload),
+                        "{path}: a held record changed unreported"
+                    );
+                }
+            }
+            let next = at.cursor_seq + 1;
+            let r = ioctl(&r, abi::IOC_CONSUME, &next as *const u64 as usize);
+            ("mapped", errno_code(r))
+        }
+        22 if arena.uffd != 0 && !ctx.nested => {
+            // The userfaultfd pages go away and come back missing: faults again.
+            uffd::map_anon(arena.uffd, UFFD_PAGES * 4096);
+            UFFD.get()
+                .expect("the userfaultfd")
+                .register(arena.uffd, UFFD_PAGES * 4096);
+            ("uffd", 0)
+        }
+        23 => {
+            flip(rng, arena);
+            ("flip", 0)
+        }
         _ => {
             // Keep the channels flowing: back to overwrite on some writable fd.
             if let Some(f) = fds
@@ -468,12 +641,14 @@ static IN_CALL: AtomicU64 = AtomicU64::new(0);
 /// Set when the fuzzing is over: the watchdog exits.
 static DONE: AtomicBool = AtomicBool::new(false);
 static EPOCH: OnceLock<Instant> = OnceLock::new();
+/// The userfaultfd behind the arena's userfaultfd pages.
+static UFFD: OnceLock<Uffd> = OnceLock::new();
 
 fn now_ms() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
-/// Interrupts the fuzzing thread's blocking read/write after ~20 ms: a watchdog thread sends
+/// Interrupts the fuzzing thread's blocking read/write after ~5 ms: a watchdog thread sends
 /// it SIGALRM (handled without `SA_RESTART`, so the call fails with `EINTR`). The test kernel
 /// has no POSIX timers, and a process-wide signal could wake another thread anyway.
 fn start_watchdog() -> std::thread::JoinHandle<()> {
@@ -481,9 +656,9 @@ fn start_watchdog() -> std::thread::JoinHandle<()> {
     let target = unsafe { libc::pthread_self() } as usize;
     std::thread::spawn(move || {
         while !DONE.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(2));
             let since = IN_CALL.load(Ordering::Relaxed);
-            if since != 0 && now_ms().saturating_sub(since) > 20 {
+            if since != 0 && now_ms().saturating_sub(since) > 5 {
                 // SAFETY: the fuzzing thread outlives the watchdog (it joins it).
                 unsafe { libc::pthread_kill(target as libc::pthread_t, libc::SIGALRM) };
             }
@@ -514,7 +689,7 @@ fn fuzz_the_device_then_check_every_channel_still_works() {
     let ops: u64 = std::env::var("MEMCHAN_FUZZ_OPS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5000);
+        .unwrap_or(3000);
     println!("fuzz seed {seed} (replay: MEMCHAN_FUZZ_SEED={seed} MEMCHAN_FUZZ_OPS={ops})");
     // SAFETY: installing a no-op SIGALRM handler without SA_RESTART.
     unsafe {
@@ -524,7 +699,25 @@ fn fuzz_the_device_then_check_every_channel_still_works() {
     }
     let watchdog = start_watchdog();
     let mut rng = fastrand::Rng::with_seed(seed);
-    let arena = Arena::new();
+    let uffd = Uffd::new();
+    if uffd.is_none() {
+        println!("fuzz: no userfaultfd in this kernel: no userfaultfd-backed buffers");
+    }
+    let arena = Arena::new(uffd.as_ref());
+    seed_batches(&arena);
+    let handler = uffd.map(|u| {
+        let u = UFFD.get_or_init(|| u);
+        let mut hrng = fastrand::Rng::with_seed(seed ^ 1);
+        // Answers each fault late (up to 5 ms), as a slow FUSE server or a hostile handler.
+        std::thread::spawn(move || {
+            while !DONE.load(Ordering::Relaxed) {
+                if let Some(page) = u.next_fault(10) {
+                    std::thread::sleep(Duration::from_micros(hrng.u64(0..5000)));
+                    u.zeropage(page);
+                }
+            }
+        })
+    });
     let mut fds = Vec::new();
     let mut maps = Vec::new();
     let mut tally: BTreeMap<(&str, i32), u64> = BTreeMap::new();
@@ -541,6 +734,9 @@ fn fuzz_the_device_then_check_every_channel_still_works() {
     let elapsed = start.elapsed();
     DONE.store(true, Ordering::Relaxed);
     watchdog.join().unwrap();
+    if let Some(h) = handler {
+        h.join().unwrap();
+    }
     for m in maps {
         // SAFETY: our own mappings.
         unsafe { libc::munmap(m.ptr as *mut _, m.len) };

@@ -259,88 +259,21 @@ fn an_open_with_access_mode_3_neither_subscribes_nor_writes() {
     assert_eq!(raw, Errno::ACCESS.raw_os_error());
 }
 
-/// userfaultfd's ABI (`include/uapi/linux/userfaultfd.h`), what the test below needs.
-mod uffd {
-    /// `struct uffdio_api`.
-    #[repr(C)]
-    pub struct Api {
-        pub api: u64,
-        pub features: u64,
-        pub ioctls: u64,
-    }
-    /// `struct uffdio_range`.
-    #[repr(C)]
-    pub struct Range {
-        pub start: u64,
-        pub len: u64,
-    }
-    /// `struct uffdio_register`.
-    #[repr(C)]
-    pub struct Register {
-        pub range: Range,
-        pub mode: u64,
-        pub ioctls: u64,
-    }
-    /// `struct uffdio_zeropage`.
-    #[repr(C)]
-    pub struct Zeropage {
-        pub range: Range,
-        pub mode: u64,
-        pub zeropage: i64,
-    }
-    pub const API: u64 = 0xAA;
-    pub const IOC_API: u32 = 0xc018_aa3f;
-    pub const IOC_REGISTER: u32 = 0xc020_aa00;
-    pub const IOC_ZEROPAGE: u32 = 0xc020_aa04;
-    pub const REGISTER_MODE_MISSING: u64 = 1;
-    /// `sizeof(struct uffd_msg)`; the fault address is at byte 16.
-    pub const MSG_SIZE: usize = 32;
-}
-
 #[test]
 fn a_writer_stuck_in_a_userfaultfd_fault_holds_up_nobody_else() {
     require_guest();
     let ch = TestChannel::new("huffd", &[("ring_kib", "16384")]);
-    let page = 4096usize;
-    // SAFETY: raw system call with flags only.
-    let raw = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
-    if raw < 0 && last_errno() == Errno::NOSYS {
+    let page = uffd::PAGE;
+    let Some(uffd) = Uffd::new() else {
         skip(
             "a_writer_stuck_in_a_userfaultfd_fault_holds_up_nobody_else",
             "no userfaultfd in this kernel",
         );
         return;
-    }
-    assert!(raw >= 0, "userfaultfd: {}", last_errno());
-    // SAFETY: a new descriptor owned by nobody else.
-    let uffd = Arc::new(unsafe { OwnedFd::from_raw_fd(raw as i32) });
-    let mut api = uffd::Api {
-        api: uffd::API,
-        features: 0,
-        ioctls: 0,
     };
-    ioctl(&uffd, uffd::IOC_API, &mut api as *mut _ as usize).expect("UFFDIO_API");
-    // SAFETY: a new private anonymous mapping, unmapped at the end.
-    let buf = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            page,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(buf, libc::MAP_FAILED);
-    let mut reg = uffd::Register {
-        range: uffd::Range {
-            start: buf as u64,
-            len: page as u64,
-        },
-        mode: uffd::REGISTER_MODE_MISSING,
-        ioctls: 0,
-    };
-    ioctl(&uffd, uffd::IOC_REGISTER, &mut reg as *mut _ as usize).expect("UFFDIO_REGISTER");
+    let uffd = Arc::new(uffd);
+    let buf = uffd::map_anon(0, page);
+    uffd.register(buf, page);
 
     let stop = Arc::new(AtomicBool::new(false));
     let resolve = Arc::new(AtomicBool::new(true));
@@ -351,34 +284,14 @@ fn a_writer_stuck_in_a_userfaultfd_fault_holds_up_nobody_else() {
     threads.push({
         let (uffd, stop, resolve) = (uffd.clone(), stop.clone(), resolve.clone());
         std::thread::spawn(move || {
-            let mut pending: Option<u64> = None;
+            let mut pending = None;
             while !stop.load(Ordering::Relaxed) {
-                let mut fds = [rustix::event::PollFd::new(
-                    &*uffd,
-                    rustix::event::PollFlags::IN,
-                )];
-                let tick = rustix::event::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: 20_000_000,
-                };
-                if rustix::event::poll(&mut fds, Some(&tick)).unwrap_or(0) > 0 {
-                    let mut msg = [0u8; uffd::MSG_SIZE];
-                    if rustix::io::read(&*uffd, &mut msg) == Ok(uffd::MSG_SIZE) {
-                        let addr = u64::from_ne_bytes(msg[16..24].try_into().unwrap());
-                        pending = Some(addr & !(page as u64 - 1));
-                    }
+                if let Some(p) = uffd.next_fault(20) {
+                    pending = Some(p);
                 }
                 if resolve.load(Ordering::Relaxed) {
-                    if let Some(start) = pending.take() {
-                        let mut z = uffd::Zeropage {
-                            range: uffd::Range {
-                                start,
-                                len: page as u64,
-                            },
-                            mode: 0,
-                            zeropage: 0,
-                        };
-                        let _ = ioctl(&uffd, uffd::IOC_ZEROPAGE, &mut z as *mut _ as usize);
+                    if let Some(p) = pending.take() {
+                        uffd.zeropage(p);
                     }
                 }
             }
@@ -388,7 +301,7 @@ fn a_writer_stuck_in_a_userfaultfd_fault_holds_up_nobody_else() {
     threads.push({
         let (stop, writes) = (stop.clone(), writes.clone());
         let w = open_path(&ch.path, OFlags::WRONLY).unwrap();
-        let addr = buf as usize;
+        let addr = buf;
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 // SAFETY: a write from our own mapping; a fault in it is what is under test.
@@ -440,19 +353,8 @@ fn a_writer_stuck_in_a_userfaultfd_fault_holds_up_nobody_else() {
         std::thread::sleep(Duration::from_millis(30));
         // The page goes away: a fresh one replaces it, registered with the userfaultfd again.
         // (`MADV_DONTNEED` would do, but the test kernel has no `madvise`.)
-        // SAFETY: replaces our own anonymous page at the same address.
-        let again = unsafe {
-            libc::mmap(
-                buf,
-                page,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
-        assert_eq!(again, buf, "mmap MAP_FIXED: {}", last_errno());
-        ioctl(&uffd, uffd::IOC_REGISTER, &mut reg as *mut _ as usize).expect("UFFDIO_REGISTER");
+        assert_eq!(uffd::map_anon(buf, page), buf);
+        uffd.register(buf, page);
         let took = consumer.join().unwrap();
         std::thread::sleep(Duration::from_millis(100));
         let before = writes.load(Ordering::Relaxed);
@@ -499,7 +401,7 @@ fn a_writer_stuck_in_a_userfaultfd_fault_holds_up_nobody_else() {
         t.join().unwrap();
     }
     // SAFETY: unmapping the page mapped above, which no thread uses any more.
-    unsafe { libc::munmap(buf, page) };
+    unsafe { libc::munmap(buf as *mut libc::c_void, page) };
     assert_eq!(
         held_up, None,
         "opening was held up by a writer stuck in a fault (round {held_up:?})"
@@ -602,4 +504,175 @@ fn one_user_takes_at_most_readers_per_user_slots() {
     let b = open_path(&ch.path, RD).unwrap();
     assert_eq!(info(&a).subscribers, 2);
     drop((a, b));
+}
+
+#[test]
+fn an_open_never_sees_a_mix_of_two_access_rules() {
+    require_guest();
+    // Every state the rule goes through denies user 1000; a mix of the owner of one state and
+    // the mode of another (uid 1000 and 0600) would let it in.
+    let ch = TestChannel::new("hmix", &[("uid", "1000"), ("mode", "0000")]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let cycler = {
+        let stop = stop.clone();
+        let dir = "/sys/kernel/config/memchan/hmix";
+        std::thread::spawn(move || {
+            let mut rounds = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                for (attr, v) in [
+                    ("uid", "0"),
+                    ("mode", "0600"),
+                    ("mode", "0000"),
+                    ("uid", "1000"),
+                ] {
+                    std::fs::write(format!("{dir}/{attr}"), v).unwrap();
+                }
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let path = std::ffi::CString::new(ch.path.clone()).unwrap();
+    let granted = as_user(1000, || {
+        let mut granted = 0;
+        for _ in 0..20_000 {
+            // SAFETY: open(2) of a NUL-terminated path; the descriptor is closed at once.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK) };
+            if fd >= 0 {
+                granted += 1;
+                // SAFETY: our own descriptor.
+                unsafe { libc::close(fd) };
+            }
+        }
+        granted.min(99)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let rounds = cycler.join().unwrap();
+    eprintln!("{rounds} rule changes while user 1000 tried 20000 opens");
+    assert_eq!(
+        granted, 0,
+        "user 1000 opened the channel through a mixed rule"
+    );
+}
+
+#[test]
+fn channel_counters_in_sysfs_are_root_s_and_the_configuration_anyone_s() {
+    require_guest();
+    let ch = TestChannel::new("hsysfs", &[]);
+    let dir = "/sys/class/misc/memchan-hsysfs";
+    let w = open_path(&ch.path, OFlags::WRONLY | OFlags::NONBLOCK).unwrap();
+    send(&w, b"secret traffic").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("{dir}/messages")).unwrap(),
+        "1\n"
+    );
+    let attrs = [
+        ("policy", 0),
+        ("ring_bytes", 0),
+        ("msg_max", 0),
+        ("max_readers", 0),
+        ("index", 0),
+        ("mmap_bytes", 0),
+        ("messages", libc::EACCES),
+        ("bytes", libc::EACCES),
+        ("subscribers", libc::EACCES),
+        ("writers", libc::EACCES),
+        ("next_seq", libc::EACCES),
+        ("delivered", libc::EACCES),
+    ];
+    for (attr, want) in attrs {
+        let p = std::ffi::CString::new(format!("{dir}/{attr}")).unwrap();
+        let got = as_user(65534, || {
+            // SAFETY: open(2) of a NUL-terminated path; the descriptor is closed at once.
+            let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY) };
+            if fd < 0 {
+                return last_errno().raw_os_error();
+            }
+            // SAFETY: our own descriptor.
+            unsafe { libc::close(fd) };
+            0
+        });
+        assert_eq!(got, want, "{attr}: an unprivileged open gave errno {got}");
+    }
+    // The library falls back to the channel itself, where the channel's access rules apply.
+    let p = ch.path.clone();
+    assert_eq!(
+        as_user(65534, || match memchan::query(&p) {
+            Err(memchan::Error::PermissionDenied { .. }) => 0,
+            _ => 1,
+        }),
+        0
+    );
+}
+
+#[test]
+fn a_file_opened_during_a_resize_gets_a_working_channel() {
+    require_guest();
+    let ch = TestChannel::new("hresize", &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let opener = {
+        let (stop, path) = (stop.clone(), ch.path.clone());
+        std::thread::spawn(move || {
+            let (mut opened, mut dead) = (0u32, 0u32);
+            while !stop.load(Ordering::Relaxed) {
+                // The node is missing for a moment while the channel is re-created.
+                let Ok(f) = open_path(&path, OFlags::RDWR | OFlags::NONBLOCK) else {
+                    continue;
+                };
+                opened += 1;
+                if send(&f, b"x") == Err(Errno::NODEV) {
+                    dead += 1;
+                }
+            }
+            (opened, dead)
+        })
+    };
+    let (mut resized, mut busy) = (0u32, 0u32);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        let kib = if resized % 2 == 0 { "128" } else { "64" };
+        match std::fs::write("/sys/kernel/config/memchan/hresize/ring_kib", kib) {
+            Ok(()) => resized += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => busy += 1,
+            Err(e) => panic!("ring_kib = {kib}: {e}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (opened, dead) = opener.join().unwrap();
+    eprintln!("{resized} resizes ({busy} busy), {opened} opens, {dead} on a closed channel");
+    assert!(resized > 10 && opened > 10, "the race was not run");
+    assert_eq!(
+        dead, 0,
+        "{dead} files opened during a resize landed on the closed channel"
+    );
+}
+
+#[test]
+fn rmdir_removes_the_channel_even_while_an_attribute_file_is_open() {
+    require_guest();
+    let dir = "/sys/kernel/config/memchan/hrmdir";
+    let ch = TestChannel::new("hrmdir", &[]);
+    let w = open_path(&ch.path, OFlags::WRONLY | OFlags::NONBLOCK).unwrap();
+    // (Found by review as a suspect; configfs in 7.3 holds no reference to the item for an
+    // open attribute file, and this passed on the module before as well: kept as a guard.)
+    let held = std::fs::File::open(format!("{dir}/policy")).unwrap();
+    std::fs::remove_dir(dir).unwrap();
+    assert!(
+        !std::path::Path::new(&ch.path).exists(),
+        "{} is still there after rmdir",
+        ch.path
+    );
+    assert_eq!(
+        send(&w, b"x"),
+        Err(Errno::NODEV),
+        "the removed channel still takes writes"
+    );
+    // The name is free again at once: a new, empty channel.
+    let again = TestChannel::new("hrmdir", &[]);
+    let r = open_path(&again.path, RD).unwrap();
+    assert_eq!(stats(&r).messages, 0, "the new channel is not a new one");
+    drop(held);
+    drop(w);
+    drop(r);
+    drop(again);
 }
