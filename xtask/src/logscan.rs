@@ -46,17 +46,21 @@ pub fn is_kernel_line(line: &str) -> bool {
     !stamp.is_empty() && stamp.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
+/// Whether kernel log line `line` starts a kernel report.
+pub fn starts_report(line: &str) -> bool {
+    let body = line.split_once(']').map_or(line, |(_, b)| b);
+    is_kernel_line(line)
+        && REPORT_MARKERS.iter().any(|m| body.contains(m))
+        && !IGNORED.iter().any(|m| body.contains(m))
+}
+
 /// The kernel reports in `log`: each is its first line plus the kernel lines that follow.
 pub fn reports(log: &str) -> Vec<String> {
     let kernel: Vec<&str> = log.lines().filter(|l| is_kernel_line(l)).collect();
     let mut out = Vec::new();
     let mut i = 0;
     while i < kernel.len() {
-        let line = kernel[i];
-        let body = line.split_once(']').map_or(line, |(_, b)| b);
-        let hit = REPORT_MARKERS.iter().any(|m| body.contains(m))
-            && !IGNORED.iter().any(|m| body.contains(m));
-        if hit {
+        if starts_report(kernel[i]) {
             let end = (i + CONTEXT).min(kernel.len());
             out.push(kernel[i..end].join("\n"));
             i = end;

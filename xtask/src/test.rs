@@ -18,7 +18,7 @@ use crate::{cache, module, run, vm, KernelOpts};
 const GUEST_CRATE: &str = "memchan-guest-tests";
 
 /// The whole guest suite must finish within this time.
-const GUEST_TIMEOUT: Duration = Duration::from_secs(1200);
+const GUEST_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// The start of the line a guest test prints when it skips itself (the guest test crate's
 /// `SKIP_MARKER`).

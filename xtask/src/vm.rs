@@ -146,7 +146,54 @@ fn vng(built: &Built, dir: &Path) -> Command {
 
 /// Boots a guest, runs `body` (shell) after loading the module, and returns its exit code;
 /// a kernel report in the console log turns success into failure.
+///
+/// A boot that fails before the guest script starts (memchan not loaded yet) is tried once
+/// more, saying so: under software emulation the guest kernel has been seen to hang for good
+/// while switching clocksources, and the KASAN kernel once reported a bad access in an
+/// interrupt taken during early CPU setup, before any module. Neither is memchan's doing; a
+/// second such failure fails the run.
 pub fn boot(built: &Built, body: &str, timeout: Duration) -> Result<Outcome> {
+    match boot_once(built, body, timeout)? {
+        Attempt::Ran(outcome) => Ok(outcome),
+        Attempt::NoBoot(why, log) => {
+            eprintln!(
+                "==> the guest kernel failed before memchan was loaded ({why}; console log: {}): \
+                 booting once more",
+                log.display()
+            );
+            match boot_once(built, body, timeout)? {
+                Attempt::Ran(outcome) => Ok(outcome),
+                Attempt::NoBoot(why, log) => anyhow::bail!(
+                    "the guest kernel failed twice before memchan was loaded ({why}; console \
+                     log: {})",
+                    log.display()
+                ),
+            }
+        }
+    }
+}
+
+/// How long a guest may take from QEMU's start to the guest script's first line.
+const BOOT_LIMIT: Duration = Duration::from_secs(240);
+
+/// The first line the guest script prints (see [`write_script`]).
+const SCRIPT_STARTED: &str = "[guest] Linux ";
+
+/// One boot: it ran the script, or it failed before (why, and its console log).
+enum Attempt {
+    Ran(Outcome),
+    NoBoot(String, PathBuf),
+}
+
+/// What the console pumps saw: the guest script started; a kernel report came before it.
+#[derive(Default)]
+struct Progress {
+    started: std::sync::atomic::AtomicBool,
+    early_report: std::sync::atomic::AtomicBool,
+}
+
+fn boot_once(built: &Built, body: &str, timeout: Duration) -> Result<Attempt> {
+    use std::sync::atomic::Ordering::Relaxed;
     let dir = run_dir()?;
     let script = write_script(&dir, built, body)?;
     let console_path = dir.join("console.log");
@@ -179,6 +226,7 @@ pub fn boot(built: &Built, body: &str, timeout: Duration) -> Result<Outcome> {
             .context("starting QEMU (run `cargo xtask setup`)")?
     };
     let console = Arc::new(Mutex::new(std::fs::File::create(&console_path)?));
+    let progress = Arc::new(Progress::default());
     let pumps: Vec<_> = [
         child
             .stdout
@@ -193,15 +241,36 @@ pub fn boot(built: &Built, body: &str, timeout: Duration) -> Result<Outcome> {
     .flatten()
     .map(|stream| {
         let console = Arc::clone(&console);
-        std::thread::spawn(move || pump(stream, &console))
+        let progress = Arc::clone(&progress);
+        std::thread::spawn(move || pump(stream, &console, &progress))
     })
     .collect();
     let mut timed_out = false;
+    let mut no_boot = None;
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
         }
-        if !timeout.is_zero() && start.elapsed() > timeout {
+        let started = progress.started.load(Relaxed);
+        let why = if started {
+            None
+        } else if progress.early_report.load(Relaxed) {
+            Some("a kernel report during boot".to_string())
+        } else if start.elapsed() > BOOT_LIMIT {
+            Some(format!(
+                "no guest script after {}",
+                run::elapsed(BOOT_LIMIT)
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why.filter(|_| no_boot.is_none()) {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            no_boot = Some(why);
+        }
+        if !timeout.is_zero() && start.elapsed() > timeout && !timed_out {
             eprintln!(
                 "[xtask] guest still running after {}: killing it",
                 run::elapsed(timeout)
@@ -215,6 +284,13 @@ pub fn boot(built: &Built, body: &str, timeout: Duration) -> Result<Outcome> {
     };
     for p in pumps {
         let _ = p.join();
+    }
+    if let Some(why) = no_boot {
+        let log = std::fs::read_to_string(&console_path).unwrap_or_default();
+        for r in logscan::reports(&log) {
+            eprintln!("----\n{r}\n----");
+        }
+        return Ok(Attempt::NoBoot(why, console_path));
     }
     let mut code = if timed_out {
         TIMEOUT_CODE
@@ -247,17 +323,22 @@ pub fn boot(built: &Built, body: &str, timeout: Duration) -> Result<Outcome> {
     } else if code != 0 {
         eprintln!("full console log: {}", console_path.display());
     }
-    Ok(Outcome {
+    Ok(Attempt::Ran(Outcome {
         code,
         log,
         scratch: dir.join("scratch"),
-    })
+    }))
 }
 
 /// Copies guest output to the console log; echoes all but the kernel's lines, keeping the
 /// first occurrence of each of memchan's own kernel messages (they tell the story of the run;
 /// tests that reload the module hundreds of times would repeat them).
-fn pump(stream: Box<dyn std::io::Read + Send>, console: &Mutex<std::fs::File>) {
+fn pump(
+    stream: Box<dyn std::io::Read + Send>,
+    console: &Mutex<std::fs::File>,
+    progress: &Progress,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut out = std::io::stdout();
     let mut shown = std::collections::HashSet::new();
     for line in BufReader::new(stream).split(b'\n').map_while(Result::ok) {
@@ -265,6 +346,11 @@ fn pump(stream: Box<dyn std::io::Read + Send>, console: &Mutex<std::fs::File>) {
         let text = text.trim_end_matches('\r');
         if let Ok(mut f) = console.lock() {
             let _ = writeln!(f, "{text}");
+        }
+        if text.contains(SCRIPT_STARTED) {
+            progress.started.store(true, Relaxed);
+        } else if !progress.started.load(Relaxed) && logscan::starts_report(text) {
+            progress.early_report.store(true, Relaxed);
         }
         if !logscan::is_kernel_line(text) {
             let _ = writeln!(out, "{text}");
