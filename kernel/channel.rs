@@ -97,7 +97,10 @@ use crate::{
         Ring,
         Waiting, //
     },
-    sys, //
+    sys::{
+        self,
+        RingSpan, //
+    },
 };
 
 /// Validated parameters of a channel.
@@ -430,7 +433,7 @@ impl Channel {
     pub(crate) fn send(
         &self,
         len: u32,
-        fill: &mut dyn FnMut(&mut [u8]) -> Result,
+        fill: &mut dyn FnMut(&mut RingSpan<'_>) -> Result,
         nonblock: bool,
     ) -> Result<u64> {
         let mut ring = self.ring.lock();

@@ -274,7 +274,7 @@ impl MiscDevice for MemchanFile {
                 return Err(EFAULT);
             }
             let mut taken = 0usize;
-            let mut fill = |dst: &mut [u8]| {
+            let mut fill = |dst: &mut sys::RingSpan<'_>| {
                 // SAFETY: `fill` is given the channel's ring bytes (`PageRing::write_with`),
                 // which lie in its `RingMemory`.
                 let n = unsafe { sys::copy_from_iter_nofault(iov, dst) };

@@ -31,7 +31,10 @@ use crate::{
         Cursor,
         Storage, //
     },
-    sys, //
+    sys::{
+        self,
+        RingSpan, //
+    },
 };
 
 /// Byte offset of `RingControl::head_pos` in the control page.
@@ -64,8 +67,8 @@ impl Pages {
         }
         let (mem, mut access) = sys::ring_memory(bytes.checked_add(DATA).ok_or(EINVAL)?)?;
         // Not shared yet: plain writes will do.
-        access.bytes_mut(0, 4)?.copy_from_slice(&abi::RING_MAGIC.to_ne_bytes());
-        access.bytes_mut(4, 4)?.copy_from_slice(&abi::ABI_VERSION.to_ne_bytes());
+        access.span(0, 4)?.copy_from(&abi::RING_MAGIC.to_ne_bytes())?;
+        access.span(4, 4)?.copy_from(&abi::ABI_VERSION.to_ne_bytes())?;
         access.store_u64(8, size)?;
         access.store_u64(16, DATA as u64)?;
         Ok((Self { mem, size }, PageRing { mem: access, mask: bytes.wrapping_sub(1), size: bytes }))
@@ -159,9 +162,9 @@ impl Storage for PageRing {
     fn write(&mut self, pos: u64, src: &[u8]) -> Result {
         let [(a, n), (b, m)] = self.pieces(pos, src.len())?;
         let (s1, s2) = src.split_at(n);
-        self.mem.bytes_mut(a, n)?.copy_from_slice(s1);
+        self.mem.span(a, n)?.copy_from(s1)?;
         if m > 0 {
-            self.mem.bytes_mut(b, m)?.copy_from_slice(s2);
+            self.mem.span(b, m)?.copy_from(s2)?;
         }
         Ok(())
     }
@@ -170,12 +173,12 @@ impl Storage for PageRing {
         &mut self,
         pos: u64,
         len: usize,
-        fill: &mut dyn FnMut(&mut [u8]) -> Result,
+        fill: &mut dyn FnMut(&mut RingSpan<'_>) -> Result,
     ) -> Result {
         let [(a, n), (b, m)] = self.pieces(pos, len)?;
-        fill(self.mem.bytes_mut(a, n)?)?;
+        fill(&mut self.mem.span(a, n)?)?;
         if m > 0 {
-            fill(self.mem.bytes_mut(b, m)?)?;
+            fill(&mut self.mem.span(b, m)?)?;
         }
         Ok(())
     }

@@ -14,9 +14,12 @@
 
 use kernel::prelude::*;
 
-use crate::abi::{
-    self,
-    RecordHeader, //
+use crate::{
+    abi::{
+        self,
+        RecordHeader, //
+    },
+    sys::RingSpan,
 };
 
 /// Where records live: the channel's pages, or a buffer in tests.
@@ -31,7 +34,7 @@ pub(crate) trait Storage {
         &mut self,
         pos: u64,
         len: usize,
-        fill: &mut dyn FnMut(&mut [u8]) -> Result,
+        fill: &mut dyn FnMut(&mut RingSpan<'_>) -> Result,
     ) -> Result;
     /// Makes the new tail visible to mmap readers; called *before* the records it discards
     /// are overwritten.
@@ -399,7 +402,7 @@ impl<S: Storage> Ring<S> {
         &mut self,
         len: u32,
         timestamp_ns: u64,
-        fill: &mut dyn FnMut(&mut [u8]) -> Result,
+        fill: &mut dyn FnMut(&mut RingSpan<'_>) -> Result,
     ) -> Result<u64> {
         let (header, rsize) = self.reserve(len, timestamp_ns)?;
         let hsize = abi::RECORD_HEADER_SIZE as usize;
@@ -687,13 +690,13 @@ mod tests {
             &mut self,
             pos: u64,
             len: usize,
-            fill: &mut dyn FnMut(&mut [u8]) -> Result,
+            fill: &mut dyn FnMut(&mut RingSpan<'_>) -> Result,
         ) -> Result {
             // In two pieces when it wraps, as the page ring may give several.
             let start = self.index(pos, 0);
             let first = len.min(self.buf.len() - start);
-            fill(self.buf.get_mut(start..start + first).ok_or(EINVAL)?)?;
-            fill(self.buf.get_mut(..len - first).ok_or(EINVAL)?)
+            fill(&mut RingSpan::of(self.buf.get_mut(start..start + first).ok_or(EINVAL)?))?;
+            fill(&mut RingSpan::of(self.buf.get_mut(..len - first).ok_or(EINVAL)?))
         }
 
         fn publish_tail(&mut self, tail: Cursor) -> Result {
@@ -1130,7 +1133,7 @@ mod tests {
         let head = r.head();
         // Filled straight from userspace: a fault on the way fails the push.
         let mut pieces = 0;
-        let mut faulty = |dst: &mut [u8]| {
+        let mut faulty = |dst: &mut RingSpan<'_>| {
             pieces += 1;
             dst.fill(b'x');
             Err(EFAULT)
@@ -1140,7 +1143,7 @@ mod tests {
         assert!(r.head() == head);
         assert_eq!(r.store.head, head);
         // The next message takes its place, and the subscriber sees only whole messages.
-        let mut fill = |dst: &mut [u8]| {
+        let mut fill = |dst: &mut RingSpan<'_>| {
             dst.fill(b'y');
             Ok(())
         };

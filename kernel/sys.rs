@@ -57,6 +57,7 @@ use kernel::{
 
 use core::{
     cell::UnsafeCell,
+    marker::PhantomData,
     ptr::NonNull, //
 };
 
@@ -299,7 +300,11 @@ pub(crate) struct RingMemory {
 // SAFETY: the memory belongs to the value and is not tied to a thread; what may touch its
 // contents from which thread is governed by the one `RingAccess`, itself behind the ring lock.
 unsafe impl Send for RingMemory {}
-// SAFETY: shared references only look up pages (`pages`), which reads no contents.
+// SAFETY: shared references look up pages (`pages`) and read contents without the ring lock
+// (`load_u64`, `copy_to_iter_confirmed`) while the one `RingAccess` may be writing them, as a
+// seqlock's readers and writer do: every such access, on both sides, is a raw one (volatile
+// loads, C copies, `RingSpan` copies), never a Rust reference to the bytes, and the readers
+// discard what they read unless the ring lock confirms it was not being rewritten.
 unsafe impl Sync for RingMemory {}
 
 impl RingMemory {
@@ -400,20 +405,18 @@ impl RingAccess {
             return Err(EINVAL);
         }
         // SAFETY: `off..end` lies within the live allocation (checked above; `mem` keeps it
-        // alive). The kernel writes it only through `bytes_mut`/`store_u64`, which need `&mut
-        // self` of this, the memory's only accessor, so not while this borrow lasts.
+        // alive). The kernel writes it only through `span`/`store_u64`, which need `&mut self`
+        // of this, the memory's only accessor, so not while this borrow lasts; other readers
+        // only read.
         Ok(unsafe { core::slice::from_raw_parts(self.mem.base.as_ptr().add(off), len) })
     }
 
-    /// Bytes `off..off + len`, writable (`EINVAL` if outside the memory).
-    pub(crate) fn bytes_mut(&mut self, off: usize, len: usize) -> Result<&mut [u8]> {
-        let end = off.checked_add(len).ok_or(EINVAL)?;
-        if end > self.mem.len {
-            return Err(EINVAL);
-        }
-        // SAFETY: as in `bytes`; `&mut self` of the only accessor makes this the only kernel
-        // reference to the bytes while it lasts.
-        Ok(unsafe { core::slice::from_raw_parts_mut(self.mem.base.as_ptr().add(off), len) })
+    /// Bytes `off..off + len`, to be written (`EINVAL` if outside the memory).
+    pub(crate) fn span(&mut self, off: usize, len: usize) -> Result<RingSpan<'_>> {
+        let p = self.mem.at(off, len)?.cast_mut();
+        // `at` checked the range; the pointer is never null (it is within an allocation).
+        let ptr = NonNull::new(p).ok_or(EINVAL)?;
+        Ok(RingSpan { ptr, len, _borrow: PhantomData })
     }
 
     /// Stores `v` at byte `off` (8-byte aligned) in one untorn access, for userspace readers
@@ -428,6 +431,50 @@ impl RingAccess {
         // so a concurrent userspace reader sees the old or the new value, never a mix.
         unsafe { self.mem.base.as_ptr().add(off).cast::<u64>().write_volatile(v) };
         Ok(())
+    }
+}
+
+/// Bytes of ring memory the kernel is writing (under the ring lock) while lockless readers may
+/// be reading them: `read()` without the lock (see [`RingMemory`]'s `Sync`) and userspace
+/// mappings, as with a seqlock. Never handed out as a Rust slice, which would promise that no
+/// one else looks at the bytes: only copied into. (Tests fill plain buffers through it too.)
+pub(crate) struct RingSpan<'a> {
+    /// Start of the bytes.
+    ptr: NonNull<u8>,
+    /// Their number.
+    len: usize,
+    /// The bytes are borrowed for writing, exclusively among writers.
+    _borrow: PhantomData<&'a mut [u8]>,
+}
+
+impl<'a> RingSpan<'a> {
+    /// The bytes of `buf` (a buffer no one else reads: tests).
+    pub(crate) fn of(buf: &'a mut [u8]) -> Self {
+        let len = buf.len();
+        Self { ptr: NonNull::from(buf).cast(), len, _borrow: PhantomData }
+    }
+
+    /// Their number.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copies `src` in (`EINVAL` unless it has exactly [`RingSpan::len`] bytes).
+    pub(crate) fn copy_from(&mut self, src: &[u8]) -> Result {
+        if src.len() != self.len {
+            return Err(EINVAL);
+        }
+        // SAFETY: `ptr..ptr + len` is valid for writes while `'a` lasts (the constructors'
+        // borrow), and no other kernel code writes it meanwhile; `src` is a valid slice of
+        // `len` bytes. A raw copy (`memmove`) makes no reference to the destination.
+        unsafe { core::ptr::copy(src.as_ptr(), self.ptr.as_ptr(), self.len) };
+        Ok(())
+    }
+
+    /// Sets every byte to `byte`.
+    pub(crate) fn fill(&mut self, byte: u8) {
+        // SAFETY: as in `copy_from`: valid for writes of `len` bytes, written only here.
+        unsafe { core::ptr::write_bytes(self.ptr.as_ptr(), byte, self.len) };
     }
 }
 
@@ -455,10 +502,13 @@ pub(crate) fn fault_in_readable(iov: &mut IovIterSource<'_>, len: usize) -> bool
 ///
 /// `dst` must lie within a [`RingMemory`] (a `vmalloc` allocation): its pages are found with
 /// `vmalloc_to_page`.
-pub(crate) unsafe fn copy_from_iter_nofault(iov: &mut IovIterSource<'_>, dst: &mut [u8]) -> usize {
+pub(crate) unsafe fn copy_from_iter_nofault(
+    iov: &mut IovIterSource<'_>,
+    dst: &mut RingSpan<'_>,
+) -> usize {
     let mut done = 0usize;
     while done < dst.len() {
-        let at = dst.as_mut_ptr().wrapping_add(done);
+        let at = dst.ptr.as_ptr().wrapping_add(done);
         let off = (at as usize) % PAGE_SIZE;
         let n = PAGE_SIZE.wrapping_sub(off).min(dst.len().wrapping_sub(done));
         // SAFETY: `at` lies within `dst`, so (per this function's contract) within a live
@@ -468,8 +518,8 @@ pub(crate) unsafe fn copy_from_iter_nofault(iov: &mut IovIterSource<'_>, dst: &m
             break;
         }
         // SAFETY: a `vmalloc` page is an order-0 page, which is its own folio; `off + n` stays
-        // within it; the kernel writes only those `n` bytes of it, which `dst` (borrowed
-        // mutably) covers; the iterator is valid (`as_raw`) and advanced by what is copied.
+        // within it; the kernel writes only those `n` bytes of it, which `dst` (exclusive among
+        // writers) covers; the iterator is valid (`as_raw`) and advanced by what is copied.
         let got = unsafe {
             bindings::copy_folio_from_iter_atomic(page.cast(), off, n, iov.as_raw())
         };
