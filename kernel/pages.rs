@@ -6,9 +6,10 @@
 //! the ring copies records with plain `memcpy`s (at most two pieces when a record wraps around
 //! the end), zeroed when allocated (so a new ring and record padding never show old kernel
 //! bytes), allocated once when the channel is created and mappable into userspace read-only
-//! (see [`Pages::map`]). Their contents are only touched through [`PageRing`], the ring's
-//! [`Storage`], which lives inside the channel's ring lock; mapping them needs no lock because
-//! it never touches their contents.
+//! (see [`Pages::map`]). Their contents are written only through [`PageRing`], the ring's
+//! [`Storage`], which lives inside the channel's ring lock, and read through it or, without the
+//! lock, by `read()` and mappings as a seqlock's readers (see [`sys::RingMemory`]); mapping them
+//! needs no lock because it never touches their contents.
 
 use kernel::{
     iov::IovIterDest,
@@ -128,8 +129,8 @@ impl Pages {
     }
 }
 
-/// The ring's view of the channel's memory: the only way its contents are read and written
-/// after creation. The ring keeps it inside its lock.
+/// The ring's view of the channel's memory: the only way its contents are written after
+/// creation. The ring keeps it inside its lock.
 pub(crate) struct PageRing {
     /// The memory's one accessor.
     mem: sys::RingAccess,

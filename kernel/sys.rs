@@ -283,11 +283,13 @@ pub(crate) fn kiocb_nonblocking<T: ForeignOwnable>(kiocb: &Kiocb<'_, T>) -> bool
 /// allocation, so the kernel reaches any byte of it with plain loads and stores (no mapping per
 /// access), and userspace maps its pages (see [`RingMemory::pages`]).
 ///
-/// Its contents are read and written only through its one [`RingAccess`] (made together with
-/// it by [`ring_memory`]), which lives inside the channel's ring lock; everything else only
-/// looks up its pages. Userspace may read the pages through read-only mappings at any time:
-/// outside the Rust memory model, like any user access; the ring's publication protocol
-/// (`abi::RingControl`) covers it.
+/// Its contents are written only through its one [`RingAccess`] (made together with it by
+/// [`ring_memory`]), which lives inside the channel's ring lock. They are read through it, and
+/// also without the lock: by `read()` ([`RingMemory::load_u64`],
+/// [`RingMemory::copy_to_iter_confirmed`]) and by userspace through read-only mappings, at any
+/// time. Those readers work like a seqlock's: what they read may be torn by the writer, and is
+/// used only once the ring lock (or, for userspace, the publication protocol of
+/// `abi::RingControl`) confirms the bytes were not being rewritten.
 pub(crate) struct RingMemory {
     /// Owns the allocation; after creation, it is reached only through `base`.
     _buf: VVec<u8>,
@@ -297,14 +299,17 @@ pub(crate) struct RingMemory {
     len: usize,
 }
 
-// SAFETY: the memory belongs to the value and is not tied to a thread; what may touch its
-// contents from which thread is governed by the one `RingAccess`, itself behind the ring lock.
+// SAFETY: the memory belongs to the value and is not tied to a thread; who may write its
+// contents is the one `RingAccess`, itself behind the ring lock (see `Sync` for the readers).
 unsafe impl Send for RingMemory {}
 // SAFETY: shared references look up pages (`pages`) and read contents without the ring lock
 // (`load_u64`, `copy_to_iter_confirmed`) while the one `RingAccess` may be writing them, as a
 // seqlock's readers and writer do: every such access, on both sides, is a raw one (volatile
 // loads, C copies, `RingSpan` copies), never a Rust reference to the bytes, and the readers
-// discard what they read unless the ring lock confirms it was not being rewritten.
+// discard what they read unless the ring lock confirms it was not being rewritten. Plain copies
+// racing with these reads are still a data race in Rust's model; they are sound by the kernel
+// memory model's convention that C seqlock data relies on too (KCSAN would want the readers'
+// copies marked as such).
 unsafe impl Sync for RingMemory {}
 
 impl RingMemory {
@@ -319,10 +324,11 @@ impl RingMemory {
         Ok(unsafe { self.base.as_ptr().add(off) })
     }
 
-    /// Loads the aligned `u64` at `off` in one untorn access, without the ring lock: the
-    /// ring's writer may be storing to it at the same moment (as `READ_ONCE` would, the value
-    /// is then the old or the new one). Callers must not trust it until they have confirmed,
-    /// under the ring lock, that the writer had not reused those bytes (see `Channel::read`).
+    /// Loads the aligned `u64` at `off` in one access, without the ring lock: the ring's
+    /// writer may be rewriting those bytes at the same moment (record headers are copied in
+    /// byte ranges, so the value may then be torn). Callers must not trust it until they have
+    /// confirmed, under the ring lock, that the writer had not reused those bytes (see
+    /// `Channel::read`).
     pub(crate) fn load_u64(&self, off: usize) -> Result<u64> {
         if off % 8 != 0 {
             return Err(EINVAL);
@@ -426,9 +432,10 @@ impl RingAccess {
         if end > self.mem.len || off % 8 != 0 {
             return Err(EINVAL);
         }
-        // SAFETY: in bounds and aligned (checked above; `base` is page aligned); exclusive
-        // kernel access as in `bytes_mut`. A volatile aligned 8-byte store is one instruction,
-        // so a concurrent userspace reader sees the old or the new value, never a mix.
+        // SAFETY: in bounds and aligned (checked above; `base` is page aligned); `&mut self`
+        // of the one `RingAccess`, so no `RingSpan` or `bytes()` borrow is live, and lockless
+        // readers only read. A volatile aligned 8-byte store is one instruction, so a
+        // concurrent reader sees the old or the new value, never a mix.
         unsafe { self.mem.base.as_ptr().add(off).cast::<u64>().write_volatile(v) };
         Ok(())
     }
@@ -473,7 +480,8 @@ impl<'a> RingSpan<'a> {
 
     /// Sets every byte to `byte`.
     pub(crate) fn fill(&mut self, byte: u8) {
-        // SAFETY: as in `copy_from`: valid for writes of `len` bytes, written only here.
+        // SAFETY: as in `copy_from`: valid for writes of `len` bytes, exclusive among kernel
+        // writers while `'a` lasts.
         unsafe { core::ptr::write_bytes(self.ptr.as_ptr(), byte, self.len) };
     }
 }
