@@ -14,6 +14,7 @@
 //! first, so a failing run can always be replayed.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -727,7 +728,8 @@ fn fuzz_the_device_then_check_every_channel_still_works() {
     let mut maps = Vec::new();
     let mut tally: BTreeMap<(&str, i32), u64> = BTreeMap::new();
     let start = Instant::now();
-    for _ in 0..ops {
+    let mut shown = Instant::now();
+    for done in 0..ops {
         let ctx = Ctx {
             nested: false,
             may_block: true,
@@ -735,6 +737,15 @@ fn fuzz_the_device_then_check_every_channel_still_works() {
         *tally
             .entry(op(&mut rng, &mut fds, &mut maps, &arena, ctx))
             .or_default() += 1;
+        // A long run shows progress (past libtest's capture, which only takes `print!`).
+        if shown.elapsed() > Duration::from_secs(60) {
+            shown = Instant::now();
+            let _ = writeln!(
+                std::io::stderr(),
+                "fuzz: {done} of {ops} operations after {:.0?}",
+                start.elapsed()
+            );
+        }
     }
     let elapsed = start.elapsed();
     DONE.store(true, Ordering::Relaxed);
