@@ -406,15 +406,11 @@ pub(crate) struct RingAccess {
 impl RingAccess {
     /// Bytes `off..off + len` (`EINVAL` if outside the memory).
     pub(crate) fn bytes(&self, off: usize, len: usize) -> Result<&[u8]> {
-        let end = off.checked_add(len).ok_or(EINVAL)?;
-        if end > self.mem.len {
-            return Err(EINVAL);
-        }
-        // SAFETY: `off..end` lies within the live allocation (checked above; `mem` keeps it
-        // alive). The kernel writes it only through `span`/`store_u64`, which need `&mut self`
-        // of this, the memory's only accessor, so not while this borrow lasts; other readers
-        // only read.
-        Ok(unsafe { core::slice::from_raw_parts(self.mem.base.as_ptr().add(off), len) })
+        let p = self.mem.at(off, len)?;
+        // Writers need `&mut self` of this, the only accessor (`span`, `store_u64`).
+        // SAFETY: `p..p + len` is in the live allocation (`at`); no kernel write while this
+        // borrow lasts (above), and lockless readers only read.
+        Ok(unsafe { core::slice::from_raw_parts(p, len) })
     }
 
     /// Bytes `off..off + len`, to be written (`EINVAL` if outside the memory).
@@ -428,15 +424,14 @@ impl RingAccess {
     /// Stores `v` at byte `off` (8-byte aligned) in one untorn access, for userspace readers
     /// of the control page (`EINVAL` if misaligned or outside the memory).
     pub(crate) fn store_u64(&mut self, off: usize, v: u64) -> Result {
-        let end = off.checked_add(8).ok_or(EINVAL)?;
-        if end > self.mem.len || off % 8 != 0 {
+        if off % 8 != 0 {
             return Err(EINVAL);
         }
-        // SAFETY: in bounds and aligned (checked above; `base` is page aligned); `&mut self`
-        // of the one `RingAccess`, so no `RingSpan` or `bytes()` borrow is live, and lockless
-        // readers only read. A volatile aligned 8-byte store is one instruction, so a
-        // concurrent reader sees the old or the new value, never a mix.
-        unsafe { self.mem.base.as_ptr().add(off).cast::<u64>().write_volatile(v) };
+        let p = self.mem.at(off, 8)?.cast_mut();
+        // One aligned volatile store: a concurrent reader sees the old or the new value.
+        // SAFETY: in bounds (`at`), aligned (`base` is page aligned); `&mut self` of the one
+        // accessor, so no `RingSpan`/`bytes()` borrow is live; lockless readers only read.
+        unsafe { p.cast::<u64>().write_volatile(v) };
         Ok(())
     }
 }
