@@ -450,7 +450,8 @@ pub(crate) struct RingSpan<'a> {
 }
 
 impl<'a> RingSpan<'a> {
-    /// The bytes of `buf` (a buffer no one else reads: tests).
+    /// The bytes of `buf` (a buffer no one else reads: the KUnit tests' model ring).
+    #[cfg(CONFIG_KUNIT = "y")]
     pub(crate) fn of(buf: &'a mut [u8]) -> Self {
         let len = buf.len();
         Self { ptr: NonNull::from(buf).cast(), len, _borrow: PhantomData }
@@ -473,10 +474,12 @@ impl<'a> RingSpan<'a> {
         Ok(())
     }
 
-    /// Sets every byte to `byte`.
+    /// Sets every byte to `byte` (the KUnit tests).
+    #[cfg(CONFIG_KUNIT = "y")]
     pub(crate) fn fill(&mut self, byte: u8) {
-        // SAFETY: as in `copy_from`: valid for writes of `len` bytes, exclusive among kernel
-        // writers while `'a` lasts.
+        // SAFETY: `ptr..ptr + len` is valid for writes while `'a` lasts (the constructors'
+        // borrow), and no other kernel code writes it meanwhile; `write_bytes` makes no
+        // reference to the destination.
         unsafe { core::ptr::write_bytes(self.ptr.as_ptr(), byte, self.len) };
     }
 }

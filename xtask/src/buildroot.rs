@@ -1,4 +1,5 @@
-//! The clang build root that the debug (KASAN) kernel flavor is built in.
+//! The Debian 13 build roots: clang for the debug (KASAN) kernel flavor, Debian's own kernel
+//! toolchain for building against Debian's stock kernel.
 //!
 //! In Linux 7.3 `config RUST` depends on `!KASAN || CC_IS_CLANG`, so a kernel with both Rust and
 //! KASAN must be built with clang, and the module with the same rustc as its kernel. The host
@@ -7,6 +8,12 @@
 //! tree made with `mmdebstrap`: clang/lld 19, rustc + rust-src + clippy 1.85 and bindgen 0.71,
 //! the toolchain Debian builds its own Rust-enabled kernels with. It also provides the static
 //! busybox that the debug guest's initramfs is made from.
+//!
+//! The stock root ([`STOCK`]) holds what Debian builds its own kernel packages with (gcc-14,
+//! rustc 1.85, bindgen 0.71, and `pahole` for BTF): module builds against Debian's kernel must
+//! reproduce its Rust metadata, which only the same toolchain does. It is a separate tree
+//! because `pahole` in the clang root would make the KASAN module build warn that its kernel
+//! was built without it.
 //!
 //! Commands run inside it through `unshare --mount` + `chroot`, with the repository and the
 //! cache bind-mounted at their own paths, so every path means the same inside and outside.
@@ -18,36 +25,53 @@ use anyhow::{bail, Result};
 
 use crate::{cache, run, setup};
 
-/// Debian suite of the build root.
+/// Debian suite of the build roots.
 const SUITE: &str = "trixie";
 
-/// What the build root holds (`mmdebstrap --include`).
-const PACKAGES: &[&str] = &[
-    "clang-19",
-    "lld-19",
-    "llvm-19",
-    "libclang-19-dev",
-    "rustc",
-    "rust-src",
-    "rust-clippy",
-    "bindgen",
-    "make",
-    "gcc",
-    "libc6-dev",
-    "flex",
-    "bison",
-    "bc",
-    "libelf-dev",
-    "libssl-dev",
-    "cpio",
-    "kmod",
-    "python3",
-    "xz-utils",
-    "busybox-static",
-];
+/// What a build root is made of.
+pub struct Recipe {
+    /// Directory name under `<cache>/buildroot/`.
+    name: &'static str,
+    /// What it holds (`mmdebstrap --include`).
+    packages: &'static [&'static str],
+    /// `make` variables selecting its toolchain.
+    make_vars: &'static [&'static str],
+    /// Shell commands printing the versions of its tools (for build keys).
+    versions: &'static str,
+    /// What it is for (progress messages).
+    purpose: &'static str,
+}
 
-/// `make` variables selecting the build root's LLVM toolchain.
-pub const MAKE_VARS: &[&str] = &["LLVM=-19"];
+/// Packages both roots hold (after the given ones): kernel build dependencies, rustc, busybox.
+macro_rules! common_packages {
+    ($($extra:literal),*) => {
+        &[
+            $($extra,)* "rustc", "rust-src", "rust-clippy", "bindgen", "make", "gcc", "libc6-dev", "flex",
+            "bison", "bc", "libelf-dev", "libssl-dev", "cpio", "kmod", "python3", "xz-utils",
+            "busybox-static",
+        ]
+    };
+}
+
+/// The clang root of the debug (KASAN) flavor.
+pub const CLANG: Recipe = Recipe {
+    name: SUITE,
+    packages: common_packages!("clang-19", "lld-19", "llvm-19", "libclang-19-dev"),
+    make_vars: &["LLVM=-19"],
+    versions: "rustc --version; clang-19 --version | head -n1; bindgen --version; \
+               clippy-driver --version",
+    purpose: "the clang build root for the debug kernel",
+};
+
+/// The root with Debian's kernel toolchain, for Debian's stock kernel.
+pub const STOCK: Recipe = Recipe {
+    name: "trixie-stock",
+    packages: common_packages!("gcc-14", "dwarves", "libclang-19-dev"),
+    make_vars: &["CC=gcc-14"],
+    versions: "rustc --version; gcc-14 --version | head -n1; bindgen --version; \
+               clippy-driver --version; pahole --version",
+    purpose: "the build root with Debian's kernel toolchain",
+};
 
 /// Marker written once the build root is complete; holds the recipe it was made from.
 const DONE_FILE: &str = ".memchan-buildroot";
@@ -66,6 +90,9 @@ exec chroot "$root" /bin/sh -c 'cd "$0" && exec "$@"' "$(pwd)" "$@"
 #[derive(Clone)]
 pub struct BuildRoot {
     dir: PathBuf,
+    recipe: &'static Recipe,
+    /// `make` variables added by the user of the root (e.g. Debian's release string).
+    extra_vars: Vec<String>,
 }
 
 impl BuildRoot {
@@ -87,11 +114,24 @@ impl BuildRoot {
     /// The versions of the tools inside, for build keys.
     pub fn versions(&self) -> Result<String> {
         let mut cmd = self.command("sh");
-        cmd.arg("-c").arg(
-            "rustc --version; clang-19 --version | head -n1; bindgen --version; \
-             clippy-driver --version",
-        );
-        Ok(format!("build root: {SUITE}\n{}\n", run::query(&mut cmd)?))
+        cmd.arg("-c").arg(self.recipe.versions);
+        Ok(format!(
+            "build root: {}\n{}\n",
+            self.recipe.name,
+            run::query(&mut cmd)?
+        ))
+    }
+
+    /// The `make` variables selecting this root's toolchain.
+    pub fn make_vars(&self) -> Vec<String> {
+        let fixed = self.recipe.make_vars.iter().map(|v| v.to_string());
+        fixed.chain(self.extra_vars.iter().cloned()).collect()
+    }
+
+    /// This root with `var` added to every `make` command line.
+    pub fn with_make_var(mut self, var: String) -> Self {
+        self.extra_vars.push(var);
+        self
     }
 
     /// The static busybox binary inside.
@@ -101,15 +141,20 @@ impl BuildRoot {
 }
 
 /// Makes the build root if it is missing (about 2 minutes and 1.8 GB) and returns it.
-pub fn ensure() -> Result<BuildRoot> {
-    let dir = cache::root().join("buildroot").join(SUITE);
-    let recipe = format!("{SUITE}: {}\n", PACKAGES.join(" "));
+pub fn ensure(which: &'static Recipe) -> Result<BuildRoot> {
+    let dir = cache::root().join("buildroot").join(which.name);
+    let recipe = format!("{SUITE}: {}\n", which.packages.join(" "));
+    let root = BuildRoot {
+        dir: dir.clone(),
+        recipe: which,
+        extra_vars: Vec::new(),
+    };
     let done = dir.join(DONE_FILE);
     if std::fs::read_to_string(&done).ok().as_deref() == Some(&*recipe) {
-        return Ok(BuildRoot { dir });
+        return Ok(root);
     }
     if !setup::is_root() {
-        bail!("making the clang build root for the debug kernel needs root (mmdebstrap, chroot)");
+        bail!("making {} needs root (mmdebstrap, chroot)", which.purpose);
     }
     setup::apt_install(&["mmdebstrap", "debian-archive-keyring"])?;
     if dir.exists() {
@@ -118,18 +163,18 @@ pub fn ensure() -> Result<BuildRoot> {
     cache::mkdir(dir.parent().unwrap_or(Path::new("/")))?;
     run::logged(
         &format!(
-            "making the Debian {SUITE} clang build root for the debug kernel with mmdebstrap \
-             (about 2 minutes, 1.8 GB)"
+            "making {} (Debian {SUITE}) with mmdebstrap (about 2 minutes, 1-2 GB)",
+            which.purpose
         ),
         Command::new("mmdebstrap")
             .args(["--variant=minbase", "--mode=root"])
-            .arg(format!("--include={}", PACKAGES.join(",")))
+            .arg(format!("--include={}", which.packages.join(",")))
             .arg(SUITE)
             .arg(&dir)
             .arg(format!("deb http://deb.debian.org/debian {SUITE} main")),
-        &run::log_path("buildroot"),
+        &run::log_path(&format!("buildroot-{}", which.name)),
         "mmdebstrap needs the Debian mirror (deb.debian.org) and root; see the log.",
     )?;
     std::fs::write(&done, recipe)?;
-    Ok(BuildRoot { dir })
+    Ok(root)
 }

@@ -46,10 +46,10 @@ impl Builder {
     }
 
     /// The `make` variables that select this builder's toolchain.
-    fn make_vars(&self) -> &'static [&'static str] {
+    fn make_vars(&self) -> Vec<String> {
         match self {
-            Self::Host(_) => &[],
-            Self::Root(_) => buildroot::MAKE_VARS,
+            Self::Host(_) => Vec::new(),
+            Self::Root(root) => root.make_vars(),
         }
     }
 
@@ -61,7 +61,7 @@ impl Builder {
     }
 
     /// `sh -c script` for this builder; `$MAKE_VARS` holds the toolchain's `make` variables.
-    fn sh(&self, script: &str) -> Command {
+    pub fn sh(&self, script: &str) -> Command {
         let mut cmd = self.command("sh");
         let vars = self.make_vars().join(" ");
         cmd.arg("-c").arg(format!("MAKE_VARS='{vars}'; {script}"));
@@ -90,6 +90,9 @@ pub struct KernelTree {
     pub builder: Builder,
     /// Whether this is the debug flavor (sanitizers, kmemleak, fault injection).
     pub debug: bool,
+    /// Debian's stock kernel: its release string and the directory holding its modules
+    /// (`usr/lib/modules/<release>/`, what virtme-ng boots it with).
+    pub stock: Option<crate::debian::Stock>,
 }
 
 /// The checked-in configuration fragments of a flavor, in merge order.
@@ -115,6 +118,9 @@ fn extra_fragment(opts: &KernelOpts) -> Option<&'static str> {
 
 /// Makes sure the test kernel (or `--kdir`) is built and returns it.
 pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
+    if opts.debian {
+        return crate::debian::ensure();
+    }
     if let Some(kdir) = &opts.kdir {
         let toolchain = setup::ensure(false)?;
         if !kdir.join("Module.symvers").exists() || !kdir.join("rust/libkernel.rmeta").exists() {
@@ -132,6 +138,7 @@ pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
             bzimage,
             builder: Builder::Host(toolchain),
             debug,
+            stock: None,
         });
     }
     let toolchain = setup::ensure(opts.src.is_none())?;
@@ -155,7 +162,7 @@ pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
         flavor.push_str("-perf");
     }
     let builder = if debug {
-        Builder::Root(buildroot::ensure()?)
+        Builder::Root(buildroot::ensure(&buildroot::CLANG)?)
     } else {
         Builder::Host(toolchain.clone())
     };
@@ -175,6 +182,7 @@ pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
             bzimage,
             builder,
             debug,
+            stock: None,
         });
     }
     let _ = std::fs::remove_file(&key_path);
@@ -198,6 +206,7 @@ pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
         bzimage,
         builder,
         debug,
+        stock: None,
     })
 }
 

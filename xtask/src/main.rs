@@ -9,6 +9,7 @@ mod bench;
 mod buildroot;
 mod cache;
 mod charts;
+mod debian;
 mod demo;
 mod kernel;
 mod logscan;
@@ -52,6 +53,11 @@ pub struct KernelOpts {
     /// checks, with perf events for profiling (what `bench` uses; built and cached separately).
     #[arg(long, conflicts_with = "debug")]
     perf: bool,
+    /// Use Debian's stock kernel (the newest 7.3-or-later trixie-backports linux-image, booted
+    /// as Debian ships it): the module is built against Rust metadata rebuilt from Debian's
+    /// linux-source with Debian's toolchain.
+    #[arg(long, conflicts_with_all = ["debug", "perf", "kdir", "src"])]
+    debian: bool,
 }
 
 #[derive(Subcommand)]

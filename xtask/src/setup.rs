@@ -178,13 +178,13 @@ pub fn is_root() -> bool {
 }
 
 /// A private apt configuration: Debian trixie and trixie-backports, state in the cache.
-struct Apt {
+pub struct Apt {
     dir: PathBuf,
     updated: bool,
 }
 
 impl Apt {
-    fn new() -> Result<Self> {
+    pub fn new() -> Result<Self> {
         let dir = cache::apt_dir();
         for sub in ["lists/partial", "cache/archives/partial", "debs"] {
             cache::mkdir(&dir.join(sub))?;
@@ -232,7 +232,7 @@ impl Apt {
     }
 
     /// Available versions of `pkg`, newest first.
-    fn versions(&mut self, pkg: &str) -> Result<Vec<String>> {
+    pub fn versions(&mut self, pkg: &str) -> Result<Vec<String>> {
         self.update()?;
         let out = run::query(self.cmd("apt-cache").args(["madison", pkg]))?;
         Ok(out
@@ -243,14 +243,20 @@ impl Apt {
     }
 
     /// Package names starting with `prefix`.
-    fn names(&mut self, prefix: &str) -> Result<Vec<String>> {
+    pub fn names(&mut self, prefix: &str) -> Result<Vec<String>> {
         self.update()?;
         let out = run::query(self.cmd("apt-cache").args(["pkgnames", prefix]))?;
         Ok(out.lines().map(str::to_string).collect())
     }
 
-    /// Downloads `pkg=version` and unpacks it into `dest`.
+    /// Downloads `pkg=version` and unpacks it into `dest` (emptied first).
     fn fetch_and_unpack(&mut self, pkg: &str, version: &str, dest: &Path) -> Result<()> {
+        let _ = std::fs::remove_dir_all(dest);
+        self.unpack_into(pkg, version, dest)
+    }
+
+    /// Downloads `pkg=version` and unpacks it into `dest`, next to what is there.
+    pub fn unpack_into(&mut self, pkg: &str, version: &str, dest: &Path) -> Result<()> {
         self.update()?;
         let debs = self.dir.join("debs");
         run::logged(
@@ -269,7 +275,6 @@ impl Apt {
                     .is_some_and(|n| n.starts_with(&format!("{pkg}_")) && n.ends_with(".deb"))
             })
             .with_context(|| format!("{pkg} .deb not found in {}", debs.display()))?;
-        let _ = std::fs::remove_dir_all(dest);
         cache::mkdir(dest)?;
         run::logged(
             &format!("unpacking {}", deb.display()),

@@ -75,11 +75,16 @@ pub fn run(opts: &KernelOpts, quick: bool) -> Result<i32> {
         .collect::<Vec<_>>()
         .join("\n");
     let body = format!("rc=0\n{body}\nexit $rc");
-    // The test kernel, then (unless --quick, --debug or --kdir chose one) its debug flavor.
+    // The test kernel, then (unless --quick, or an option chose one kernel) its debug flavor
+    // and Debian's stock kernel.
     let mut flavors = vec![opts.clone()];
-    if !quick && !opts.debug && opts.kdir.is_none() {
+    if !quick && !opts.debug && !opts.debian && opts.kdir.is_none() && opts.src.is_none() {
         flavors.push(KernelOpts {
             debug: true,
+            ..opts.clone()
+        });
+        flavors.push(KernelOpts {
+            debian: true,
             ..opts.clone()
         });
     }
@@ -93,9 +98,11 @@ pub fn run(opts: &KernelOpts, quick: bool) -> Result<i32> {
     for flavor in &flavors {
         let built = module::build(flavor, true)?;
         let name = if built.kernel.debug {
-            "debug kernel"
+            "debug kernel".to_string()
+        } else if let Some(stock) = &built.kernel.stock {
+            format!("Debian {}", stock.release)
         } else {
-            "test kernel"
+            "test kernel".to_string()
         };
         let guest = vm::boot(&built, &body, GUEST_TIMEOUT)?;
         let g = Counts::parse(&guest.log);

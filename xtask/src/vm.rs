@@ -107,6 +107,7 @@ fn write_script(dir: &Path, built: &Built, body: &str) -> Result<PathBuf> {
          export PATH=\"$PATH:/usr/sbin:/sbin\"\n\
          cd '{repo}' || exit 125\n\
          echo \"[guest] Linux $(uname -r), $(nproc) CPUs; loading memchan.ko\"\n\
+         modprobe -q configfs 2>/dev/null\n\
          mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config\n\
          insmod \"$MEMCHAN_KO\" || {{ echo '[guest] insmod failed'; exit 125; }}\n\
          sh '{body}' \"$@\"\n\
@@ -118,7 +119,13 @@ fn write_script(dir: &Path, built: &Built, body: &str) -> Result<PathBuf> {
         cli = cache::target_dir().join("debug/memchan").display(),
         scratch = dir.join("scratch").display(),
         body = body_path.display(),
-        flavor = if built.kernel.debug { "debug" } else { "default" },
+        flavor = if built.kernel.debug {
+            "debug"
+        } else if built.kernel.stock.is_some() {
+            "debian"
+        } else {
+            "default"
+        },
     );
     std::fs::write(&script, text)?;
     Ok(script)
@@ -137,6 +144,11 @@ fn vng(built: &Built, dir: &Path) -> Command {
         .arg("--cwd")
         .arg(cache::repo())
         .arg(format!("--rwdir={}", dir.join("scratch").display()));
+    if let Some(stock) = &built.kernel.stock {
+        // virtme-ng makes the initramfs that loads Debian's 9p/virtio modules from busybox,
+        // which the host does not have.
+        cmd.arg("--busybox").arg(&stock.busybox);
+    }
     if std::env::var("MEMCHAN_KVM").as_deref() != Ok("1") {
         // Software emulation: KVM is present on these machines but not usable for guests.
         cmd.arg("--disable-kvm");
@@ -198,18 +210,19 @@ fn boot_once(built: &Built, body: &str, timeout: Duration) -> Result<Attempt> {
     let script = write_script(&dir, built, body)?;
     let console_path = dir.join("console.log");
     run::stage(&format!(
-        "booting the test kernel in QEMU (console log: {})",
+        "booting {} in QEMU (console log: {})",
+        kernel_name(built),
         console_path.display()
     ));
     let start = Instant::now();
     let (mut launcher, plain_qemu) = match &built.kernel.builder {
-        Builder::Root(root) => {
+        Builder::Root(root) if built.kernel.stock.is_none() => {
             let initramfs = qemu::initramfs(root)?;
             qemu::stage2(root, &dir)?;
             let cmd = qemu::command(&built.kernel.bzimage, &initramfs, &dir, CPUS);
             (cmd, true)
         }
-        Builder::Host(_) => {
+        _ => {
             let mut cmd = vng(built, &dir);
             cmd.arg("--exec").arg(format!("sh {}", script.display()));
             (cmd, false)
@@ -330,6 +343,15 @@ fn boot_once(built: &Built, body: &str, timeout: Duration) -> Result<Attempt> {
     }))
 }
 
+/// What the guest boots, for progress lines.
+fn kernel_name(built: &Built) -> String {
+    match &built.kernel.stock {
+        Some(stock) => format!("Debian's kernel {} ({})", stock.release, stock.version),
+        None if built.kernel.debug => "the debug test kernel".to_string(),
+        None => "the test kernel".to_string(),
+    }
+}
+
 /// Copies guest output to the console log; echoes all but the kernel's lines, keeping the
 /// first occurrence of each of memchan's own kernel messages (they tell the story of the run;
 /// tests that reload the module hundreds of times would repeat them).
@@ -376,7 +398,7 @@ fn interactive(built: &Built) -> Result<i32> {
     )?;
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     run::stage("booting the test kernel in QEMU (interactive; `exit` powers off)");
-    if let Builder::Root(root) = &built.kernel.builder {
+    if let (Builder::Root(root), None) = (&built.kernel.builder, &built.kernel.stock) {
         // The serial console is the terminal: a plain shell, no job control.
         let initramfs = qemu::initramfs(root)?;
         qemu::stage2(root, &dir)?;
