@@ -63,6 +63,14 @@ fn dmesg() -> String {
 #[test]
 fn kunit_ring_suite_passed_at_load() {
     require_guest();
+    // The module carries its KUnit suite only when KUnit is built in (`CONFIG_KUNIT=y`, which
+    // gives `/sys/module/kunit`); Debian's kernel has none.
+    if !std::path::Path::new("/sys/module/kunit").exists() {
+        return skip(
+            "kunit_ring_suite_passed_at_load",
+            "no KUnit built into this kernel",
+        );
+    }
     let log = dmesg();
     let summary = log
         .lines()
