@@ -40,6 +40,8 @@ pub struct Recipe {
     versions: &'static str,
     /// What it is for (progress messages).
     purpose: &'static str,
+    /// Whether trixie-backports is among its apt sources (Debian's 7.3 kernels live there).
+    backports: bool,
 }
 
 /// Packages both roots hold (after the given ones): kernel build dependencies, rustc, busybox.
@@ -61,6 +63,7 @@ pub const CLANG: Recipe = Recipe {
     versions: "rustc --version; clang-19 --version | head -n1; bindgen --version; \
                clippy-driver --version",
     purpose: "the clang build root for the debug kernel",
+    backports: false,
 };
 
 /// The root with Debian's kernel toolchain, for Debian's stock kernel.
@@ -71,7 +74,33 @@ pub const STOCK: Recipe = Recipe {
     versions: "rustc --version; gcc-14 --version | head -n1; bindgen --version; \
                clippy-driver --version; pahole --version",
     purpose: "the build root with Debian's kernel toolchain",
+    backports: false,
 };
+
+/// A fresh Debian 13 machine running the newest backports kernel, as a user has it before
+/// `cargo xtask install`: what that command is tested in (then booted with its own kernel).
+pub const MACHINE: Recipe = Recipe {
+    name: "trixie-machine",
+    packages: &[
+        "linux-image-amd64/trixie-backports",
+        "udev",
+        "kmod",
+        "passwd",
+        "procps",
+        "busybox-static",
+    ],
+    make_vars: &[],
+    versions: "uname -s",
+    purpose: "a Debian 13 machine with the newest backports kernel (to test `install` in)",
+    backports: true,
+};
+
+impl Recipe {
+    /// The packages it holds.
+    pub fn packages(&self) -> &'static [&'static str] {
+        self.packages
+    }
+}
 
 /// Marker written once the build root is complete; holds the recipe it was made from.
 const DONE_FILE: &str = ".memchan-buildroot";
@@ -99,6 +128,13 @@ impl BuildRoot {
     /// `program` to be run inside the build root (add arguments and a working directory as with
     /// any `Command`; the directory must be under the repository or the cache).
     pub fn command(&self, program: &str) -> Command {
+        if self.dir == Path::new("/") {
+            let mut cmd = Command::new(program);
+            cmd.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .env_remove("RUSTUP_TOOLCHAIN")
+                .env_remove("CARGO");
+            return cmd;
+        }
         let mut cmd = Command::new("unshare");
         cmd.args(["--mount", "--", "sh", "-c", ENTER, "enter"])
             .arg(&self.dir)
@@ -138,12 +174,31 @@ impl BuildRoot {
     pub fn busybox(&self) -> PathBuf {
         self.dir.join("bin/busybox")
     }
+
+    /// The root directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// This machine itself standing in for a root of `which` (a Debian 13 machine that has its
+/// packages, see `install.rs`): commands run directly with the system's `PATH`, so Debian's
+/// rustc and bindgen are used, not rustup's.
+pub fn native(which: &'static Recipe) -> BuildRoot {
+    BuildRoot {
+        dir: PathBuf::from("/"),
+        recipe: which,
+        extra_vars: Vec::new(),
+    }
 }
 
 /// Makes the build root if it is missing (about 2 minutes and 1.8 GB) and returns it.
 pub fn ensure(which: &'static Recipe) -> Result<BuildRoot> {
     let dir = cache::root().join("buildroot").join(which.name);
-    let recipe = format!("{SUITE}: {}\n", which.packages.join(" "));
+    let mut recipe = format!("{SUITE}: {}\n", which.packages.join(" "));
+    if which.backports {
+        recipe.push_str("with trixie-backports\n");
+    }
     let root = BuildRoot {
         dir: dir.clone(),
         recipe: which,
@@ -171,7 +226,12 @@ pub fn ensure(which: &'static Recipe) -> Result<BuildRoot> {
             .arg(format!("--include={}", which.packages.join(",")))
             .arg(SUITE)
             .arg(&dir)
-            .arg(format!("deb http://deb.debian.org/debian {SUITE} main")),
+            .arg(format!("deb http://deb.debian.org/debian {SUITE} main"))
+            .args(
+                which
+                    .backports
+                    .then(|| format!("deb http://deb.debian.org/debian {SUITE}-backports main")),
+            ),
         &run::log_path(&format!("buildroot-{}", which.name)),
         "mmdebstrap needs the Debian mirror (deb.debian.org) and root; see the log.",
     )?;

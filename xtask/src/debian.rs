@@ -29,7 +29,7 @@ use crate::{cache, run};
 const RECIPE: u32 = 1;
 
 /// Oldest kernel series memchan builds against.
-const MIN_SERIES: (u32, u32, u32) = (7, 3, 0);
+pub const MIN_SERIES: (u32, u32, u32) = (7, 3, 0);
 
 /// Marks a completely unpacked or prepared directory (holds what it was made from).
 const DONE: &str = ".memchan-complete";
@@ -46,7 +46,7 @@ pub struct Stock {
 }
 
 /// `7.3.4+deb13-amd64` → `(7, 3, 4)`; `None` for other flavors (`-cloud-amd64`, `-rt-amd64`).
-fn parse_release(release: &str) -> Option<(u32, u32, u32)> {
+pub fn parse_release(release: &str) -> Option<(u32, u32, u32)> {
     let (upstream, abi) = release.split_once('+')?;
     let suffix = abi.strip_prefix("deb")?.split_once('-')?.1;
     if suffix != "amd64" {
@@ -127,17 +127,8 @@ pub fn ensure() -> Result<KernelTree> {
     let dir = cache::root()
         .join("debian")
         .join(format!("{release}_{version}"));
-    let (image, headers, src, build) = (
-        dir.join("image"),
-        dir.join("headers"),
-        dir.join("src"),
-        dir.join("build"),
-    );
+    let (image, headers, build) = (dir.join("image"), dir.join("headers"), dir.join("build"));
     let root = root.with_make_var(format!("KERNELRELEASE={release}"));
-    let key = format!(
-        "recipe: {RECIPE}\nrelease: {release}\nversion: {version}\n{}",
-        root.versions()?
-    );
     let bzimage = image.join(format!("usr/lib/modules/{release}/vmlinuz"));
     let stock = Stock {
         release: release.clone(),
@@ -151,8 +142,7 @@ pub fn ensure() -> Result<KernelTree> {
         debug: false,
         stock: Some(stock.clone()),
     };
-    if bzimage.exists() && std::fs::read_to_string(build.join(DONE)).ok().as_deref() == Some(&*key)
-    {
+    if bzimage.exists() && is_prepared(&root, &release, &version, &dir)? {
         println!(
             "==> Debian's kernel {release} ({version}) ready: {}",
             build.display()
@@ -182,45 +172,82 @@ pub fn ensure() -> Result<KernelTree> {
         &version,
         &headers,
     )?;
-    let series = release.split('.').take(2).collect::<Vec<_>>().join(".");
     let deb = dir.join("source-deb");
-    unpack(apt, &[format!("linux-source-{series}")], &version, &deb)?;
-    if !src.join(DONE).exists() {
-        let tarball = std::fs::read_dir(deb.join("usr/src"))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.to_string_lossy().ends_with(".tar.xz"))
-            .context("no kernel tarball in the linux-source package")?;
+    unpack(
+        apt,
+        &[format!("linux-source-{}", series(&release))],
+        &version,
+        &deb,
+    )?;
+    let tarball = std::fs::read_dir(deb.join("usr/src"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with(".tar.xz"))
+        .context("no kernel tarball in the linux-source package")?;
+    let hdr = headers.join(format!("usr/src/linux-headers-{release}"));
+    prepared(&root, &release, &version, &hdr, &tarball, &dir)?;
+    Ok(tree(root))
+}
+
+/// `7.3.4+deb13-amd64` → `7.3` (what `linux-source-<series>` is named after).
+pub fn series(release: &str) -> String {
+    release.split('.').take(2).collect::<Vec<_>>().join(".")
+}
+
+/// What a prepared tree in `dir/build` was made from.
+fn key(root: &BuildRoot, release: &str, version: &str) -> Result<String> {
+    Ok(format!(
+        "recipe: {RECIPE}\nrelease: {release}\nversion: {version}\n{}",
+        root.versions()?
+    ))
+}
+
+/// Whether `dir/build` is a tree prepared for this kernel with this toolchain.
+fn is_prepared(root: &BuildRoot, release: &str, version: &str, dir: &Path) -> Result<bool> {
+    let done = std::fs::read_to_string(dir.join("build").join(DONE)).ok();
+    Ok(done.as_deref() == Some(&*key(root, release, version)?))
+}
+
+/// Makes `dir/build` a tree prepared for module builds against Debian's kernel `release`
+/// (package `version`), from its headers tree `hdr` (`/usr/src/linux-headers-<release>`) and
+/// source `tarball` (`linux-source-<series>.tar.xz`), unpacked into `dir/src`; skipped when
+/// already done with the same toolchain. `root` runs the builds (with `KERNELRELEASE` set).
+pub fn prepared(
+    root: &BuildRoot,
+    release: &str,
+    version: &str,
+    hdr: &Path,
+    tarball: &Path,
+    dir: &Path,
+) -> Result<PathBuf> {
+    let (src, build) = (dir.join("src"), dir.join("build"));
+    if is_prepared(root, release, version, dir)? {
+        return Ok(build);
+    }
+    if std::fs::read_to_string(src.join(DONE)).ok().as_deref() != Some(version) {
         let _ = std::fs::remove_dir_all(&src);
         cache::mkdir(&src)?;
         run::logged(
             &format!("extracting Debian's kernel source into {}", src.display()),
             std::process::Command::new("tar")
                 .arg("-xf")
-                .arg(&tarball)
+                .arg(tarball)
                 .arg("-C")
                 .arg(&src)
                 .arg("--strip-components=1"),
             &run::log_path("debian-untar"),
             "Is the disk full? (the source needs about 1.5 GB)",
         )?;
-        std::fs::write(src.join(DONE), &version)?;
+        std::fs::write(src.join(DONE), version)?;
     }
-    prepare(&root, &release, &headers, &src, &build)?;
-    std::fs::write(build.join(DONE), key)?;
-    Ok(tree(root))
+    prepare(root, release, hdr, &src, &build)?;
+    std::fs::write(build.join(DONE), key(root, release, version)?)?;
+    Ok(build)
 }
 
 /// Rebuilds the Rust metadata of Debian's kernel: Debian's `.config` (with the signing and
 /// trusted-key files it names blanked: they are not in the source package), `prepare`,
 /// `rust/`, `modules_prepare`, then Debian's `Module.symvers` and `vmlinux` copied in.
-fn prepare(
-    root: &BuildRoot,
-    release: &str,
-    headers: &Path,
-    src: &Path,
-    build: &Path,
-) -> Result<()> {
-    let hdr = headers.join(format!("usr/src/linux-headers-{release}"));
+fn prepare(root: &BuildRoot, release: &str, hdr: &Path, src: &Path, build: &Path) -> Result<()> {
     for f in [".config", "Module.symvers", "vmlinux"] {
         if !hdr.join(f).exists() {
             bail!("Debian's headers package has no {f} in {}", hdr.display());

@@ -28,8 +28,12 @@ const REPORT_MARKERS: &[&str] = &[
     "not ok ",
 ];
 
-/// Harmless lines that contain a marker.
-const IGNORED: &[&str] = &["** If you see this message and you are not debugging **"];
+/// Harmless lines that contain a marker: trace_printk's banner, and virtme-ng's init (a user
+/// process writing to the kernel log) warning about a missing tool in the guest root.
+const IGNORED: &[&str] = &[
+    "** If you see this message and you are not debugging **",
+    "virtme-ng-init: WARNING:",
+];
 
 /// Lines of context printed after a report's first line.
 const CONTEXT: usize = 40;

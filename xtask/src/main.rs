@@ -1,9 +1,10 @@
 //! `cargo xtask`: everything needed to build, boot and test memchan on a machine that cannot
 //! load kernel modules itself.
 //!
-//! Verbs: `setup`, `kernel`, `module`, `vm`, `demo`, `test`. Each one does the earlier steps it
-//! needs, and each of those is skipped when its result is already in the cache
-//! (`~/.cache/memchan`, or `$MEMCHAN_CACHE`).
+//! Verbs: `setup`, `kernel`, `module`, `vm`, `demo`, `stress`, `fuzz`, `bench`, `test`, and
+//! `install` (on a Debian machine). Each one does the earlier steps it needs, and each of those
+//! is skipped when its result is already in the cache (`~/.cache/memchan`, or
+//! `$MEMCHAN_CACHE`).
 
 mod bench;
 mod buildroot;
@@ -11,6 +12,7 @@ mod cache;
 mod charts;
 mod debian;
 mod demo;
+mod install;
 mod kernel;
 mod logscan;
 mod module;
@@ -131,8 +133,16 @@ enum Verb {
         #[arg(long, conflicts_with = "render")]
         profile: bool,
     },
-    /// Run the lint and host tests, then the guest suite on the test kernel and on its debug
-    /// flavor (one boot each).
+    /// On a Debian 13 machine running a 7.3+ backports kernel: build memchan for it (Rust
+    /// metadata rebuilt from its linux-source), install module, udev rule and command, and
+    /// load it (root steps through sudo).
+    Install {
+        #[command(flatten)]
+        opts: install::InstallOpts,
+    },
+    /// Run the lint and host tests, then the guest suite on the test kernel, its debug (KASAN)
+    /// flavor and Debian's stock kernel (one boot each), then check `install` on a fresh
+    /// Debian root booted with its own kernel.
     Test {
         #[command(flatten)]
         kernel: KernelOpts,
@@ -164,6 +174,7 @@ fn main() -> ExitCode {
             Some(json) => bench::render(&json).map(|_| 0),
             None => bench::run(&kernel, reps, scale, profile),
         },
+        Verb::Install { opts } => install::run(&opts),
         Verb::Test { kernel, quick } => test::run(&kernel, quick),
         Verb::Stress { kernel, secs } => {
             test::run_one(&kernel, "stress", &format!("MEMCHAN_STRESS_SECS={secs}"))

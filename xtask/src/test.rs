@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cache, module, run, vm, KernelOpts};
+use crate::{cache, install, module, run, vm, KernelOpts};
 
 /// The crate whose tests need the real device (excluded from host `cargo test`).
 const GUEST_CRATE: &str = "memchan-guest-tests";
@@ -132,6 +132,19 @@ pub fn run(opts: &KernelOpts, quick: bool) -> Result<i32> {
             failed += 1;
         }
         lines.push(line);
+    }
+    if flavors.len() > 1 {
+        // After the suite on Debian's kernel: the install path on a fresh Debian machine.
+        let ok = install::check()?;
+        lines.push(format!(
+            "install on Debian: {}",
+            if ok { "passed" } else { "FAILED" }
+        ));
+        if ok {
+            passed += 1;
+        } else {
+            failed += 1;
+        }
     }
     println!(
         "\n==> {} ({} total)",

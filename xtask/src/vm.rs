@@ -131,27 +131,33 @@ fn write_script(dir: &Path, built: &Built, body: &str) -> Result<PathBuf> {
     Ok(script)
 }
 
-/// The virtme-ng command line shared by batch and interactive runs.
-fn vng(built: &Built, dir: &Path) -> Command {
+/// virtme-ng booting `kernel`: what every virtme-ng run here shares.
+pub fn vng_command(kernel: &Path) -> Command {
     let mut cmd = Command::new(setup::vng());
     // virtme-ng starts its helpers (virtme-run, ...) from PATH.
     cmd.env("PATH", run::path_with(&cache::venv().join("bin")));
     cmd.arg("--run")
-        .arg(&built.kernel.bzimage)
+        .arg(kernel)
         .args(["--cpus", CPUS, "--memory", MEMORY, "--verbose"])
         // virtiofsd is not available here; going straight to 9p saves ~15 s per boot.
-        .arg("--force-9p")
-        .arg("--cwd")
+        .arg("--force-9p");
+    if std::env::var("MEMCHAN_KVM").as_deref() != Ok("1") {
+        // Software emulation: KVM is present on these machines but not usable for guests.
+        cmd.arg("--disable-kvm");
+    }
+    cmd
+}
+
+/// The virtme-ng command line shared by batch and interactive runs.
+fn vng(built: &Built, dir: &Path) -> Command {
+    let mut cmd = vng_command(&built.kernel.bzimage);
+    cmd.arg("--cwd")
         .arg(cache::repo())
         .arg(format!("--rwdir={}", dir.join("scratch").display()));
     if let Some(stock) = &built.kernel.stock {
         // virtme-ng makes the initramfs that loads Debian's 9p/virtio modules from busybox,
         // which the host does not have.
         cmd.arg("--busybox").arg(&stock.busybox);
-    }
-    if std::env::var("MEMCHAN_KVM").as_deref() != Ok("1") {
-        // Software emulation: KVM is present on these machines but not usable for guests.
-        cmd.arg("--disable-kvm");
     }
     cmd
 }
