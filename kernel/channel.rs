@@ -25,16 +25,16 @@
 //! their bytes, so a copy that raced with the reuse fails that check and the read starts over
 //! (and reports the overrun). This is the protocol mmap readers follow, run by the kernel.
 //!
-//! Readers asleep in `read` wait on `arrived`, polled files on `readable`, writers of a
-//! `block` channel (and polled files) on `writable`; every wait is interruptible and
-//! re-checks the state under the lock, and pollers register before checking, so no wake-up
-//! is lost. `read()` sleepers have a queue of their own because they are woken one at a time
-//! (below): on a queue shared with pollers, an exclusive poll entry (`EPOLLEXCLUSIVE`, an
-//! io_uring poll) ahead of a sleeper would take that one wake-up and the sleeper would sleep
-//! on. The poll queue is woken whole, exclusive entries included: every subscriber has a cursor
-//! of its own, so every one of them has something new. Only subscribers register on it. Sleepers and polled files are counted under the
-//! lock ([`Waiting`]), so that a writer (or reader) skips the wake-up when nobody can be
-//! waiting for it, the common case of a stream that never runs dry.
+//! Readers asleep in `read` wait on `arrived`, polled files on `readable`, writers of a `block`
+//! channel (and polled files) on `writable`; every wait is interruptible and re-checks the state
+//! under the lock, and pollers register before checking, so no wake-up is lost. `read()` sleepers
+//! have a queue of their own because they are woken one at a time (below): on a queue shared with
+//! pollers, an exclusive poll entry (`EPOLLEXCLUSIVE`, an io_uring poll) ahead of a sleeper would
+//! take that one wake-up and the sleeper would sleep on. The poll queue is woken whole, exclusive
+//! entries included: every subscriber has a cursor of its own, so every one of them has something
+//! new. Only subscribers register on it. Sleepers and polled files are counted under the lock
+//! ([`Waiting`]), so that a writer (or reader) skips the wake-up when nobody can be waiting for it,
+//! the common case of a stream that never runs dry.
 //!
 //! Readers asleep in `read` are woken in a chain: the writer wakes the first one, and each
 //! woken reader wakes the next, as many as were asleep when the records were published
@@ -52,18 +52,16 @@
 //! file keeps alive).
 
 use kernel::{
+    bindings,
     fs::File,
     iov::IovIterDest,
     mm::virt::VmaNew,
     new_condvar,
     new_mutex,
     new_poll_condvar,
+    page::PAGE_SIZE,
     prelude::*,
     sync::{
-        poll::{
-            PollCondVar,
-            PollTable, //
-        },
         atomic::{
             Atomic,
             Relaxed, //
@@ -71,6 +69,10 @@ use kernel::{
         lock::{
             mutex::MutexBackend,
             Guard, //
+        },
+        poll::{
+            PollCondVar,
+            PollTable, //
         },
         Arc,
         CondVar,
@@ -86,20 +88,19 @@ use kernel::{
 
 use crate::{
     abi,
+    memory::RingSpan,
     pages::{
         PageRing,
         Pages, //
     },
     ring::{
+        self,
+        record_in,
         Cursor,
         Next,
         Policy,
         Ring,
         Waiting, //
-    },
-    sys::{
-        self,
-        RingSpan, //
     },
 };
 
@@ -122,6 +123,76 @@ pub(crate) struct ChannelConfig {
     pub(crate) readers_per_user: u32,
 }
 
+/// The sizes of a channel as users give them (module parameters, configfs attributes).
+#[derive(Clone, Copy)]
+pub(crate) struct Sizes {
+    /// Ring size in KiB: a power of two from [`abi::RING_KIB_MIN`] to [`abi::RING_KIB_MAX`],
+    /// at least a page.
+    pub(crate) ring_kib: u32,
+    /// Largest message: at least 1, and its record must fit in the ring.
+    pub(crate) msg_max: u32,
+    /// Subscriber limit: 1 to [`abi::MAX_READERS_MAX`].
+    pub(crate) max_readers: u32,
+}
+
+impl ChannelConfig {
+    /// The configuration of channel 0 with `sizes` (checked: logs the reason and gives
+    /// `EINVAL` for a bad one), `policy`, and the limits `stall_ms` and `readers_per_user`.
+    pub(crate) fn checked(
+        sizes: Sizes,
+        policy: Policy,
+        stall_ms: u32,
+        readers_per_user: u32,
+    ) -> Result<Self> {
+        let Sizes {
+            ring_kib,
+            msg_max,
+            max_readers,
+        } = sizes;
+        let ring_bytes = u64::from(ring_kib) * 1024;
+        if !ring_kib.is_power_of_two()
+            || !(abi::RING_KIB_MIN..=abi::RING_KIB_MAX).contains(&ring_kib)
+            || ring_bytes < PAGE_SIZE as u64
+        {
+            pr_err!(
+                "ring_kib={ring_kib}: must be a power of two from {} to {} (and at least a page)\n",
+                abi::RING_KIB_MIN,
+                abi::RING_KIB_MAX
+            );
+            return Err(EINVAL);
+        }
+        if msg_max == 0 || abi::record_size(msg_max) > ring_bytes {
+            pr_err!("msg_max={msg_max}: must be at least 1 and fit in the {ring_kib} KiB ring\n");
+            return Err(EINVAL);
+        }
+        if max_readers == 0 || max_readers > abi::MAX_READERS_MAX {
+            pr_err!(
+                "max_readers={max_readers}: must be 1 to {}\n",
+                abi::MAX_READERS_MAX
+            );
+            return Err(EINVAL);
+        }
+        Ok(Self {
+            index: 0,
+            ring_bytes,
+            msg_max,
+            policy,
+            max_readers: max_readers as usize,
+            stall_ms,
+            readers_per_user,
+        })
+    }
+
+    /// The sizes of this configuration, as [`ChannelConfig::checked`] takes them.
+    pub(crate) fn sizes(&self) -> Result<Sizes> {
+        Ok(Sizes {
+            ring_kib: u32::try_from(self.ring_bytes / 1024).map_err(|_| EINVAL)?,
+            msg_max: self.msg_max,
+            max_readers: u32::try_from(self.max_readers).map_err(|_| EINVAL)?,
+        })
+    }
+}
+
 /// What a `read()` returns of a message: the file's record mode.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Shape {
@@ -133,25 +204,6 @@ pub(crate) enum Shape {
     /// and fit, at least one and at most this many bytes unless one record is larger
     /// ([`abi::RECORD_MODE_BATCH`]).
     Batch(usize),
-}
-
-/// The leading run of records in `buf` (the [`abi::IOC_SEND_BATCH`] layout) that
-/// [`Ring::push_records`] can take as they are: whole, `flags` 0, a payload of 1 to `msg_max`
-/// bytes; zeroes their padding. Returns the run's length in bytes.
-fn batch_run(buf: &mut [u8], msg_max: u32) -> usize {
-    let hsize = abi::RECORD_HEADER_SIZE as usize;
-    let mut at = 0usize;
-    while let Some((h, size)) = crate::ring::record_in(buf, at) {
-        if h.len == 0 || h.len > msg_max {
-            break;
-        }
-        let body_end = at.wrapping_add(hsize).wrapping_add(h.len as usize);
-        if let Some(pad) = buf.get_mut(body_end..at.wrapping_add(size)) {
-            pad.fill(0);
-        }
-        at = at.wrapping_add(size);
-    }
-    at
 }
 
 /// One channel.
@@ -203,9 +255,15 @@ fn writers_waiting(ring: &Ring<PageRing>) -> bool {
     w.writers > 0 || w.pollers > 0
 }
 
-/// What [`Channel::read`] gives once a removed channel has nothing left for the reader; `read`
-/// turns it into end of file.
-pub(crate) const END: Error = ENODEV;
+/// What a [`Channel::read`] delivered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivered {
+    /// This many bytes (never 0: no message is empty).
+    Bytes(usize),
+    /// Nothing, ever again: the channel was removed and nothing is left for the reader (a
+    /// `read()` returns 0, end of file).
+    End,
+}
 
 /// `CLOCK_MONOTONIC` now, in nanoseconds.
 fn now_ns() -> u64 {
@@ -216,7 +274,13 @@ impl Channel {
     /// Creates a channel with a zeroed ring.
     pub(crate) fn new(cfg: ChannelConfig) -> Result<Arc<Self>> {
         let (pages, store) = Pages::new(cfg.ring_bytes)?;
-        let ring = Ring::new(store, cfg.ring_bytes, cfg.msg_max, cfg.policy, cfg.max_readers)?;
+        let ring = Ring::new(
+            store,
+            cfg.ring_bytes,
+            cfg.msg_max,
+            cfg.policy,
+            cfg.max_readers,
+        )?;
         Arc::pin_init(
             try_pin_init!(Self {
                 cfg,
@@ -279,7 +343,10 @@ impl Channel {
         // readers plus the sleepers, so the chain reaches every one of them.)
         let chain_running = w.readers_to_wake > 0;
         w.readers_to_wake = w.readers;
-        ReadWake { sleeper: w.readers > 0 && !chain_running, pollers: w.pollers > 0 }
+        ReadWake {
+            sleeper: w.readers > 0 && !chain_running,
+            pollers: w.pollers > 0,
+        }
     }
 
     /// Wakes what [`Channel::wake_readers`] asked for (without the ring lock): the first
@@ -317,7 +384,9 @@ impl Channel {
             ring.drop_stalled(rsize)?;
             return Ok(Some(0));
         }
-        Ok(Some(u32::try_from(limit.wrapping_sub(waited).div_ceil(1_000_000)).unwrap_or(u32::MAX)))
+        Ok(Some(
+            u32::try_from(limit.wrapping_sub(waited).div_ceil(1_000_000)).unwrap_or(u32::MAX),
+        ))
     }
 
     /// A non-blocking writer of `rsize` bytes found no room under `block`: `Ok` to try again
@@ -343,7 +412,8 @@ impl Channel {
         let signal = match left {
             None => self.writable.wait_interruptible(ring),
             Some(ms) => matches!(
-                self.writable.wait_interruptible_timeout(ring, msecs_to_jiffies(ms)),
+                self.writable
+                    .wait_interruptible_timeout(ring, msecs_to_jiffies(ms)),
                 CondVarTimeoutResult::Signal { .. }
             ),
         };
@@ -402,7 +472,11 @@ impl Channel {
         if self.is_closed() {
             return Err(ENODEV);
         }
-        let slot = if read { Some(ring.subscribe(uid, per_user)?) } else { None };
+        let slot = if read {
+            Some(ring.subscribe(uid, per_user)?)
+        } else {
+            None
+        };
         if write {
             ring.writers = ring.writers.wrapping_add(1);
         }
@@ -427,9 +501,9 @@ impl Channel {
     }
 
     /// Appends one message of `len` bytes, which `fill` copies straight into the ring (see
-    /// [`Ring::push_with`]; it runs under the ring lock, so it must not sleep: a user copy
-    /// runs with page faults disabled and fails with `EFAULT`, publishing nothing). In `block` mode waits for room (unless `nonblock`: `EAGAIN`). A signal
-    /// ends the wait with `ERESTARTSYS`.
+    /// [`Ring::push_with`]; it runs under the ring lock, so it must not sleep: a user copy runs
+    /// with page faults disabled and fails with `EFAULT`, publishing nothing). In `block` mode
+    /// waits for room (unless `nonblock`: `EAGAIN`). A signal ends the wait with `ERESTARTSYS`.
     pub(crate) fn send(
         &self,
         len: u32,
@@ -476,7 +550,7 @@ impl Channel {
     /// ring without room for the whole run yet) goes record by record
     /// ([`Channel::send_records`]).
     pub(crate) fn send_batch(&self, buf: &mut [u8], nonblock: bool) -> Result<usize> {
-        let run = batch_run(buf, self.cfg.msg_max);
+        let run = ring::batch_run(buf, self.cfg.msg_max);
         let mut at = 0usize;
         if run > 0 {
             let mut ring = self.ring.lock();
@@ -512,7 +586,7 @@ impl Channel {
             }
             let first = at == 0;
             // A record: header (only `len` counts, `flags` must be 0), payload, padding.
-            let whole = crate::ring::record_in(buf, at)
+            let whole = record_in(buf, at)
                 .and_then(|(h, size)| Some((h.len, size, buf.get_mut(at..at.checked_add(size)?)?)));
             let Some((len, size, rec)) = whole else {
                 break if first { Err(EINVAL) } else { Ok(at) };
@@ -559,23 +633,23 @@ impl Channel {
     }
 
     /// Waits, under `ring` (released while sleeping), until subscriber `slot` has a record and
-    /// returns its header and position. `EPIPE` (once, clearing it) for a pending overrun;
-    /// [`END`] once the channel is removed and nothing is left; `EAGAIN` if `nonblock`;
+    /// returns its header and position; `None` once the channel is removed and nothing is
+    /// left. `EPIPE` (once, clearing it) for a pending overrun; `EAGAIN` if `nonblock`;
     /// `ERESTARTSYS` on a signal.
     fn wait_next(
         &self,
         ring: &mut RingGuard<'_>,
         slot: usize,
         nonblock: bool,
-    ) -> Result<(abi::RecordHeader, u64)> {
+    ) -> Result<Option<(abi::RecordHeader, u64)>> {
         loop {
             match ring.next(slot)? {
-                Next::Record(h, pos) => return Ok((h, pos)),
+                Next::Record(h, pos) => return Ok(Some((h, pos))),
                 Next::Overrun => {
                     ring.clear_overrun(slot)?;
                     return Err(EPIPE);
                 }
-                Next::Empty if self.is_closed() => return Err(END),
+                Next::Empty if self.is_closed() => return Ok(None),
                 Next::Empty if nonblock => return Err(EAGAIN),
                 Next::Empty => {
                     if self.sleep_readable(ring) {
@@ -589,8 +663,8 @@ impl Channel {
     /// `read()` for subscriber `slot`: waits until it has a message (or an overrun to report),
     /// copies what `shape` asks for of it to `iov` and moves the cursor past it. `EAGAIN` if
     /// `nonblock` and there is none; `EPIPE` (once) after an overrun; `EMSGSIZE` if it needs
-    /// more than `iov` holds (the message stays); [`END`] once the channel is removed and
-    /// nothing is left for the reader; `EFAULT` if the user buffer faults (the message stays,
+    /// more than `iov` holds (the message stays); [`Delivered::End`] once the channel is removed
+    /// and nothing is left for the reader; `EFAULT` if the user buffer faults (the message stays,
     /// unless the ring overwrote it meanwhile).
     ///
     /// The lock is held only to find the message and to move the cursor: the copy to
@@ -606,11 +680,13 @@ impl Channel {
         shape: Shape,
         iov: &mut IovIterDest<'_>,
         nonblock: bool,
-    ) -> Result<usize> {
+    ) -> Result<Delivered> {
         let hsize = abi::RECORD_HEADER_SIZE as usize;
         loop {
             let mut ring = self.ring.lock();
-            let (h, pos) = self.wait_next(&mut ring, slot, nonblock)?;
+            let Some((h, pos)) = self.wait_next(&mut ring, slot, nonblock)? else {
+                return Ok(Delivered::End);
+            };
             let head = ring.head();
             drop(ring);
             let from = Cursor { pos, seq: h.seq };
@@ -645,7 +721,7 @@ impl Channel {
                 Ok(moved)
             };
             match self.pages.copy_to_user(start, bytes, iov, confirm)? {
-                (_, true) => return Ok(bytes),
+                (_, true) => return Ok(Delivered::Bytes(bytes)),
                 (copied, false) if copied != bytes => return Err(EFAULT),
                 // Someone or something moved the cursor meanwhile: start over.
                 _ => {}
@@ -715,16 +791,16 @@ impl Channel {
         }
         let mut mask = 0;
         if self.is_closed() {
-            mask |= sys::POLLHUP;
+            mask |= bindings::POLLHUP;
         } else if !ring.would_block(self.cfg.msg_max) {
-            mask |= sys::POLLOUT | sys::POLLWRNORM;
+            mask |= bindings::POLLOUT | bindings::POLLWRNORM;
         }
         if let Some(i) = slot {
             match ring.next(i) {
-                Ok(Next::Record(..)) => mask |= sys::POLLIN | sys::POLLRDNORM,
-                Ok(Next::Overrun) => mask |= sys::POLLERR | sys::POLLPRI,
+                Ok(Next::Record(..)) => mask |= bindings::POLLIN | bindings::POLLRDNORM,
+                Ok(Next::Overrun) => mask |= bindings::POLLERR | bindings::POLLPRI,
                 Ok(Next::Empty) => {}
-                Err(_) => mask |= sys::POLLERR,
+                Err(_) => mask |= bindings::POLLERR,
             }
         }
         mask
@@ -822,26 +898,9 @@ impl Channel {
         self.cfg.index
     }
 
-    /// Maps the ring read-only into `vma` (see [`abi::RingControl`] for the layout).
-    ///
-    /// `EACCES` for a writable mapping, `EPERM` for an executable one, `EINVAL` for a wrong
-    /// length or offset. Clearing `VM_MAYWRITE`/`VM_MAYEXEC` also refuses later `mprotect`
-    /// upgrades; `VM_DONTEXPAND` refuses `mremap` growth.
+    /// Maps the ring read-only into `vma` (see [`Pages::map`]). Inserting pages may sleep: no
+    /// ring lock here (nor needed: only the contents change, never the pages).
     pub(crate) fn mmap(&self, vma: &VmaNew) -> Result {
-        if vma.writable() {
-            return Err(EACCES);
-        }
-        if vma.executable() {
-            return Err(EPERM);
-        }
-        vma.try_clear_maywrite()?;
-        vma.try_clear_mayexec()?;
-        let len = vma.end().wrapping_sub(vma.start()) as u64;
-        if len != self.pages.mmap_bytes() || sys::vma_pgoff(vma) != 0 {
-            return Err(EINVAL);
-        }
-        vma.set_dontexpand();
-        // Inserting pages may sleep: no ring lock here (nor needed: only contents change).
         self.pages.map(vma)
     }
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! File operations of an open `/dev/memchan*` (the [`MiscDevice`] impl, plus `poll`).
+//! What an open `/dev/memchan*` does: the state of an open file and its operations (called
+//! from the file operations table in `device.rs`).
 //!
 //! - `write()`: one call is one message, all or nothing; longer than the channel's limit gives
 //!   `EMSGSIZE`; a zero-length write stores nothing and returns 0 (a zero-length message would
@@ -15,10 +16,7 @@
 
 use kernel::{
     bindings,
-    fs::{
-        File,
-        Kiocb, //
-    },
+    fs::File,
     ioctl::{
         _IOC_DIR,
         _IOC_NR,
@@ -28,10 +26,6 @@ use kernel::{
     iov::{
         IovIterDest,
         IovIterSource, //
-    },
-    miscdevice::{
-        MiscDevice,
-        MiscDeviceRegistration, //
     },
     mm::virt::VmaNew,
     new_mutex,
@@ -56,19 +50,17 @@ use kernel::{
 
 use crate::{
     abi,
+    access,
     channel::{
-        self,
         Channel,
+        Delivered,
         Shape, //
     },
-    ring::Policy,
-    sys, //
-};
-
-use kernel::fs::file::flags::{
-    O_ACCMODE,
-    O_RDONLY,
-    O_WRONLY, //
+    memory::{
+        self,
+        RingSpan, //
+    },
+    ring::Policy, //
 };
 
 /// Per-open state of a `/dev/memchan*` file.
@@ -80,7 +72,7 @@ pub(crate) struct MemchanFile {
     slot: Option<usize>,
     /// Whether opened with write access.
     writer: bool,
-    /// Whether the opener owned the channel ([`crate::ChannelDev::is_owner`]): the file may
+    /// Whether the opener owned the channel ([`crate::device::ChannelDev::admit`]): the file may
     /// change the policy (as may one opened with `CAP_SYS_ADMIN`).
     owner: bool,
     /// Record mode: [`abi::RECORD_MODE_OFF`], [`abi::RECORD_MODE_ON`] or
@@ -120,7 +112,9 @@ fn buffer(len: usize) -> Result<KVVec<u8>> {
 fn put_user<T: AsBytes>(arg: usize, v: &T, size: usize) -> Result<isize> {
     let bytes = v.as_bytes();
     let n = size.min(bytes.len());
-    UserSlice::new(UserPtr::from_addr(arg), n).writer().write_slice(bytes.get(..n).ok_or(EINVAL)?)?;
+    UserSlice::new(UserPtr::from_addr(arg), n)
+        .writer()
+        .write_slice(bytes.get(..n).ok_or(EINVAL)?)?;
     Ok(0)
 }
 
@@ -151,14 +145,14 @@ impl MemchanFile {
         self.slot.ok_or(EBADF)
     }
 
-    /// `poll` (installed by [`sys::install_poll`]).
+    /// `poll` (the file operations table has it through [`crate::device`]).
     pub(crate) fn poll(&self, file: &File, table: PollTable<'_>) -> u32 {
         let first = self.polled.xchg(1, Relaxed) == 0;
         self.chan.poll(file, table, self.slot, first)
     }
 
-    /// [`abi::IOC_SEND_BATCH`] of `req`: copies the records in (at most [`abi::SEND_BATCH_MAX`] bytes)
-    /// and sends them; returns the bytes of the records sent.
+    /// [`abi::IOC_SEND_BATCH`] of `req`: copies the records in (at most [`abi::SEND_BATCH_MAX`]
+    /// bytes) and sends them; returns the bytes of the records sent.
     fn send_batch(&self, file: &File, req: abi::SendBatch) -> Result<isize> {
         if !self.writer {
             return Err(EBADF);
@@ -179,9 +173,17 @@ impl MemchanFile {
     }
 
     /// [`MemchanFile::send_batch`] through the file's buffer `buf`, taken out of the file.
-    fn send_batch_from(&self, file: &File, buf: &mut [u8], addr: usize, len: usize) -> Result<isize> {
+    fn send_batch_from(
+        &self,
+        file: &File,
+        buf: &mut [u8],
+        addr: usize,
+        len: usize,
+    ) -> Result<isize> {
         let buf = buf.get_mut(..len).ok_or(EINVAL)?;
-        UserSlice::new(UserPtr::from_addr(addr), len).reader().read_slice(buf)?;
+        UserSlice::new(UserPtr::from_addr(addr), len)
+            .reader()
+            .read_slice(buf)?;
         let nonblock = file.flags() & kernel::fs::file::flags::O_NONBLOCK != 0;
         let sent = self.chan.send_batch(buf, nonblock)?;
         isize::try_from(sent).map_err(|_| EINVAL)
@@ -200,30 +202,20 @@ impl MemchanFile {
             _ => Shape::Payload,
         }
     }
-}
 
-#[vtable]
-impl MiscDevice for MemchanFile {
-    type Ptr = Pin<KBox<Self>>;
-
-    fn open(file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Pin<KBox<Self>>> {
-        let dev = sys::device_of(misc);
-        // What the file may do is what the VFS granted (`f_mode`): access mode 3 (which some
-        // tools use for ioctl-only opens) grants neither reading nor writing, so it neither
-        // subscribes nor counts as a writer. It needs both permissions, as for a file.
-        let (read, write) = sys::fmode_read_write(file);
-        let want = match file.flags() & O_ACCMODE {
-            O_RDONLY => 4,
-            O_WRONLY => 2,
-            _ => 6,
-        };
-        let owner = dev.admit(file, want)?;
-        let chan = dev.channel().clone();
-        let slot = chan.attach(read, write, sys::opener_fsuid(file))?;
-        let owned = chan.clone();
+    /// The state of a file opened on `chan` by user `uid`, granted reading and writing as
+    /// `read` and `write`, by the channel's owner if `owner`: subscribes if `read`.
+    pub(crate) fn new(
+        chan: &Arc<Channel>,
+        read: bool,
+        write: bool,
+        owner: bool,
+        uid: u32,
+    ) -> Result<Pin<KBox<Self>>> {
+        let slot = chan.attach(read, write, uid)?;
         let me = KBox::pin_init(
             try_pin_init!(Self {
-                chan: owned,
+                chan: chan.clone(),
                 slot,
                 writer: write,
                 owner,
@@ -233,33 +225,22 @@ impl MiscDevice for MemchanFile {
             }),
             GFP_KERNEL_ACCOUNT,
         );
-        match me {
-            Ok(me) => {
-                sys::install_poll(file);
-                Ok(me)
-            }
-            Err(e) => {
-                chan.detach(slot, write, false);
-                Err(e)
-            }
-        }
+        me.inspect_err(|_| chan.detach(slot, write, false))
     }
 
-    fn read_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterDest<'_>) -> Result<usize> {
-        let nonblock = sys::kiocb_nonblocking(&kiocb);
-        let me = kiocb.file();
-        let slot = me.slot()?;
-        match me.chan.read(slot, me.shape(), iov, nonblock) {
-            Err(e) if e == channel::END => Ok(0),
-            other => other,
-        }
+    /// `read()`: one message (or, in record mode, record or batch) into `iov`.
+    pub(crate) fn read(&self, iov: &mut IovIterDest<'_>, nonblock: bool) -> Result<usize> {
+        let slot = self.slot()?;
+        Ok(match self.chan.read(slot, self.shape(), iov, nonblock)? {
+            Delivered::Bytes(n) => n,
+            Delivered::End => 0,
+        })
     }
 
-    fn write_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterSource<'_>) -> Result<usize> {
-        let nonblock = sys::kiocb_nonblocking(&kiocb);
-        let me = kiocb.file();
+    /// `write()`: `iov` as one message.
+    pub(crate) fn write(&self, iov: &mut IovIterSource<'_>, nonblock: bool) -> Result<usize> {
         let len = iov.len();
-        if len > me.chan.msg_max() as usize {
+        if len > self.chan.msg_max() as usize {
             return Err(EMSGSIZE);
         }
         if len == 0 {
@@ -270,14 +251,14 @@ impl MiscDevice for MemchanFile {
         // first, and if one is gone again by the time of the copy (nothing is published
         // then), fault it in without the lock and try again, as `generic_perform_write` does.
         loop {
-            if !sys::fault_in_readable(iov, len) {
+            if !memory::fault_in_readable(iov, len) {
                 return Err(EFAULT);
             }
             let mut taken = 0usize;
-            let mut fill = |dst: &mut sys::RingSpan<'_>| {
+            let mut fill = |dst: &mut RingSpan<'_>| {
                 // SAFETY: `fill` is given the channel's ring bytes (`PageRing::write_with`),
                 // which lie in its `RingMemory`.
-                let n = unsafe { sys::copy_from_iter_nofault(iov, dst) };
+                let n = unsafe { memory::copy_from_iter_nofault(iov, dst) };
                 taken = taken.wrapping_add(n);
                 if n == dst.len() {
                     Ok(())
@@ -285,7 +266,7 @@ impl MiscDevice for MemchanFile {
                     Err(EFAULT)
                 }
             };
-            match me.chan.send(len32, &mut fill, nonblock) {
+            match self.chan.send(len32, &mut fill, nonblock) {
                 Ok(_) => return Ok(len),
                 // SAFETY: the copies of this attempt advanced `iov` by exactly `taken` bytes,
                 // so going back by as much stays within it.
@@ -299,11 +280,12 @@ impl MiscDevice for MemchanFile {
         }
     }
 
-    fn ioctl(me: Pin<&MemchanFile>, file: &File, cmd: u32, arg: usize) -> Result<isize> {
+    /// `ioctl(cmd, arg)` on `file`.
+    pub(crate) fn ioctl(&self, file: &File, cmd: u32, arg: usize) -> Result<isize> {
         if cmd == bindings::FIONREAD {
             // Bytes the next `read()` needs (0 if nothing is ready): the payload, plus the
             // header in record mode, plus the padding in batch record mode.
-            let n = me.chan.next_size(me.slot()?, me.shape())?;
+            let n = self.chan.next_size(self.slot()?, self.shape())?;
             return put_user(arg, &i32::try_from(n).map_err(|_| EOVERFLOW)?, 4);
         }
         if _IOC_TYPE(cmd) != abi::IOC_MAGIC {
@@ -313,65 +295,71 @@ impl MiscDevice for MemchanFile {
         let size = _IOC_SIZE(cmd);
         let by_value = || u32::try_from(arg).map_err(|_| EINVAL);
         match (_IOC_NR(cmd), _IOC_DIR(cmd)) {
-            (abi::NR_INFO, abi::IOC_READ) => put_user(arg, &me.chan.info(), size),
-            (abi::NR_STATS, abi::IOC_READ) => put_user(arg, &me.chan.stats(), size),
+            (abi::NR_INFO, abi::IOC_READ) => put_user(arg, &self.chan.info(), size),
+            (abi::NR_STATS, abi::IOC_READ) => put_user(arg, &self.chan.stats(), size),
             (abi::NR_READER, abi::IOC_READ) => {
-                let mut st = me.chan.reader_state(me.slot()?)?;
-                if me.record() {
+                let mut st = self.chan.reader_state(self.slot()?)?;
+                if self.record() {
                     st.flags |= abi::READER_RECORD_MODE;
                 }
                 put_user(arg, &st, size)
             }
             (abi::NR_SEEK, abi::IOC_NONE) => {
-                me.chan.seek(me.slot()?, by_value()?)?;
+                self.chan.seek(self.slot()?, by_value()?)?;
                 Ok(0)
             }
             (abi::NR_SET_POLICY, abi::IOC_NONE) => {
                 // The policy decides what every other user of the channel gets (losses, or
                 // writers stalled by idle readers): only its owner changes it.
-                if !me.writer || !(me.owner || sys::opener_capable_sys_admin(file)) {
+                if !self.writer || !(self.owner || access::opener_capable_sys_admin(file)) {
                     return Err(EPERM);
                 }
-                me.chan.set_policy(Policy::from_abi(by_value()?)?);
+                self.chan.set_policy(Policy::from_abi(by_value()?)?);
                 Ok(0)
             }
             (abi::NR_RECORD_MODE, abi::IOC_NONE) => {
-                me.slot()?;
+                self.slot()?;
                 let mode = by_value()?;
                 match mode {
                     abi::RECORD_MODE_OFF | abi::RECORD_MODE_ON | abi::RECORD_MODE_BATCH => {
-                        me.record_mode.store(mode, Relaxed)
+                        self.record_mode.store(mode, Relaxed)
                     }
                     _ => return Err(EINVAL),
                 }
                 Ok(0)
             }
             (abi::NR_CONSUME, abi::IOC_WRITE) => {
-                let slot = me.slot()?;
+                let slot = self.slot()?;
                 let upto: u64 = get_user(arg, size)?;
-                me.chan.consume(slot, upto)?;
+                self.chan.consume(slot, upto)?;
                 Ok(0)
             }
-            (abi::NR_SEND_BATCH, abi::IOC_WRITE) => me.send_batch(file, get_user(arg, size)?),
+            (abi::NR_SEND_BATCH, abi::IOC_WRITE) => self.send_batch(file, get_user(arg, size)?),
             _ => Err(ENOTTY),
         }
     }
 
-    fn mmap(me: Pin<&MemchanFile>, _file: &File, vma: &VmaNew) -> Result {
-        me.slot().map_err(|_| EACCES)?;
-        me.chan.mmap(vma)
+    /// `mmap()`: the ring, read-only, for subscribers.
+    pub(crate) fn mmap(&self, vma: &VmaNew) -> Result {
+        self.slot().map_err(|_| EACCES)?;
+        self.chan.mmap(vma)
     }
 
-    fn show_fdinfo(me: Pin<&MemchanFile>, m: &SeqFile, _file: &File) {
-        seq_print!(m, "memchan_channel:\t{}\n", me.chan.index());
-        seq_print!(m, "memchan_policy:\t{}\n", me.chan.policy().name());
-        seq_print!(m, "memchan_writer:\t{}\n", u8::from(me.writer));
-        if let Some(Ok(st)) = me.slot.map(|s| me.chan.reader_state(s)) {
+    /// The file's lines in `/proc/<pid>/fdinfo/<fd>`.
+    pub(crate) fn show_fdinfo(&self, m: &SeqFile) {
+        seq_print!(m, "memchan_channel:\t{}\n", self.chan.index());
+        seq_print!(m, "memchan_policy:\t{}\n", self.chan.policy().name());
+        seq_print!(m, "memchan_writer:\t{}\n", u8::from(self.writer));
+        if let Some(Ok(st)) = self.slot.map(|s| self.chan.reader_state(s)) {
             seq_print!(m, "memchan_cursor:\t{}\n", st.cursor_seq);
             seq_print!(m, "memchan_lag:\t{}\n", st.lag);
             seq_print!(m, "memchan_lost:\t{}\n", st.lost);
             seq_print!(m, "memchan_pending_lost:\t{}\n", st.pending_lost);
-            seq_print!(m, "memchan_record_mode:\t{}\n", me.record_mode.load(Relaxed));
+            seq_print!(
+                m,
+                "memchan_record_mode:\t{}\n",
+                self.record_mode.load(Relaxed)
+            );
         }
     }
 }
@@ -379,6 +367,7 @@ impl MiscDevice for MemchanFile {
 #[pinned_drop]
 impl PinnedDrop for MemchanFile {
     fn drop(self: Pin<&mut Self>) {
-        self.chan.detach(self.slot, self.writer, self.polled.load(Relaxed) != 0);
+        self.chan
+            .detach(self.slot, self.writer, self.polled.load(Relaxed) != 0);
     }
 }

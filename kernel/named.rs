@@ -47,20 +47,21 @@ use kernel::{
 };
 
 use crate::{
-    abi,
+    abi::{
+        self,
+        NAMED_MAX,
+        NAME_MAX, //
+    },
+    access::Access,
     channel::{
         Channel,
-        ChannelConfig, //
+        ChannelConfig,
+        Sizes, //
     },
-    ring::Policy,
-    Access,
-    ChannelDev, //
+    device::ChannelDev,
+    ring::Policy, //
 };
 
-/// Longest channel name.
-pub(crate) const NAME_MAX: usize = 32;
-/// Most named channels at once.
-pub(crate) const NAMED_MAX: u32 = 64;
 /// Mode of a new named channel.
 const DEFAULT_MODE: u32 = 0o600;
 /// Mode of a named channel's device node; access is decided by [`Access`].
@@ -80,7 +81,9 @@ pub(crate) struct Named {
 }
 
 /// The configfs subsystem `memchan`.
-pub(crate) fn subsystem(defaults: ChannelConfig) -> impl PinInit<configfs::Subsystem<Named>, Error> {
+pub(crate) fn subsystem(
+    defaults: ChannelConfig,
+) -> impl PinInit<configfs::Subsystem<Named>, Error> {
     let item_type = configfs_attrs! {
         container: configfs::Subsystem<Named>,
         data: Named,
@@ -100,7 +103,11 @@ fn check_name(name: &CStr) -> Result {
         return Err(ENAMETOOLONG);
     }
     let first_ok = b.first().is_some_and(u8::is_ascii_alphanumeric);
-    if !first_ok || !b.iter().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c)) {
+    if !first_ok
+        || !b
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
+    {
         pr_err!("channel name {name:?}: use A-Z a-z 0-9 _ . - and start with a letter or digit\n");
         return Err(EINVAL);
     }
@@ -111,7 +118,10 @@ fn check_name(name: &CStr) -> Result {
 impl configfs::GroupOperations for Named {
     type Child = NamedChannel;
 
-    fn make_group(&self, name: &CStr) -> Result<impl PinInit<configfs::Group<NamedChannel>, Error>> {
+    fn make_group(
+        &self,
+        name: &CStr,
+    ) -> Result<impl PinInit<configfs::Group<NamedChannel>, Error>> {
         check_name(name)?;
         let item_type = configfs_attrs! {
             container: configfs::Group<NamedChannel>,
@@ -193,10 +203,22 @@ impl NamedChannel {
     /// Creates the channel `name` and its device node.
     fn new(name: &CStr, defaults: ChannelConfig) -> Result<impl PinInit<Self, Error>> {
         let slot = Slot::take()?;
-        let dev_name = CString::try_from_fmt(fmt!("memchan-{}", name.to_str().map_err(|_| EINVAL)?))?;
-        let cfg = ChannelConfig { index: NEXT_INDEX.fetch_add(1, Relaxed), ..defaults };
-        let access = Access { uid: 0, gid: 0, mode: DEFAULT_MODE };
-        let mut state = State { cfg, access, dev: None };
+        let dev_name =
+            CString::try_from_fmt(fmt!("memchan-{}", name.to_str().map_err(|_| EINVAL)?))?;
+        let cfg = ChannelConfig {
+            index: NEXT_INDEX.fetch_add(1, Relaxed),
+            ..defaults
+        };
+        let access = Access {
+            uid: 0,
+            gid: 0,
+            mode: DEFAULT_MODE,
+        };
+        let mut state = State {
+            cfg,
+            access,
+            dev: None,
+        };
         state.dev = Some(state.device(&dev_name)?);
         Ok(try_pin_init!(Self {
             dev_name,
@@ -207,21 +229,15 @@ impl NamedChannel {
 
     /// Applies `change` to the sizes and re-creates the channel with them: `EBUSY` while a file
     /// has it open; the sizes are checked like the module parameters (`EINVAL`).
-    fn resize(&self, change: impl FnOnce(&mut [u32; 3])) -> Result {
+    fn resize(&self, change: impl FnOnce(&mut Sizes)) -> Result {
         let mut st = self.state.lock();
         let c = st.cfg;
-        let mut sizes = [
-            u32::try_from(c.ring_bytes / 1024).map_err(|_| EINVAL)?,
-            c.msg_max,
-            u32::try_from(c.max_readers).map_err(|_| EINVAL)?,
-        ];
+        let mut sizes = c.sizes()?;
         change(&mut sizes);
         let policy = st.dev.as_ref().map_or(c.policy, |d| d.channel().policy());
-        let [ring_kib, msg_max, max_readers] = sizes;
         let cfg = ChannelConfig {
-            stall_ms: c.stall_ms,
-            readers_per_user: c.readers_per_user,
-            ..ChannelConfig::checked(c.index, ring_kib, msg_max, max_readers, policy)?
+            index: c.index,
+            ..ChannelConfig::checked(sizes, policy, c.stall_ms, c.readers_per_user)?
         };
         if st.dev.as_ref().is_some_and(|d| !d.channel().is_idle()) {
             return Err(EBUSY);
@@ -259,6 +275,29 @@ impl NamedChannel {
                 Err(e)
             }
         }
+    }
+
+    /// The policy now: the live channel's (set by ioctl too), else the configured one.
+    fn policy(&self) -> Policy {
+        let st = self.state.lock();
+        st.dev
+            .as_ref()
+            .map_or(st.cfg.policy, |d| d.channel().policy())
+    }
+
+    /// Changes a setting that applies at once: in the configuration (`change`) and on the live
+    /// channel (`apply`).
+    fn tune(
+        &self,
+        change: impl FnOnce(&mut ChannelConfig),
+        apply: impl FnOnce(&Channel),
+    ) -> Result {
+        let mut st = self.state.lock();
+        change(&mut st.cfg);
+        if let Some(d) = &st.dev {
+            apply(d.channel());
+        }
+        Ok(())
     }
 
     /// Sets one of the access fields to `v` (and the live device's copy).
@@ -313,167 +352,108 @@ fn parse_mode(page: &[u8]) -> Result<u32> {
     Ok(m)
 }
 
-#[vtable]
-impl configfs::AttributeOperations<0> for NamedChannel {
-    type Data = NamedChannel;
+/// The `AttributeOperations<$n>` of [`NamedChannel`] (the number in `make_group`'s table):
+/// `show` writes the `fmt!` arguments `$show` (given the channel as `$c`), `store`, if given,
+/// runs `$store` with the channel as `$sc` and the written bytes as `$page`.
+macro_rules! attribute {
+    (
+        $n:literal, $(#[$doc:meta])*
+        show: |$c:ident| $show:expr
+        $(, store: |$sc:ident, $page:ident| $store:expr)? $(,)?
+    ) => {
+        #[vtable]
+        impl configfs::AttributeOperations<$n> for NamedChannel {
+            type Data = NamedChannel;
 
-    /// `device`: the node's name under `/dev`.
-    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        emit(page, fmt!("{}\n", c.dev_name.to_str().map_err(|_| EINVAL)?))
-    }
-}
+            $(#[$doc])*
+            fn show($c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
+                emit(page, $show)
+            }
 
-#[vtable]
-impl configfs::AttributeOperations<1> for NamedChannel {
-    type Data = NamedChannel;
-
-    /// `ring_kib`: ring size in KiB.
-    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        emit(page, fmt!("{}\n", c.state.lock().cfg.ring_bytes / 1024))
-    }
-
-    fn store(c: &NamedChannel, page: &[u8]) -> Result {
-        let v = parse_u32(page)?;
-        c.resize(|s| s[0] = v)
-    }
-}
-
-#[vtable]
-impl configfs::AttributeOperations<2> for NamedChannel {
-    type Data = NamedChannel;
-
-    /// `msg_max`: largest message in bytes.
-    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        emit(page, fmt!("{}\n", c.state.lock().cfg.msg_max))
-    }
-
-    fn store(c: &NamedChannel, page: &[u8]) -> Result {
-        let v = parse_u32(page)?;
-        c.resize(|s| s[1] = v)
-    }
-}
-
-#[vtable]
-impl configfs::AttributeOperations<3> for NamedChannel {
-    type Data = NamedChannel;
-
-    /// `max_readers`: subscriber limit.
-    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        emit(page, fmt!("{}\n", c.state.lock().cfg.max_readers))
-    }
-
-    fn store(c: &NamedChannel, page: &[u8]) -> Result {
-        let v = parse_u32(page)?;
-        c.resize(|s| s[2] = v)
-    }
-}
-
-#[vtable]
-impl configfs::AttributeOperations<4> for NamedChannel {
-    type Data = NamedChannel;
-
-    /// `policy`: `block` or `overwrite`.
-    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        let st = c.state.lock();
-        let policy = st.dev.as_ref().map_or(st.cfg.policy, |d| d.channel().policy());
-        emit(page, fmt!("{}\n", policy.name()))
-    }
-
-    fn store(c: &NamedChannel, page: &[u8]) -> Result {
-        let policy = match text(page)? {
-            "block" | "0" => Policy::Block,
-            "overwrite" | "1" => Policy::Overwrite,
-            _ => return Err(EINVAL),
-        };
-        let mut st = c.state.lock();
-        st.cfg.policy = policy;
-        if let Some(d) = &st.dev {
-            d.channel().set_policy(policy);
+            $(
+                fn store($sc: &NamedChannel, $page: &[u8]) -> Result {
+                    $store
+                }
+            )?
         }
-        Ok(())
-    }
+    };
 }
 
-#[vtable]
-impl configfs::AttributeOperations<5> for NamedChannel {
-    type Data = NamedChannel;
+attribute!(0,
+    /// `device`: the node's name under `/dev`.
+    show: |c| fmt!("{}\n", c.dev_name.to_str().map_err(|_| EINVAL)?),
+);
 
+attribute!(1,
+    /// `ring_kib`: ring size in KiB.
+    show: |c| fmt!("{}\n", c.state.lock().cfg.ring_bytes / 1024),
+    store: |c, page| {
+        let v = parse_u32(page)?;
+        c.resize(|s| s.ring_kib = v)
+    },
+);
+
+attribute!(2,
+    /// `msg_max`: largest message in bytes.
+    show: |c| fmt!("{}\n", c.state.lock().cfg.msg_max),
+    store: |c, page| {
+        let v = parse_u32(page)?;
+        c.resize(|s| s.msg_max = v)
+    },
+);
+
+attribute!(3,
+    /// `max_readers`: subscriber limit.
+    show: |c| fmt!("{}\n", c.state.lock().cfg.max_readers),
+    store: |c, page| {
+        let v = parse_u32(page)?;
+        c.resize(|s| s.max_readers = v)
+    },
+);
+
+attribute!(4,
+    /// `policy`: `block` or `overwrite` (or `0`, `1`), writable at any time.
+    show: |c| fmt!("{}\n", c.policy().name()),
+    store: |c, page| {
+        let policy = Policy::parse(text(page)?)?;
+        c.tune(|cfg| cfg.policy = policy, |chan| chan.set_policy(policy))
+    },
+);
+
+attribute!(5,
     /// `uid`: owning user id.
-    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        emit(page, fmt!("{}\n", c.state.lock().access.uid))
-    }
+    show: |c| fmt!("{}\n", c.state.lock().access.uid),
+    store: |c, page| c.set_access(parse_u32(page)?, |a| &mut a.uid),
+);
 
-    fn store(c: &NamedChannel, page: &[u8]) -> Result {
-        c.set_access(parse_u32(page)?, |a| &mut a.uid)
-    }
-}
-
-#[vtable]
-impl configfs::AttributeOperations<6> for NamedChannel {
-    type Data = NamedChannel;
-
+attribute!(6,
     /// `gid`: owning group id.
-    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        emit(page, fmt!("{}\n", c.state.lock().access.gid))
-    }
+    show: |c| fmt!("{}\n", c.state.lock().access.gid),
+    store: |c, page| c.set_access(parse_u32(page)?, |a| &mut a.gid),
+);
 
-    fn store(c: &NamedChannel, page: &[u8]) -> Result {
-        c.set_access(parse_u32(page)?, |a| &mut a.gid)
-    }
-}
-
-#[vtable]
-impl configfs::AttributeOperations<7> for NamedChannel {
-    type Data = NamedChannel;
-
+attribute!(7,
     /// `mode`: permission bits, octal.
-    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        emit(page, fmt!("{:04o}\n", c.state.lock().access.mode))
-    }
+    show: |c| fmt!("{:04o}\n", c.state.lock().access.mode),
+    store: |c, page| c.set_access(parse_mode(page)?, |a| &mut a.mode),
+);
 
-    fn store(c: &NamedChannel, page: &[u8]) -> Result {
-        c.set_access(parse_mode(page)?, |a| &mut a.mode)
-    }
-}
-
-#[vtable]
-impl configfs::AttributeOperations<8> for NamedChannel {
-    type Data = NamedChannel;
-
+attribute!(8,
     /// `stall_ms`: under `block`, how long a writer waits for room before the readers holding
     /// the ring back are dropped to an overrun (0: as long as it takes). Writable at any time.
-    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        emit(page, fmt!("{}\n", c.state.lock().cfg.stall_ms))
-    }
-
-    fn store(c: &NamedChannel, page: &[u8]) -> Result {
+    show: |c| fmt!("{}\n", c.state.lock().cfg.stall_ms),
+    store: |c, page| {
         let v = parse_u32(page)?;
-        let mut st = c.state.lock();
-        st.cfg.stall_ms = v;
-        if let Some(d) = &st.dev {
-            d.channel().set_stall_ms(v);
-        }
-        Ok(())
-    }
-}
+        c.tune(|cfg| cfg.stall_ms = v, |chan| chan.set_stall_ms(v))
+    },
+);
 
-#[vtable]
-impl configfs::AttributeOperations<9> for NamedChannel {
-    type Data = NamedChannel;
-
+attribute!(9,
     /// `readers_per_user`: most subscribers one user may have (0: only `max_readers`).
     /// Writable at any time; subscribers already there stay.
-    fn show(c: &NamedChannel, page: &mut [u8; PAGE_SIZE]) -> Result<usize> {
-        emit(page, fmt!("{}\n", c.state.lock().cfg.readers_per_user))
-    }
-
-    fn store(c: &NamedChannel, page: &[u8]) -> Result {
+    show: |c| fmt!("{}\n", c.state.lock().cfg.readers_per_user),
+    store: |c, page| {
         let v = parse_u32(page)?;
-        let mut st = c.state.lock();
-        st.cfg.readers_per_user = v;
-        if let Some(d) = &st.dev {
-            d.channel().set_readers_per_user(v);
-        }
-        Ok(())
-    }
-}
+        c.tune(|cfg| cfg.readers_per_user = v, |chan| chan.set_readers_per_user(v))
+    },
+);

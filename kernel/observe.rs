@@ -16,7 +16,7 @@ use kernel::{
     str::Formatter, //
 };
 
-use crate::ChannelDev;
+use crate::channel::Channel;
 
 /// The attributes and their permission bits. The configuration is public (as in configfs);
 /// the traffic counters are root's alone: a channel's activity is information about the users
@@ -47,9 +47,8 @@ const PUBLIC: u16 = 0o444;
 /// Readable by root.
 const ROOT: u16 = 0o400;
 
-/// Formats attribute `name` of `dev` into `out` (a line of text), returning its length.
-pub(crate) fn show(dev: &ChannelDev, name: &CStr, out: &mut [u8]) -> Result<usize> {
-    let chan = dev.channel();
+/// Formats attribute `name` of `chan` into `out` (a line of text), returning its length.
+pub(crate) fn show(chan: &Channel, name: &CStr, out: &mut [u8]) -> Result<usize> {
     let mut f = Formatter::new(out);
     let res = match name.to_bytes() {
         // The configuration, without the ring lock.

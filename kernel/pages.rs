@@ -2,13 +2,13 @@
 
 //! The memory behind a channel: a control page and the ring's data pages.
 //!
-//! The pages are one `vmalloc` allocation ([`sys::RingMemory`]): contiguous for the kernel, so
+//! The pages are one `vmalloc` allocation ([`RingMemory`]): contiguous for the kernel, so
 //! the ring copies records with plain `memcpy`s (at most two pieces when a record wraps around
 //! the end), zeroed when allocated (so a new ring and record padding never show old kernel
 //! bytes), allocated once when the channel is created and mappable into userspace read-only
 //! (see [`Pages::map`]). Their contents are written only through [`PageRing`], the ring's
 //! [`Storage`], which lives inside the channel's ring lock, and read through it or, without the
-//! lock, by `read()` and mappings as a seqlock's readers (see [`sys::RingMemory`]); mapping them
+//! lock, by `read()` and mappings as a seqlock's readers (see [`RingMemory`]); mapping them
 //! needs no lock because it never touches their contents.
 
 use kernel::{
@@ -28,24 +28,34 @@ use kernel::{
 
 use crate::{
     abi,
+    memory::{
+        self,
+        RingAccess,
+        RingMemory,
+        RingSpan, //
+    },
     ring::{
         Cursor,
         Storage, //
     },
-    sys::{
-        self,
-        RingSpan, //
-    },
 };
 
-/// Byte offset of `RingControl::head_pos` in the control page.
-const CTL_HEAD_POS: usize = 24;
-/// Byte offset of `RingControl::head_seq`.
-const CTL_HEAD_SEQ: usize = 32;
-/// Byte offset of `RingControl::tail_pos`.
-const CTL_TAIL_POS: usize = 40;
-/// Byte offset of `RingControl::tail_seq`.
-const CTL_TAIL_SEQ: usize = 48;
+/// Byte offsets of the fields of [`abi::RingControl`] the kernel writes, in the control page.
+const CTL_MAGIC: usize = core::mem::offset_of!(abi::RingControl, magic);
+/// See [`CTL_MAGIC`].
+const CTL_ABI_VERSION: usize = core::mem::offset_of!(abi::RingControl, abi_version);
+/// See [`CTL_MAGIC`].
+const CTL_RING_BYTES: usize = core::mem::offset_of!(abi::RingControl, ring_bytes);
+/// See [`CTL_MAGIC`].
+const CTL_DATA_OFFSET: usize = core::mem::offset_of!(abi::RingControl, data_offset);
+/// See [`CTL_MAGIC`].
+const CTL_HEAD_POS: usize = core::mem::offset_of!(abi::RingControl, head_pos);
+/// See [`CTL_MAGIC`].
+const CTL_HEAD_SEQ: usize = core::mem::offset_of!(abi::RingControl, head_seq);
+/// See [`CTL_MAGIC`].
+const CTL_TAIL_POS: usize = core::mem::offset_of!(abi::RingControl, tail_pos);
+/// See [`CTL_MAGIC`].
+const CTL_TAIL_SEQ: usize = core::mem::offset_of!(abi::RingControl, tail_seq);
 
 /// Byte offset of the ring's data in the channel's memory (after the control page).
 const DATA: usize = PAGE_SIZE;
@@ -53,7 +63,7 @@ const DATA: usize = PAGE_SIZE;
 /// A channel's pages, for mapping them (their contents are reached through [`PageRing`]).
 pub(crate) struct Pages {
     /// Control page ([`abi::RingControl`]) and data: one allocation.
-    mem: Arc<sys::RingMemory>,
+    mem: Arc<RingMemory>,
     /// Ring size in bytes.
     size: u64,
 }
@@ -66,13 +76,24 @@ impl Pages {
         if bytes == 0 || !size.is_power_of_two() || bytes % PAGE_SIZE != 0 {
             return Err(EINVAL);
         }
-        let (mem, mut access) = sys::ring_memory(bytes.checked_add(DATA).ok_or(EINVAL)?)?;
+        let (mem, mut access) = memory::ring_memory(bytes.checked_add(DATA).ok_or(EINVAL)?)?;
         // Not shared yet: plain writes will do.
-        access.span(0, 4)?.copy_from(&abi::RING_MAGIC.to_ne_bytes())?;
-        access.span(4, 4)?.copy_from(&abi::ABI_VERSION.to_ne_bytes())?;
-        access.store_u64(8, size)?;
-        access.store_u64(16, DATA as u64)?;
-        Ok((Self { mem, size }, PageRing { mem: access, mask: bytes.wrapping_sub(1), size: bytes }))
+        access
+            .span(CTL_MAGIC, 4)?
+            .copy_from(&abi::RING_MAGIC.to_ne_bytes())?;
+        access
+            .span(CTL_ABI_VERSION, 4)?
+            .copy_from(&abi::ABI_VERSION.to_ne_bytes())?;
+        access.store_u64(CTL_RING_BYTES, size)?;
+        access.store_u64(CTL_DATA_OFFSET, DATA as u64)?;
+        Ok((
+            Self { mem, size },
+            PageRing {
+                mem: access,
+                mask: bytes.wrapping_sub(1),
+                size: bytes,
+            },
+        ))
     }
 
     /// `size - 1` (the size is a power of two).
@@ -91,13 +112,13 @@ impl Pages {
             let [(off, _), _] = pieces(self.size as usize, self.mask(), at, 8)?;
             chunk.copy_from_slice(&self.mem.load_u64(off)?.to_ne_bytes());
         }
-        crate::ring::header_from_bytes(&raw).ok_or(EINVAL)
+        Ok(abi::RecordHeader::from_bytes(&raw))
     }
 
     /// Copies the `len` ring bytes at position `pos` to userspace through `iov`, without the
     /// ring lock (so it may fault and sleep), then lets `confirm` (given the bytes copied)
     /// check under the lock that the writer did not reuse them meanwhile; if it says no, `iov`
-    /// goes back to where it was. See [`sys::RingMemory::copy_to_iter_confirmed`].
+    /// goes back to where it was. See [`RingMemory::copy_to_iter_confirmed`].
     pub(crate) fn copy_to_user(
         &self,
         pos: u64,
@@ -114,8 +135,26 @@ impl Pages {
         (PAGE_SIZE as u64).wrapping_add(self.size.wrapping_mul(2))
     }
 
-    /// Inserts the pages into a new mapping: control page, data, data again.
+    /// Maps the pages read-only into a new mapping `vma`: control page, data, data again (see
+    /// [`abi::RingControl`] for the layout).
+    ///
+    /// `EACCES` for a writable mapping, `EPERM` for an executable one, `EINVAL` for a wrong
+    /// length or offset. Clearing `VM_MAYWRITE`/`VM_MAYEXEC` also refuses later `mprotect`
+    /// upgrades; `VM_DONTEXPAND` refuses `mremap` growth.
     pub(crate) fn map(&self, vma: &VmaNew) -> Result {
+        if vma.writable() {
+            return Err(EACCES);
+        }
+        if vma.executable() {
+            return Err(EPERM);
+        }
+        vma.try_clear_maywrite()?;
+        vma.try_clear_mayexec()?;
+        let len = vma.end().wrapping_sub(vma.start()) as u64;
+        if len != self.mmap_bytes() || vma_pgoff(vma) != 0 {
+            return Err(EINVAL);
+        }
+        vma.set_dontexpand();
         let map = vma.set_mixedmap();
         let mut addr = vma.start();
         // `Iterator::chain` spelled out: the prelude's `pin_init::Init` also has a `chain`.
@@ -133,7 +172,7 @@ impl Pages {
 /// creation. The ring keeps it inside its lock.
 pub(crate) struct PageRing {
     /// The memory's one accessor.
-    mem: sys::RingAccess,
+    mem: RingAccess,
     /// `size - 1`: ring positions wrap with this mask (the size is a power of two).
     mask: usize,
     /// Ring size in bytes.
@@ -156,7 +195,10 @@ fn pieces(size: usize, mask: usize, pos: u64, len: usize) -> Result<[(usize, usi
     }
     let off = (pos as usize) & mask;
     let first = size.wrapping_sub(off).min(len);
-    Ok([(DATA.wrapping_add(off), first), (DATA, len.wrapping_sub(first))])
+    Ok([
+        (DATA.wrapping_add(off), first),
+        (DATA, len.wrapping_sub(first)),
+    ])
 }
 
 impl Storage for PageRing {
@@ -211,4 +253,11 @@ impl Storage for PageRing {
         smp_mb(Write);
         self.mem.store_u64(CTL_HEAD_POS, head.pos)
     }
+}
+
+/// The mapping's offset into the file, in pages.
+fn vma_pgoff(vma: &VmaNew) -> usize {
+    // SAFETY: `vma` refers to a valid VMA under construction, and `vm_pgoff` is a plain field
+    // set by `mmap_region` before calling the driver's `mmap` hook; reading it is a plain load.
+    unsafe { (*vma.as_ptr()).vm_pgoff }
 }

@@ -19,7 +19,7 @@ use crate::{
         self,
         RecordHeader, //
     },
-    sys::RingSpan,
+    memory::RingSpan,
 };
 
 /// Where records live: the channel's pages, or a buffer in tests.
@@ -62,6 +62,16 @@ impl Policy {
         }
     }
 
+    /// The policy named `text`: its name (`block`, `overwrite`) or ABI value (`0`, `1`);
+    /// `EINVAL` if none.
+    pub(crate) fn parse(text: &str) -> Result<Self> {
+        match text {
+            "block" => Ok(Self::Block),
+            "overwrite" => Ok(Self::Overwrite),
+            _ => Self::from_abi(text.parse().map_err(|_| EINVAL)?),
+        }
+    }
+
     /// The ABI value of this policy.
     pub(crate) fn to_abi(self) -> u32 {
         match self {
@@ -91,7 +101,10 @@ pub(crate) struct Cursor {
 impl Cursor {
     /// The cursor after the record here, whose payload is `len` bytes.
     pub(crate) fn after(self, len: u32) -> Cursor {
-        Cursor { pos: self.pos.wrapping_add(record_size(len)), seq: self.seq.wrapping_add(1) }
+        Cursor {
+            pos: self.pos.wrapping_add(record_size(len)),
+            seq: self.seq.wrapping_add(1),
+        }
     }
 }
 
@@ -102,10 +115,29 @@ pub(crate) fn record_in(buf: &[u8], at: usize) -> Option<(RecordHeader, usize)> 
     let h = buf
         .get(at..)
         .and_then(|rest| rest.first_chunk::<{ abi::RECORD_HEADER_SIZE as usize }>())
-        .and_then(header_from_bytes)
+        .map(RecordHeader::from_bytes)
         .filter(|h| h.flags == 0)?;
     let size = usize::try_from(record_size(h.len)).ok()?;
     (at.checked_add(size)? <= buf.len()).then_some((h, size))
+}
+
+/// The leading run of records in `buf` (the [`abi::IOC_SEND_BATCH`] layout) that
+/// [`Ring::push_records`] can take as they are: whole, `flags` 0, a payload of 1 to `msg_max`
+/// bytes; zeroes their padding. Returns the run's length in bytes.
+pub(crate) fn batch_run(buf: &mut [u8], msg_max: u32) -> usize {
+    let hsize = abi::RECORD_HEADER_SIZE as usize;
+    let mut at = 0usize;
+    while let Some((h, size)) = record_in(buf, at) {
+        if h.len == 0 || h.len > msg_max {
+            break;
+        }
+        let body_end = at.wrapping_add(hsize).wrapping_add(h.len as usize);
+        if let Some(pad) = buf.get_mut(body_end..at.wrapping_add(size)) {
+            pad.fill(0);
+        }
+        at = at.wrapping_add(size);
+    }
+    at
 }
 
 /// One subscriber's state.
@@ -225,7 +257,13 @@ pub(crate) struct Ring<S: Storage> {
 impl<S: Storage> Ring<S> {
     /// Creates an empty ring of `size` bytes over `store` with room for `max_readers`
     /// subscribers. `record_size(msg_max)` must fit in `size`.
-    pub(crate) fn new(store: S, size: u64, msg_max: u32, policy: Policy, max_readers: usize) -> Result<Self> {
+    pub(crate) fn new(
+        store: S,
+        size: u64,
+        msg_max: u32,
+        policy: Policy,
+        max_readers: usize,
+    ) -> Result<Self> {
         if !size.is_power_of_two() || record_size(msg_max) > size {
             return Err(EINVAL);
         }
@@ -283,7 +321,14 @@ impl<S: Storage> Ring<S> {
     /// from now on). `ENOSPC` when every slot is taken, or when `uid` already has `per_user`
     /// of them (0: no such limit).
     pub(crate) fn subscribe(&mut self, uid: u32, per_user: usize) -> Result<usize> {
-        if per_user > 0 && self.slots.iter().filter(|s| s.active && s.uid == uid).count() >= per_user {
+        if per_user > 0
+            && self
+                .slots
+                .iter()
+                .filter(|s| s.active && s.uid == uid)
+                .count()
+                >= per_user
+        {
             return Err(ENOSPC);
         }
         let head = self.head;
@@ -293,7 +338,13 @@ impl<S: Storage> Ring<S> {
             .enumerate()
             .find(|(_, s)| !s.active)
             .ok_or(ENOSPC)?;
-        *slot = Slot { active: true, uid, cur: head, lost: 0, pending_lost: 0 };
+        *slot = Slot {
+            active: true,
+            uid,
+            cur: head,
+            lost: 0,
+            pending_lost: 0,
+        };
         if self.subscribers == 0 {
             // No cursor constrained the bound: start it at the only one.
             self.low = head;
@@ -369,10 +420,15 @@ impl<S: Storage> Ring<S> {
     fn header_at(&self, at: Cursor) -> Result<RecordHeader> {
         let mut raw = [0u8; abi::RECORD_HEADER_SIZE as usize];
         self.store.read(at.pos, &mut raw)?;
-        let h = header_from_bytes(&raw).ok_or(EIO)?;
+        let h = RecordHeader::from_bytes(&raw);
         if h.seq != at.seq || h.len > self.msg_max {
             // The ring is only written under the lock; a mismatch is a driver bug.
-            pr_err!("ring corrupt at pos {} (seq {} expected {})\n", at.pos, h.seq, at.seq);
+            pr_err!(
+                "ring corrupt at pos {} (seq {} expected {})\n",
+                at.pos,
+                h.seq,
+                at.seq
+            );
             return Err(EIO);
         }
         Ok(h)
@@ -383,11 +439,18 @@ impl<S: Storage> Ring<S> {
     /// padding room): fills in the header and the padding and copies the record to the ring
     /// in one piece. `EMSGSIZE` if it is too long; `EAGAIN` if the policy is `block` and it
     /// does not fit yet (the caller waits and retries). Returns its sequence number.
-    pub(crate) fn push_record(&mut self, rec: &mut [u8], len: u32, timestamp_ns: u64) -> Result<u64> {
+    pub(crate) fn push_record(
+        &mut self,
+        rec: &mut [u8],
+        len: u32,
+        timestamp_ns: u64,
+    ) -> Result<u64> {
         let (header, rsize) = self.reserve(len, timestamp_ns)?;
         let rec = rec.get_mut(..rsize).ok_or(EINVAL)?;
-        let (head, rest) = rec.split_first_chunk_mut::<{ abi::RECORD_HEADER_SIZE as usize }>().ok_or(EINVAL)?;
-        *head = header_bytes(&header);
+        let (head, rest) = rec
+            .split_first_chunk_mut::<{ abi::RECORD_HEADER_SIZE as usize }>()
+            .ok_or(EINVAL)?;
+        *head = header.to_bytes();
         rest.get_mut(len as usize..).ok_or(EINVAL)?.fill(0);
         self.store.write(self.head.pos, rec)?;
         self.advance(rsize as u64, 1, u64::from(header.len))?;
@@ -408,11 +471,14 @@ impl<S: Storage> Ring<S> {
         let hsize = abi::RECORD_HEADER_SIZE as usize;
         let body = self.head.pos.wrapping_add(hsize as u64);
         self.store.write_with(body, len as usize, fill)?;
-        self.store.write(self.head.pos, &header_bytes(&header))?;
+        self.store.write(self.head.pos, &header.to_bytes())?;
         let zeros = [0u8; abi::RECORD_ALIGN as usize];
         let pad = rsize.wrapping_sub(hsize).wrapping_sub(len as usize);
         if pad > 0 {
-            self.store.write(body.wrapping_add(u64::from(len)), zeros.get(..pad).ok_or(EINVAL)?)?;
+            self.store.write(
+                body.wrapping_add(u64::from(len)),
+                zeros.get(..pad).ok_or(EINVAL)?,
+            )?;
         }
         self.advance(rsize as u64, 1, u64::from(header.len))?;
         Ok(header.seq)
@@ -427,7 +493,12 @@ impl<S: Storage> Ring<S> {
         }
         let rsize = record_size(len);
         self.make_room(rsize)?;
-        let header = RecordHeader { seq: self.head.seq, timestamp_ns, len, flags: 0 };
+        let header = RecordHeader {
+            seq: self.head.seq,
+            timestamp_ns,
+            len,
+            flags: 0,
+        };
         Ok((header, usize::try_from(rsize).map_err(|_| EINVAL)?))
     }
 
@@ -468,12 +539,15 @@ impl<S: Storage> Ring<S> {
     /// them).
     fn discard_for(&mut self, rsize: u64) -> Result {
         let old_tail = self.tail;
-        while self.head.pos.wrapping_sub(self.tail.pos).saturating_add(rsize) > self.size {
+        while self
+            .head
+            .pos
+            .wrapping_sub(self.tail.pos)
+            .saturating_add(rsize)
+            > self.size
+        {
             let h = self.header_at(self.tail)?;
-            self.tail = Cursor {
-                pos: self.tail.pos.wrapping_add(record_size(h.len)),
-                seq: self.tail.seq.wrapping_add(1),
-            };
+            self.tail = self.tail.after(h.len);
         }
         if self.tail != old_tail {
             self.store.publish_tail(self.tail)?;
@@ -498,7 +572,13 @@ impl<S: Storage> Ring<S> {
                 .get_mut(at..)
                 .and_then(|r| r.first_chunk_mut::<{ abi::RECORD_HEADER_SIZE as usize }>())
                 .ok_or(EINVAL)?;
-            *head = header_bytes(&RecordHeader { seq, timestamp_ns, len: h.len, flags: 0 });
+            *head = RecordHeader {
+                seq,
+                timestamp_ns,
+                len: h.len,
+                flags: 0,
+            }
+            .to_bytes();
             seq = seq.wrapping_add(1);
             payload = payload.wrapping_add(u64::from(h.len));
             at = at.wrapping_add(size);
@@ -559,9 +639,15 @@ impl<S: Storage> Ring<S> {
     /// `from` with no overrun pending (no other reader of the file took them, no seek, not
     /// lapped) and the tail has not passed `from` (none of them was discarded, so none was
     /// overwritten while being copied). Returns whether the cursor moved.
-    pub(crate) fn commit_range(&mut self, i: usize, from: Cursor, to: Cursor, count: u64) -> Result<bool> {
+    pub(crate) fn commit_range(
+        &mut self,
+        i: usize,
+        from: Cursor,
+        to: Cursor,
+        count: u64,
+    ) -> Result<bool> {
         let tail = self.tail;
-        let s = self.slots.get_mut(i).filter(|s| s.active).ok_or(EINVAL)?;
+        let s = self.slot_mut(i)?;
         if s.cur != from || s.pending_lost != 0 || tail.seq > from.seq {
             return Ok(false);
         }
@@ -595,7 +681,7 @@ impl<S: Storage> Ring<S> {
         let mut n = 0u64;
         while cur.seq < upto {
             let h = self.header_at(cur)?;
-            cur = Cursor { pos: cur.pos.wrapping_add(record_size(h.len)), seq: cur.seq.wrapping_add(1) };
+            cur = cur.after(h.len);
             n = n.wrapping_add(1);
         }
         let s = self.slot_mut(i)?;
@@ -611,7 +697,12 @@ impl<S: Storage> Ring<S> {
         let s = self.slot(i)?;
         Ok(abi::ReaderState {
             size: 0,
-            flags: abi::READER_SUBSCRIBER | if s.pending_lost > 0 { abi::READER_OVERRUN } else { 0 },
+            flags: abi::READER_SUBSCRIBER
+                | if s.pending_lost > 0 {
+                    abi::READER_OVERRUN
+                } else {
+                    0
+                },
             cursor_seq: s.cur.seq,
             cursor_pos: s.cur.pos,
             lag: self.head.seq.wrapping_sub(s.cur.seq),
@@ -619,30 +710,6 @@ impl<S: Storage> Ring<S> {
             pending_lost: s.pending_lost,
         })
     }
-}
-
-/// Serialises a record header (native endianness, as userspace reads it).
-pub(crate) fn header_bytes(h: &RecordHeader) -> [u8; abi::RECORD_HEADER_SIZE as usize] {
-    use kernel::transmute::AsBytes;
-    let mut b = [0u8; abi::RECORD_HEADER_SIZE as usize];
-    if let Some(src) = h.as_bytes().first_chunk::<{ abi::RECORD_HEADER_SIZE as usize }>() {
-        b = *src;
-    }
-    b
-}
-
-/// The record header stored in `b`, if it is long enough.
-pub(crate) fn header_from_bytes(b: &[u8; abi::RECORD_HEADER_SIZE as usize]) -> Option<RecordHeader> {
-    let (seq, b) = b.split_first_chunk::<8>()?;
-    let (timestamp_ns, b) = b.split_first_chunk::<8>()?;
-    let (len, b) = b.split_first_chunk::<4>()?;
-    let (flags, _) = b.split_first_chunk::<4>()?;
-    Some(RecordHeader {
-        seq: u64::from_ne_bytes(*seq),
-        timestamp_ns: u64::from_ne_bytes(*timestamp_ns),
-        len: u32::from_ne_bytes(*len),
-        flags: u32::from_ne_bytes(*flags),
-    })
 }
 
 #[kunit_tests(memchan_ring)]
@@ -660,7 +727,11 @@ mod tests {
         fn new(size: usize) -> Result<Self> {
             let mut buf = KVec::with_capacity(size, GFP_KERNEL)?;
             buf.resize(size, 0xaa, GFP_KERNEL)?;
-            Ok(Self { buf, head: Cursor::default(), tail: Cursor::default() })
+            Ok(Self {
+                buf,
+                head: Cursor::default(),
+                tail: Cursor::default(),
+            })
         }
 
         fn index(&self, pos: u64, k: usize) -> usize {
@@ -695,8 +766,12 @@ mod tests {
             // In two pieces when it wraps, as the page ring may give several.
             let start = self.index(pos, 0);
             let first = len.min(self.buf.len() - start);
-            fill(&mut RingSpan::of(self.buf.get_mut(start..start + first).ok_or(EINVAL)?))?;
-            fill(&mut RingSpan::of(self.buf.get_mut(..len - first).ok_or(EINVAL)?))
+            fill(&mut RingSpan::of(
+                self.buf.get_mut(start..start + first).ok_or(EINVAL)?,
+            ))?;
+            fill(&mut RingSpan::of(
+                self.buf.get_mut(..len - first).ok_or(EINVAL)?,
+            ))
         }
 
         fn publish_tail(&mut self, tail: Cursor) -> Result {
@@ -720,7 +795,9 @@ mod tests {
         let mut rec = KVec::new();
         rec.resize(record_size(len) as usize, 0xbb, GFP_KERNEL)?;
         let hsize = abi::RECORD_HEADER_SIZE as usize;
-        rec.get_mut(hsize..hsize + payload.len()).ok_or(EINVAL)?.copy_from_slice(payload);
+        rec.get_mut(hsize..hsize + payload.len())
+            .ok_or(EINVAL)?
+            .copy_from_slice(payload);
         r.push_record(&mut rec, len, ts)
     }
 
@@ -733,7 +810,12 @@ mod tests {
                 let len = h.len as usize;
                 let body = pos.wrapping_add(u64::from(abi::RECORD_HEADER_SIZE));
                 r.store.read(body, buf.get_mut(..len).ok_or(EMSGSIZE)?)?;
-                r.commit_range(i, Cursor { pos, seq: h.seq }, Cursor { pos, seq: h.seq }.after(h.len), 1)?;
+                r.commit_range(
+                    i,
+                    Cursor { pos, seq: h.seq },
+                    Cursor { pos, seq: h.seq }.after(h.len),
+                    1,
+                )?;
                 Ok(Some((h.seq, len)))
             }
         }
@@ -778,10 +860,20 @@ mod tests {
             let len = u32::try_from(p.len()).map_err(|_| EMSGSIZE)?;
             let at = b.len();
             b.resize(at + record_size(len) as usize, 0, GFP_KERNEL)?;
-            let h = header_bytes(&RecordHeader { seq: 0, timestamp_ns: 0, len, flags: 0 });
-            b.get_mut(at..at + h.len()).ok_or(EINVAL)?.copy_from_slice(&h);
+            let h = RecordHeader {
+                seq: 0,
+                timestamp_ns: 0,
+                len,
+                flags: 0,
+            }
+            .to_bytes();
+            b.get_mut(at..at + h.len())
+                .ok_or(EINVAL)?
+                .copy_from_slice(&h);
             let body = at + abi::RECORD_HEADER_SIZE as usize;
-            b.get_mut(body..body + p.len()).ok_or(EINVAL)?.copy_from_slice(p);
+            b.get_mut(body..body + p.len())
+                .ok_or(EINVAL)?
+                .copy_from_slice(p);
         }
         Ok(b)
     }
@@ -799,7 +891,9 @@ mod tests {
         r.push_records(&mut b, 9)?;
         assert_eq!(r.head(), Cursor { pos: 128, seq: 5 });
         for (seq, len, byte) in [(2, 1, b'a'), (3, 2, b'b'), (4, 3, b'c')] {
-            let Next::Record(h, _) = r.next(s)? else { return Err(EINVAL) };
+            let Next::Record(h, _) = r.next(s)? else {
+                return Err(EINVAL);
+            };
             assert_eq!((h.seq, h.timestamp_ns, h.len), (seq, 9, len as u32));
             assert_eq!(recv(&mut r, s, &mut buf)?, Some((seq, len)));
             assert!(buf.iter().take(len).all(|b| *b == byte));
@@ -846,12 +940,19 @@ mod tests {
         let s = r.subscribe(0, 0)?;
         push(&mut r, &[1; 8], 0)?;
         // The reader finds record 1 and copies it out without the lock...
-        let Next::Record(h, pos) = r.next(s)? else { return Err(EINVAL) };
+        let Next::Record(h, pos) = r.next(s)? else {
+            return Err(EINVAL);
+        };
         // ...and is lapped meanwhile: records 1 and 2 are discarded (and overwritten).
         for _ in 0..5 {
             push(&mut r, &[2; 8], 0)?;
         }
-        assert!(!r.commit_range(s, Cursor { pos, seq: h.seq }, Cursor { pos, seq: h.seq }.after(h.len), 1)?);
+        assert!(!r.commit_range(
+            s,
+            Cursor { pos, seq: h.seq },
+            Cursor { pos, seq: h.seq }.after(h.len),
+            1
+        )?);
         let st = r.reader_state(s)?;
         assert_eq!((st.lost, st.pending_lost, st.cursor_seq), (2, 2, 3));
         assert_eq!((r.stats.lost, r.stats.delivered), (2, 0));
@@ -865,9 +966,16 @@ mod tests {
         let s = r.subscribe(0, 0)?;
         push(&mut r, b"a", 0)?;
         push(&mut r, b"b", 0)?;
-        let Next::Record(h, pos) = r.next(s)? else { return Err(EINVAL) };
+        let Next::Record(h, pos) = r.next(s)? else {
+            return Err(EINVAL);
+        };
         r.seek(s, abi::SEEK_NEWEST)?; // another thread of the same file seeks meanwhile
-        assert!(!r.commit_range(s, Cursor { pos, seq: h.seq }, Cursor { pos, seq: h.seq }.after(h.len), 1)?);
+        assert!(!r.commit_range(
+            s,
+            Cursor { pos, seq: h.seq },
+            Cursor { pos, seq: h.seq }.after(h.len),
+            1
+        )?);
         assert_eq!(r.reader_state(s)?.cursor_seq, 3);
         assert_eq!(r.reader_state(s)?.lost, 0);
         Ok(())
@@ -909,14 +1017,33 @@ mod tests {
         push(&mut r, b"a", 0)?;
         push(&mut r, b"b", 0)?;
         // Two threads of one file find record 1 and copy it out at the same time.
-        let Next::Record(h, pos) = r.next(s)? else { return Err(EINVAL) };
-        let (from, to) = (Cursor { pos, seq: h.seq }, Cursor { pos, seq: h.seq }.after(h.len));
+        let Next::Record(h, pos) = r.next(s)? else {
+            return Err(EINVAL);
+        };
+        let (from, to) = (
+            Cursor { pos, seq: h.seq },
+            Cursor { pos, seq: h.seq }.after(h.len),
+        );
         assert!(r.commit_range(s, from, to, 1)?);
         assert!(!r.commit_range(s, from, to, 1)?);
         assert_eq!((r.reader_state(s)?.cursor_seq, r.stats.delivered), (2, 1));
         // Record 2 is next, and committing it leaves nothing unread.
-        let Next::Record(h2, pos2) = r.next(s)? else { return Err(EINVAL) };
-        assert!(r.commit_range(s, Cursor { pos: pos2, seq: h2.seq }, Cursor { pos: pos2, seq: h2.seq }.after(h2.len), 1)?);
+        let Next::Record(h2, pos2) = r.next(s)? else {
+            return Err(EINVAL);
+        };
+        assert!(r.commit_range(
+            s,
+            Cursor {
+                pos: pos2,
+                seq: h2.seq
+            },
+            Cursor {
+                pos: pos2,
+                seq: h2.seq
+            }
+            .after(h2.len),
+            1
+        )?);
         assert!(matches!(r.next(s)?, Next::Empty));
         Ok(())
     }
@@ -1026,7 +1153,12 @@ mod tests {
             push(&mut r, b"h", 0)?;
         }
         assert!(r.would_block(8));
-        assert!(r.commit_range(b, Cursor { pos, seq: h.seq }, Cursor { pos, seq: h.seq }.after(h.len), 1)?);
+        assert!(r.commit_range(
+            b,
+            Cursor { pos, seq: h.seq },
+            Cursor { pos, seq: h.seq }.after(h.len),
+            1
+        )?);
         assert!(!r.would_block(8));
         Ok(())
     }

@@ -19,6 +19,9 @@
 #define MEMCHAN_RING_KIB_DEFAULT 64
 #define MEMCHAN_RING_KIB_MIN 4
 #define MEMCHAN_RING_KIB_MAX (16 * 1024)
+#define MEMCHAN_MAX_READERS_MAX 4096         /* largest max_readers */
+#define MEMCHAN_NAME_MAX 32                  /* longest named channel name */
+#define MEMCHAN_NAMED_MAX 64                 /* most named channels at once */
 
 #define MEMCHAN_POLICY_BLOCK 0               /* writers wait for the slowest subscriber */
 #define MEMCHAN_POLICY_OVERWRITE 1           /* writers never wait; lapped readers get EPIPE */

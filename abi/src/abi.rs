@@ -8,6 +8,13 @@
 //! padding (so that 32-bit processes on 64-bit kernels see the same layout). The C header
 //! `abi/include/memchan.h` mirrors it; a host test keeps the two in sync.
 //!
+//! # Byte order
+//!
+//! Everything is in the machine's native byte order: ioctl structs, record headers in the ring
+//! and in `read()` results, and the control page. A channel never leaves its machine (a bridge
+//! to another machine re-encodes messages); [`RecordHeader::to_bytes`] and
+//! [`RecordHeader::from_bytes`] are the one encoding of a header as bytes.
+//!
 //! # Extension rule
 //!
 //! Every struct the kernel fills in starts with `size`, the number of bytes the kernel knows of
@@ -37,6 +44,15 @@ pub const CHANNELS_MAX: u32 = 16;
 
 /// Default message-size limit, in bytes (`msg_max` parameter).
 pub const MSG_MAX: u32 = 4096;
+
+/// Largest subscriber limit a channel may have (`max_readers` parameter and attribute).
+pub const MAX_READERS_MAX: u32 = 4096;
+
+/// Longest name of a named channel (`/dev/memchan-<name>`), in bytes.
+pub const NAME_MAX: usize = 32;
+
+/// Most named channels that may exist at once.
+pub const NAMED_MAX: u32 = 64;
 
 /// Default ring size in KiB (`ring_kib` parameter): must be a power of two.
 pub const RING_KIB_DEFAULT: u32 = 64;
@@ -78,6 +94,47 @@ pub struct RecordHeader {
 
 /// Size of [`RecordHeader`].
 pub const RECORD_HEADER_SIZE: u32 = 24;
+
+impl RecordHeader {
+    /// The header as it is stored (native byte order, fields in declaration order, no
+    /// padding).
+    pub fn to_bytes(self) -> [u8; RECORD_HEADER_SIZE as usize] {
+        let mut b = [0u8; RECORD_HEADER_SIZE as usize];
+        let fields = self
+            .seq
+            .to_ne_bytes()
+            .into_iter()
+            .chain(self.timestamp_ns.to_ne_bytes())
+            .chain(self.len.to_ne_bytes())
+            .chain(self.flags.to_ne_bytes());
+        for (dst, src) in b.iter_mut().zip(fields) {
+            *dst = src;
+        }
+        b
+    }
+
+    /// The header stored in `b` (see [`RecordHeader::to_bytes`]).
+    pub fn from_bytes(b: &[u8; RECORD_HEADER_SIZE as usize]) -> Self {
+        /// The `N` bytes at `at` of `b` (always there: `b` is a whole header).
+        fn field<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+            b.get(at..)
+                .and_then(|r| r.first_chunk())
+                .copied()
+                .unwrap_or([0; N])
+        }
+        Self {
+            seq: u64::from_ne_bytes(field(b, 0)),
+            timestamp_ns: u64::from_ne_bytes(field(b, 8)),
+            len: u32::from_ne_bytes(field(b, 16)),
+            flags: u32::from_ne_bytes(field(b, 20)),
+        }
+    }
+
+    /// The header at the front of `bytes`, if it holds one.
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        bytes.first_chunk().map(Self::from_bytes)
+    }
+}
 
 /// Records in the ring start at multiples of this.
 pub const RECORD_ALIGN: u32 = 8;

@@ -181,6 +181,7 @@ fn lint() -> Result<()> {
             .current_dir(cache::repo()),
     )
     .context("formatting differs: run `cargo fmt --all`")?;
+    kernel_format()?;
     run::stage("cargo clippy (warnings are errors)");
     run::checked(
         Command::new("cargo")
@@ -196,6 +197,38 @@ fn lint() -> Result<()> {
             .current_dir(cache::repo()),
     )
     .context("clippy found problems")
+}
+
+/// The module's sources: formatted with the kernel's `rustfmt` settings
+/// (`kernel/.rustfmt.toml`, a copy of the kernel tree's) and within 100 columns, as
+/// `Documentation/rust/coding-guidelines.rst` asks (rustfmt leaves long strings and comments
+/// alone).
+fn kernel_format() -> Result<()> {
+    run::stage("rustfmt --check on kernel/ (the kernel's settings, 100 columns)");
+    let dir = cache::repo().join("kernel");
+    run::checked(
+        Command::new("rustfmt")
+            .args(["--check", "--edition", "2021", "--config-path"])
+            .arg(dir.join(".rustfmt.toml"))
+            .arg(dir.join("memchan.rs")),
+    )
+    .context("the module's formatting differs: run the rustfmt command above without --check")?;
+    let mut long = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path)?;
+            for (i, line) in text.lines().enumerate() {
+                if line.chars().count() > 100 {
+                    long.push(format!("{}:{}", path.display(), i + 1));
+                }
+            }
+        }
+    }
+    if !long.is_empty() {
+        bail!("lines longer than 100 columns: {}", long.join(", "));
+    }
+    Ok(())
 }
 
 /// Host-side tests: everything but the guest crate. Output is streamed and counted.

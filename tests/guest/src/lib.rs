@@ -200,14 +200,7 @@ pub fn recv_record(fd: &OwnedFd) -> Result<(memchan_abi::RecordHeader, Vec<u8>),
     let buf = recv(fd)?;
     let hs = memchan_abi::RECORD_HEADER_SIZE as usize;
     assert!(buf.len() >= hs, "record shorter than its header");
-    let u64_at = |o: usize| u64::from_ne_bytes(buf[o..o + 8].try_into().unwrap());
-    let u32_at = |o: usize| u32::from_ne_bytes(buf[o..o + 4].try_into().unwrap());
-    let h = memchan_abi::RecordHeader {
-        seq: u64_at(0),
-        timestamp_ns: u64_at(8),
-        len: u32_at(16),
-        flags: u32_at(20),
-    };
+    let h = memchan_abi::RecordHeader::parse(&buf).expect("a whole header");
     assert_eq!(
         h.len as usize,
         buf.len() - hs,

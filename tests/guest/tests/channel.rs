@@ -585,8 +585,8 @@ fn batch_record_mode_returns_every_ready_record_that_fits() {
         let mut out = Vec::new();
         let mut at = 0;
         while at < buf.len() {
-            let u64_at = |o: usize| u64::from_ne_bytes(buf[o..o + 8].try_into().unwrap());
-            let len = u32::from_ne_bytes(buf[at + 16..at + 20].try_into().unwrap());
+            let h = abi::RecordHeader::parse(&buf[at..]).expect("a whole header");
+            let len = h.len;
             let size = abi::record_size(len) as usize;
             assert!(at + size <= buf.len(), "record runs past the read");
             let body = &buf[at + 24..at + 24 + len as usize];
@@ -596,7 +596,7 @@ fn batch_record_mode_returns_every_ready_record_that_fits() {
                     .all(|b| *b == 0),
                 "padding not zero"
             );
-            out.push((u64_at(at), body.to_vec()));
+            out.push((h.seq, body.to_vec()));
             at += size;
         }
         out
@@ -660,9 +660,13 @@ fn send_batch_sends_each_record_as_a_message() {
     let w = open_path(path, OFlags::WRONLY | OFlags::NONBLOCK).unwrap();
     let r = open_path(path, RD).unwrap();
     let record = |len: u32, flags: u32, payload: &[u8]| {
-        let mut v = vec![0u8; 24];
-        v[16..20].copy_from_slice(&len.to_ne_bytes());
-        v[20..24].copy_from_slice(&flags.to_ne_bytes());
+        let mut v = abi::RecordHeader {
+            len,
+            flags,
+            ..Default::default()
+        }
+        .to_bytes()
+        .to_vec();
         v.extend_from_slice(payload);
         v.resize(abi::record_size(len) as usize, 0);
         v
