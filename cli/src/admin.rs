@@ -4,6 +4,8 @@ use clap::Args as ClapArgs;
 use memchan::named::{self, ChannelOptions};
 use memchan::{Error, Policy};
 
+use crate::PolicyArg;
+
 /// Options of `memchan create`.
 #[derive(ClapArgs)]
 pub struct CreateArgs {
@@ -19,8 +21,8 @@ pub struct CreateArgs {
     #[arg(long)]
     max_readers: Option<u32>,
     /// Overflow policy.
-    #[arg(long, value_parser = ["block", "overwrite"])]
-    policy: Option<String>,
+    #[arg(long, value_enum)]
+    policy: Option<PolicyArg>,
     /// Permission bits, octal (e.g. 660): who may read (r) and write (w).
     #[arg(long, value_parser = parse_mode)]
     mode: Option<u32>,
@@ -91,12 +93,22 @@ pub fn create(a: &CreateArgs) -> Result<(), Error> {
         ring_kib: a.ring,
         msg_max: a.msg_max,
         max_readers: a.max_readers,
-        policy: a.policy.as_deref().and_then(|p| p.parse::<Policy>().ok()),
+        policy: a.policy.map(Policy::from),
         uid: a.owner.as_deref().map(uid).transpose()?,
         gid: a.group.as_deref().map(gid).transpose()?,
         mode: a.mode,
     };
     let path = named::create(&a.name, &opts)?;
+    // Let udev apply the node's kernel mode first (the "add" event), then set the real one.
+    let _ = std::process::Command::new("udevadm")
+        .args(["settle", "--timeout=10"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    if let Err(e) = named::apply_node_owner(&a.name) {
+        let _ = named::destroy(&a.name);
+        return Err(e);
+    }
     println!("{}", path.display());
     Ok(())
 }

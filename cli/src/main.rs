@@ -96,11 +96,22 @@ enum Cmd {
     },
 }
 
-/// Overflow policy on the command line.
+/// Overflow policy on the command line (`block` or `overwrite`; clap refuses anything else).
 #[derive(Clone, Copy, ValueEnum)]
-enum PolicyArg {
+pub(crate) enum PolicyArg {
+    /// Writers wait for the slowest reader.
     Block,
+    /// Writers never wait; slow readers lose the oldest messages.
     Overwrite,
+}
+
+impl From<PolicyArg> for Policy {
+    fn from(p: PolicyArg) -> Self {
+        match p {
+            PolicyArg::Block => Policy::Block,
+            PolicyArg::Overwrite => Policy::Overwrite,
+        }
+    }
 }
 
 /// Exit codes scripts can rely on (from sysexits.h).
@@ -128,10 +139,7 @@ fn main() -> ExitCode {
             interval,
         } => inspect::stats(&channel::path(&channel), watch, interval),
         Cmd::Policy { channel, policy } => {
-            let policy = match policy {
-                PolicyArg::Block => Policy::Block,
-                PolicyArg::Overwrite => Policy::Overwrite,
-            };
+            let policy = Policy::from(policy);
             memchan::Sender::open(channel::path(&channel)).and_then(|tx| tx.set_policy(policy))
         }
         Cmd::Create(args) => admin::create(&args),

@@ -64,7 +64,11 @@ pub enum Error {
     #[error("unexpected ring layout: {0}")]
     BadRing(&'static str),
     /// Not a valid name for a named channel.
-    #[error("invalid channel name {name:?}: {reason}")]
+    #[error(
+        "invalid channel name {name:?}: {reason} (a name is 1 to {} characters of A-Z a-z 0-9 \
+         _ . -, starting with a letter or digit)",
+        crate::abi::NAME_MAX
+    )]
     InvalidName {
         /// The name given.
         name: String,
@@ -89,8 +93,11 @@ pub enum Error {
     },
     /// The module refused a setting of a named channel.
     #[error(
-        "the kernel refused {attr} = {value}: ring_kib is a power of two from 4 to 16384, \
-         msg_max must fit in the ring, max_readers is 1 to 4096, mode is octal up to 777"
+        "the kernel refused {attr} = {value}: ring_kib is a power of two from {} to {}, \
+         msg_max must fit in the ring, max_readers is 1 to {}, mode is octal up to 777",
+        crate::abi::RING_KIB_MIN,
+        crate::abi::RING_KIB_MAX,
+        crate::abi::MAX_READERS_MAX
     )]
     InvalidSetting {
         /// The attribute.

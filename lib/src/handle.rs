@@ -4,7 +4,11 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use memchan_abi as abi;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
 
 use crate::{sys, Error, Info, Policy, Result, Stats};
 
@@ -59,19 +63,23 @@ impl Handle {
     pub(crate) fn set_policy(&self, policy: Policy) -> Result<()> {
         sys::set_policy(self.fd.as_fd(), policy.raw()).map_err(|e| self.err("set policy", e))
     }
-}
 
-/// Reads a channel's [`Info`] and [`Stats`] without keeping it open (for tools like
-/// `memchan info`): as root from sysfs (`/sys/class/misc/<device>/`), which needs no access
-/// to the channel; values are read one by one, not as one snapshot. Otherwise (not root, or a
-/// module that does not publish them there) by opening the channel (needs read access; the
-/// short-lived subscriber this takes is not counted in the returned `subscribers`).
-pub fn query(path: impl AsRef<Path>) -> Result<(Info, Stats)> {
-    if let Some(found) = crate::named::sysfs_query(path.as_ref()) {
-        return found;
+    /// Waits until a message (or an overrun report) is ready, for at most `timeout`.
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let ts = left.map(|d| Timespec {
+                tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(d.subsec_nanos()),
+            });
+            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, ts.as_ref()) {
+                Ok(0) => return Err(Error::TimedOut),
+                Ok(_) => return Ok(()),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(self.err("poll", e)),
+            }
+        }
     }
-    let (handle, mut info) = Handle::open(path.as_ref(), OFlags::RDONLY)?;
-    info.subscribers = info.subscribers.saturating_sub(1);
-    let stats = handle.stats()?;
-    Ok((info, stats))
 }

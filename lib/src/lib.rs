@@ -39,15 +39,16 @@ pub mod named;
 mod receiver;
 mod sender;
 mod sys;
+mod sysfs;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 mod types;
 
 pub use error::{Error, Result};
-pub use handle::query;
 pub use mapped::{Borrowed, MappedReceiver};
 pub use receiver::{Iter, Receiver, BATCH_BYTES};
 pub use sender::Sender;
+pub use sysfs::query;
 pub use types::{channel_path, Info, Message, OwnedMessage, Policy, ReaderState, Seek, Stats};
 
 /// The shared ABI (ioctl numbers, structs, ring layout), for programs that go lower level.

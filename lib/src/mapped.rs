@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use memchan_abi as abi;
 use rustix::fs::OFlags;
 
-use crate::receiver::{parse_header, Receiver};
+use crate::handle::Handle;
 use crate::sys::{self, RingMap};
 use crate::{channel_path, Error, Info, Policy, Result, Seek};
 
@@ -41,7 +41,7 @@ const HDR: usize = abi::RECORD_HEADER_SIZE as usize;
 #[derive(Debug)]
 pub struct MappedReceiver {
     /// The subscriber file (its kernel cursor trails `next` and is advanced by `consume`).
-    rx: Receiver,
+    handle: Handle,
     map: RingMap,
     ring_bytes: u64,
     data_offset: usize,
@@ -59,16 +59,18 @@ impl MappedReceiver {
     /// Opens the channel at `path` and maps its ring; receives messages sent from now on.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let rx = Receiver::open_flags(path, OFlags::NONBLOCK)?;
-        let info = rx.info()?;
+        let (handle, info) = Handle::open(path, OFlags::RDONLY | OFlags::NONBLOCK)?;
         let len = usize::try_from(info.mmap_bytes).map_err(|_| Error::BadRing("mapping size"))?;
-        let map = RingMap::new(rx.as_fd(), len).map_err(|e| rx.err("mmap", e))?;
+        let map = RingMap::new(handle.fd.as_fd(), len).map_err(|e| handle.err("mmap", e))?;
         let ctl = |off| {
             map.load_acquire(off)
                 .ok_or(Error::BadRing("short control page"))
         };
-        let word0 = ctl(MAGIC)?;
-        if word0 & 0xffff_ffff != u64::from(abi::RING_MAGIC) || word0 >> 32 != 1 {
+        // `magic` and `abi_version`, loaded together as one native-endian word.
+        let [m0, m1, m2, m3, v0, v1, v2, v3] = ctl(MAGIC)?.to_ne_bytes();
+        if u32::from_ne_bytes([m0, m1, m2, m3]) != abi::RING_MAGIC
+            || u32::from_ne_bytes([v0, v1, v2, v3]) != abi::ABI_VERSION
+        {
             return Err(Error::BadRing(
                 "bad magic or ABI version in the control page",
             ));
@@ -80,7 +82,7 @@ impl MappedReceiver {
             return Err(Error::BadRing("ring size is not a power of two"));
         }
         let mut me = Self {
-            rx,
+            handle,
             map,
             ring_bytes,
             data_offset,
@@ -103,7 +105,8 @@ impl MappedReceiver {
 
     /// Takes the position of the kernel-side cursor of this file.
     fn resync(&mut self) -> Result<()> {
-        let raw = sys::reader(self.rx.as_fd()).map_err(|e| self.rx.err("reader state", e))?;
+        let raw =
+            sys::reader(self.handle.fd.as_fd()).map_err(|e| self.handle.err("reader state", e))?;
         self.next_seq = raw.cursor_seq;
         self.next_pos = raw.cursor_pos;
         self.consumed_seq = raw.cursor_seq;
@@ -114,8 +117,8 @@ impl MappedReceiver {
     /// Recovers from being lapped: continues at the oldest record and says how many were lost.
     fn lapped(&mut self) -> Error {
         let before = self.next_seq;
-        let res = sys::seek(self.rx.as_fd(), abi::SEEK_OLDEST)
-            .map_err(|e| self.rx.err("seek", e))
+        let res = sys::seek(self.handle.fd.as_fd(), abi::SEEK_OLDEST)
+            .map_err(|e| self.handle.err("seek", e))
             .and_then(|()| self.resync());
         match res {
             Ok(()) => Error::Overrun {
@@ -155,7 +158,7 @@ impl MappedReceiver {
         if !self.map.copy_out(off, &mut hdr) {
             return Err(Error::BadRing("record outside the mapping"));
         }
-        let h = parse_header(&hdr).ok_or(Error::BadRing("short record"))?;
+        let h = abi::RecordHeader::parse(&hdr).ok_or(Error::BadRing("short record"))?;
         let (seq, ts) = (h.seq, h.timestamp_ns);
         let len = usize::try_from(h.len).unwrap_or(usize::MAX);
         if self.passed(self.next_pos)? {
@@ -221,7 +224,7 @@ impl MappedReceiver {
                 break;
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            self.rx.wait(left)?;
+            self.handle.wait(left)?;
             if !self.ready()? && left.is_some_and(|l| l.is_zero()) {
                 return Err(Error::TimedOut);
             }
@@ -245,18 +248,18 @@ impl MappedReceiver {
     /// file (and `poll` stays readable). That is put right by moving the kernel cursor to the
     /// oldest record and consuming up to this receiver's position again.
     fn release_consumed(&mut self) -> Result<()> {
-        let rx = &self.rx;
+        let rx = &self.handle;
         let os = |op| move |e| rx.err(op, e);
         if self.consumed_seq != self.next_seq {
-            sys::consume(rx.as_fd(), self.next_seq).map_err(os("consume"))?;
+            sys::consume(rx.fd.as_fd(), self.next_seq).map_err(os("consume"))?;
             self.consumed_seq = self.next_seq;
             self.consumed_pos = self.next_pos;
         }
         if !self.in_place {
-            let st = sys::reader(rx.as_fd()).map_err(os("reader state"))?;
+            let st = sys::reader(rx.fd.as_fd()).map_err(os("reader state"))?;
             if st.flags & abi::READER_OVERRUN != 0 || st.cursor_seq < self.next_seq {
-                sys::seek(rx.as_fd(), abi::SEEK_OLDEST).map_err(os("seek"))?;
-                sys::consume(rx.as_fd(), self.next_seq).map_err(os("consume"))?;
+                sys::seek(rx.fd.as_fd(), abi::SEEK_OLDEST).map_err(os("seek"))?;
+                sys::consume(rx.fd.as_fd(), self.next_seq).map_err(os("consume"))?;
             }
         }
         Ok(())
@@ -276,13 +279,13 @@ impl MappedReceiver {
 
     /// Moves to the oldest record in the ring or past the newest.
     pub fn seek(&mut self, to: Seek) -> Result<()> {
-        sys::seek(self.rx.as_fd(), to.raw()).map_err(|e| self.rx.err("seek", e))?;
+        sys::seek(self.handle.fd.as_fd(), to.raw()).map_err(|e| self.handle.err("seek", e))?;
         self.resync()
     }
 
     /// The channel's configuration and state.
     pub fn info(&self) -> Result<Info> {
-        self.rx.info()
+        self.handle.info()
     }
 
     /// Sequence number of the next record this receiver returns.
@@ -298,7 +301,7 @@ impl MappedReceiver {
 
 impl AsFd for MappedReceiver {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.rx.as_fd()
+        self.handle.fd.as_fd()
     }
 }
 
@@ -364,6 +367,6 @@ impl Drop for Borrowed<'_> {
 
 impl AsRawFd for MappedReceiver {
     fn as_raw_fd(&self) -> RawFd {
-        self.rx.as_raw_fd()
+        self.handle.fd.as_raw_fd()
     }
 }

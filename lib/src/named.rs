@@ -1,5 +1,4 @@
-//! Named channels, created and removed at run time, and every channel's counters read from
-//! sysfs without opening it.
+//! Named channels, created and removed at run time through configfs.
 //!
 //! A named channel is a directory in configfs, `/sys/kernel/config/memchan/<name>`; making the
 //! directory creates the channel and its device node `/dev/memchan-<name>`, removing it removes
@@ -25,25 +24,26 @@ use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{chown, major, minor, stat, Gid, Uid};
+use rustix::fs::{chown, Gid, Uid};
 use rustix::io::Errno;
 
-use crate::{Error, Info, Policy, Result, Stats};
+use crate::{Error, Policy, Result};
 
 /// Where named channels live in configfs.
 pub const CONFIGFS_DIR: &str = "/sys/kernel/config/memchan";
 /// Longest channel name (the kernel's limit).
-pub const NAME_MAX: usize = 32;
+pub const NAME_MAX: usize = crate::abi::NAME_MAX;
 
 /// Settings of a new named channel; `None` keeps the module's default (its load parameters for
 /// sizes and policy; owner root, mode `0600`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChannelOptions {
-    /// Ring size in KiB: a power of two, 4 to 16384.
+    /// Ring size in KiB: a power of two, [`abi::RING_KIB_MIN`](crate::abi::RING_KIB_MIN) to
+    /// [`abi::RING_KIB_MAX`](crate::abi::RING_KIB_MAX).
     pub ring_kib: Option<u32>,
     /// Largest message in bytes (must fit in the ring).
     pub msg_max: Option<u32>,
-    /// Subscriber limit, 1 to 4096.
+    /// Subscriber limit, 1 to [`abi::MAX_READERS_MAX`](crate::abi::MAX_READERS_MAX).
     pub max_readers: Option<u32>,
     /// Overflow policy.
     pub policy: Option<Policy>,
@@ -65,7 +65,7 @@ pub fn check_name(name: &str) -> Result<()> {
     let reason = if name.is_empty() {
         "it is empty"
     } else if name.len() > NAME_MAX {
-        "it is longer than 32 characters"
+        "it is too long"
     } else if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         "it must start with a letter or digit"
     } else if !name
@@ -120,7 +120,8 @@ fn get(name: &str, attr: &str) -> Result<String> {
 }
 
 /// Creates named channel `name` with `opts` and returns its device node. On any error the
-/// half-made channel is removed again.
+/// half-made channel is removed again. The kernel checks `opts`' owner and mode at every
+/// `open`; the node itself is `0666` until [`apply_node_owner`] mirrors them onto it.
 ///
 /// Errors: [`Error::InvalidName`], [`Error::Exists`], [`Error::NoConfigfs`] (module not
 /// loaded, or configfs not mounted), [`Error::PermissionDenied`] (not root),
@@ -145,7 +146,7 @@ pub fn create(name: &str, opts: &ChannelOptions) -> Result<PathBuf> {
         });
     }
     let path = named_path(name);
-    match configure(name, &path, opts) {
+    match configure(name, opts) {
         Ok(()) => Ok(path),
         Err(e) => {
             let _ = fs::remove_dir(&d);
@@ -154,8 +155,8 @@ pub fn create(name: &str, opts: &ChannelOptions) -> Result<PathBuf> {
     }
 }
 
-/// Applies `opts` to the fresh channel `name` whose node is `path`.
-fn configure(name: &str, path: &Path, opts: &ChannelOptions) -> Result<()> {
+/// Applies `opts` to the fresh channel `name`.
+fn configure(name: &str, opts: &ChannelOptions) -> Result<()> {
     // Sizes: the message limit must fit the ring at every step, so shrink the limit before
     // the ring and grow it after.
     let cur_msg: u32 = get(name, "msg_max")?.parse().unwrap_or(u32::MAX);
@@ -176,23 +177,31 @@ fn configure(name: &str, path: &Path, opts: &ChannelOptions) -> Result<()> {
     if let Some(m) = opts.mode {
         set(name, "mode", &format!("{m:o}"))?;
     }
-    // memchan checks uid/gid/mode itself at open; give the node the same owner and mode so
-    // that `ls -l` tells the truth and the node's own check agrees. udev applies the kernel's
-    // node mode (0666) when it handles the device's "add" event, possibly after us: let it
-    // finish first, where it runs.
-    let _ = std::process::Command::new("udevadm")
-        .args(["settle", "--timeout=10"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
-    let mode = get(name, "mode")?;
-    let mode = u32::from_str_radix(&mode, 8).unwrap_or(0o600);
-    let uid: u32 = get(name, "uid")?.parse().unwrap_or(0);
-    let gid: u32 = get(name, "gid")?.parse().unwrap_or(0);
-    chown(path, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-        .map_err(|e| Error::from_errno("chown device node", path, e))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(|e| fs_error("chmod device node", path, &e))
+    Ok(())
+}
+
+/// Gives the device node of named channel `name` the owner, group and mode of its access rule,
+/// so that `ls -l` tells the truth and the node's own permission check agrees with memchan's
+/// (which decides at `open` whatever the node says). The kernel creates the node `0666`, and
+/// udev applies that when it handles the device's "add" event: call this after udev has
+/// (`udevadm settle`; the `memchan create` command does both).
+pub fn apply_node_owner(name: &str) -> Result<()> {
+    let path = named_path(name);
+    let mode = u32::from_str_radix(&get(name, "mode")?, 8)
+        .map_err(|_| Error::BadRing("configfs mode is not octal"))?;
+    let num = |attr| -> Result<u32> {
+        get(name, attr)?
+            .parse()
+            .map_err(|_| Error::BadRing("configfs attribute is not a number"))
+    };
+    chown(
+        &path,
+        Some(Uid::from_raw(num("uid")?)),
+        Some(Gid::from_raw(num("gid")?)),
+    )
+    .map_err(|e| Error::from_errno("chown device node", &path, e))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+        .map_err(|e| fs_error("chmod device node", &path, &e))
 }
 
 /// Writes an attribute if a value is given.
@@ -230,63 +239,4 @@ pub fn list() -> Result<Vec<String>> {
         .collect();
     names.sort();
     Ok(names)
-}
-
-/// The sysfs directory of the channel device at `path` (`/sys/dev/char/<major>:<minor>`),
-/// if it is a memchan device of a version that publishes its counters there.
-fn sysfs_dir(path: &Path) -> Option<PathBuf> {
-    let st = stat(path).ok()?;
-    let rdev = st.st_rdev;
-    let d = PathBuf::from(format!("/sys/dev/char/{}:{}", major(rdev), minor(rdev)));
-    d.join("messages").exists().then_some(d)
-}
-
-/// Reads a channel's [`Info`] and [`Stats`] from sysfs, without opening it (so without
-/// becoming a subscriber, and without read access), as root: the counters are root's. Each
-/// value is read on its own: they are not one snapshot. `None` if the module does not publish
-/// them (an older version) or they are not ours to read.
-pub(crate) fn sysfs_query(path: &Path) -> Option<Result<(Info, Stats)>> {
-    let d = sysfs_dir(path)?;
-    // The counters are root's: anyone else asks the channel itself (with its access rules).
-    if fs::File::open(d.join("messages")).is_err_and(|e| e.kind() == ErrorKind::PermissionDenied) {
-        return None;
-    }
-    let read = |attr: &str| -> Result<String> {
-        let p = d.join(attr);
-        fs::read_to_string(&p)
-            .map(|s| s.trim().to_string())
-            .map_err(|e| match e.kind() {
-                // The channel went away between the lookup and the read.
-                ErrorKind::NotFound => Error::DeviceMissing { path: path.into() },
-                _ => Error::io("read sysfs attribute", &e),
-            })
-    };
-    let num = |attr: &str| -> Result<u64> {
-        read(attr)?
-            .parse()
-            .map_err(|_| Error::BadRing("sysfs attribute is not a number"))
-    };
-    let get = || -> Result<(Info, Stats)> {
-        let info = Info {
-            index: u32::try_from(num("index")?).unwrap_or(u32::MAX),
-            policy: read("policy")?.parse().unwrap_or(Policy::Block),
-            ring_bytes: num("ring_bytes")?,
-            msg_max: usize::try_from(num("msg_max")?).unwrap_or(usize::MAX),
-            next_seq: num("next_seq")?,
-            oldest_seq: num("oldest_seq")?,
-            subscribers: u32::try_from(num("subscribers")?).unwrap_or(u32::MAX),
-            writers: u32::try_from(num("writers")?).unwrap_or(u32::MAX),
-            mmap_bytes: num("mmap_bytes")?,
-        };
-        let stats = Stats {
-            messages: num("messages")?,
-            bytes: num("bytes")?,
-            overruns: num("overruns")?,
-            lost: num("lost")?,
-            blocked_writes: num("blocked_writes")?,
-            delivered: num("delivered")?,
-        };
-        Ok((info, stats))
-    };
-    Some(get())
 }

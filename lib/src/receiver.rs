@@ -5,7 +5,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use memchan_abi as abi;
-use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fs::OFlags;
 use rustix::io::Errno;
 
@@ -19,18 +18,6 @@ const HDR: usize = abi::RECORD_HEADER_SIZE as usize;
 
 /// Size of a receiver's batch buffer (at least one record of the channel's largest message).
 pub const BATCH_BYTES: usize = 64 * 1024;
-
-/// Parses a record header (`abi::RecordHeader`, native endian) from the front of `bytes`.
-pub(crate) fn parse_header(bytes: &[u8]) -> Option<abi::RecordHeader> {
-    let u64_at = |at: usize| Some(u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
-    let u32_at = |at: usize| Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
-    Some(abi::RecordHeader {
-        seq: u64_at(0)?,
-        timestamp_ns: u64_at(8)?,
-        len: u32_at(16)?,
-        flags: u32_at(20)?,
-    })
-}
 
 /// Receives every message sent to a channel after it was opened (or after a [`Receiver::seek`]).
 ///
@@ -51,8 +38,6 @@ pub struct Receiver {
     cur: usize,
     /// Bytes of `buf` the last `read()` filled (0: nothing buffered).
     len: usize,
-    /// The module does batches (`RECORD_MODE_BATCH`); else one record per `read()`.
-    batch: bool,
     /// Opened with `O_NONBLOCK`: `try_recv` is a single `read()`.
     nonblocking: bool,
     /// Overwrite losses already reported.
@@ -78,26 +63,17 @@ impl Receiver {
 
     pub(crate) fn open_flags(path: &Path, flags: OFlags) -> Result<Self> {
         let (handle, info) = Handle::open(path, OFlags::RDONLY | flags)?;
-        // Batches where the module has them (an older one refuses the mode with EINVAL).
-        let batch = match sys::record_mode(handle.fd.as_fd(), abi::RECORD_MODE_BATCH) {
-            Ok(()) => true,
-            Err(Errno::INVAL) => false,
-            Err(e) => return Err(handle.err("record mode", e)),
-        };
-        if !batch {
-            sys::record_mode(handle.fd.as_fd(), abi::RECORD_MODE_ON)
-                .map_err(|e| handle.err("record mode", e))?;
-        }
+        sys::record_mode(handle.fd.as_fd(), abi::RECORD_MODE_BATCH)
+            .map_err(|e| handle.err("record mode", e))?;
         let one = usize::try_from(abi::record_size(
             u32::try_from(info.msg_max).unwrap_or(u32::MAX),
         ))
         .unwrap_or(usize::MAX);
         Ok(Self {
             handle,
-            buf: vec![0; if batch { one.max(BATCH_BYTES) } else { one }],
+            buf: vec![0; one.max(BATCH_BYTES)],
             cur: 0,
             len: 0,
-            batch,
             nonblocking: flags.contains(OFlags::NONBLOCK),
             lost_reported: 0,
         })
@@ -118,7 +94,8 @@ impl Receiver {
             self.fill()?;
             return self.last();
         }
-        self.wait(Some(Duration::ZERO))
+        self.handle
+            .wait(Some(Duration::ZERO))
             .and_then(|()| self.fill())
             .map_err(|e| match e {
                 Error::TimedOut => Error::WouldBlock,
@@ -138,9 +115,10 @@ impl Receiver {
         }
         loop {
             if let Some(deadline) = deadline {
-                self.wait(Some(deadline.saturating_duration_since(Instant::now())))?;
+                self.handle
+                    .wait(Some(deadline.saturating_duration_since(Instant::now())))?;
             } else if self.nonblocking {
-                self.wait(None)?;
+                self.handle.wait(None)?;
             }
             match self.fill() {
                 // Non-blocking file, and another reader of this file took the message.
@@ -148,25 +126,6 @@ impl Receiver {
                 res => res?,
             }
             return self.last();
-        }
-    }
-
-    /// Waits until a message (or an overrun report) is ready, for at most `timeout`.
-    pub(crate) fn wait(&self, timeout: Option<Duration>) -> Result<()> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let ts = left.map(|d| Timespec {
-                tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-                tv_nsec: i64::from(d.subsec_nanos()),
-            });
-            let mut fds = [PollFd::new(&self.handle.fd, PollFlags::IN)];
-            match rustix::event::poll(&mut fds, ts.as_ref()) {
-                Ok(0) => return Err(Error::TimedOut),
-                Ok(_) => return Ok(()),
-                Err(Errno::INTR) => continue,
-                Err(e) => return Err(self.handle.err("poll", e)),
-            }
         }
     }
 
@@ -190,7 +149,7 @@ impl Receiver {
         let len = self
             .buf
             .get(at..)
-            .and_then(parse_header)
+            .and_then(abi::RecordHeader::parse)
             .map_or(0, |h| h.len);
         let size = usize::try_from(abi::record_size(len)).unwrap_or(usize::MAX);
         at.saturating_add(size)
@@ -228,7 +187,7 @@ impl Receiver {
     /// The current record (the one [`Receiver::fill`] moved to).
     pub(crate) fn last(&self) -> Result<Message<'_>> {
         let rec = self.buf.get(self.cur..self.len).unwrap_or_default();
-        let h = parse_header(rec).ok_or(Error::BadRing("short record"))?;
+        let h = abi::RecordHeader::parse(rec).ok_or(Error::BadRing("short record"))?;
         let end = usize::try_from(h.len).map_or(usize::MAX, |l| l.saturating_add(HDR));
         let payload = rec.get(HDR..end).ok_or(Error::BadRing("short record"))?;
         Ok(Message {
@@ -276,17 +235,12 @@ impl Receiver {
         let pending = self.buffered();
         if pending > 0 {
             let next = self.next_offset(self.cur);
-            if let Some(h) = self.buf.get(next..).and_then(parse_header) {
+            if let Some(h) = self.buf.get(next..).and_then(abi::RecordHeader::parse) {
                 st.next_seq = h.seq;
             }
             st.lag = st.lag.saturating_add(pending);
         }
         Ok(st)
-    }
-
-    /// Whether this receiver fetches messages in batches (the module supports it).
-    pub fn batches(&self) -> bool {
-        self.batch
     }
 
     /// The channel's configuration and state.
@@ -297,11 +251,6 @@ impl Receiver {
     /// The channel's counters.
     pub fn stats(&self) -> Result<Stats> {
         self.handle.stats()
-    }
-
-    /// Maps an errno from `op` on this receiver's channel.
-    pub(crate) fn err(&self, op: &'static str, errno: Errno) -> Error {
-        self.handle.err(op, errno)
     }
 
     /// The path this receiver was opened from.

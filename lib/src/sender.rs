@@ -72,8 +72,11 @@ impl Sender {
                 if count > 0 && self.batch.len() + size > max {
                     break;
                 }
-                let mut header = [0u8; crate::abi::RECORD_HEADER_SIZE as usize];
-                header[16..20].copy_from_slice(&(m.len() as u32).to_ne_bytes());
+                let header = crate::abi::RecordHeader {
+                    len: m.len() as u32,
+                    ..Default::default()
+                }
+                .to_bytes();
                 self.batch.extend_from_slice(&header);
                 self.batch.extend_from_slice(m);
                 self.batch
