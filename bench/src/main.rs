@@ -16,8 +16,12 @@ pub struct Row {
     pub group: &'static str,
     /// What was measured, e.g. "p50", "msgs/s", "writer ns/msg".
     pub metric: &'static str,
-    /// Transport name.
+    /// Transport name (for people: tables and charts).
     pub transport: &'static str,
+    /// [`peers::Kind::role`]: `memchan`, `peer` or `floor` (for programs).
+    pub role: &'static str,
+    /// [`peers::Kind::path`]: memchan's receive path, empty for the others.
+    pub path: &'static str,
     /// Message size in bytes.
     pub size: usize,
     /// Number of readers (fan-out), else 1.
@@ -29,11 +33,11 @@ pub struct Row {
 }
 
 impl Row {
-    /// A row of one transport, one reader.
+    /// A row of transport `kind`, one reader.
     pub fn new(
         group: &'static str,
         metric: &'static str,
-        transport: &'static str,
+        kind: peers::Kind,
         size: usize,
         lower_is_better: bool,
         values: Vec<f64>,
@@ -41,7 +45,9 @@ impl Row {
         Row {
             group,
             metric,
-            transport,
+            transport: kind.name(),
+            role: kind.role(),
+            path: kind.path(),
             size,
             readers: 1,
             lower_is_better,

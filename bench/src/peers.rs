@@ -49,6 +49,29 @@ impl Kind {
         Kind::MemchanMmapSpin,
     ];
 
+    /// What the transport is to the comparison: `memchan`, a `peer` users would pick
+    /// instead, or the `floor` (shared memory with spinning, the least any transport can cost).
+    pub fn role(self) -> &'static str {
+        match self {
+            Kind::SpinShm => "floor",
+            Kind::Pipe | Kind::Fifo | Kind::SeqPacket | Kind::PosixMq | Kind::EventfdShm => "peer",
+            _ => "memchan",
+        }
+    }
+
+    /// memchan's receive path (`read`, `epoll`, `mmap-poll`, `mmap-busy`, `batch`); empty for
+    /// the others.
+    pub fn path(self) -> &'static str {
+        match self {
+            Kind::MemchanRead => "read",
+            Kind::MemchanEpoll => "epoll",
+            Kind::MemchanMmapPoll => "mmap-poll",
+            Kind::MemchanMmapSpin => "mmap-busy",
+            Kind::MemchanBatch => "batch",
+            _ => "",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Pipe => "pipe",

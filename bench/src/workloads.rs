@@ -168,7 +168,7 @@ pub fn latency(rows: &mut Vec<Row>, reps: usize, scale: f64) {
                 (1.0, "max ns"),
             ] {
                 let values = hs.iter().map(|h| h.value_at_quantile(q) as f64).collect();
-                rows.push(Row::new("latency", metric, kind.name(), size, true, values));
+                rows.push(Row::new("latency", metric, *kind, size, true, values));
             }
             let p50: Vec<u64> = hs.iter().map(|h| h.value_at_quantile(0.5)).collect();
             println!("latency {size:>6} B {:<22} p50 {p50:?} ns", kind.name());
@@ -230,15 +230,8 @@ pub fn throughput(rows: &mut Vec<Row>, reps: usize, scale: f64) {
         for (kind, v) in kinds.iter().zip(rates) {
             println!("throughput {size:>5} B {:<22} {:?} msg/s", kind.name(), v);
             let mb = v.iter().map(|m| m * size as f64 / 1e6).collect();
-            rows.push(Row::new(
-                "throughput",
-                "msgs/s",
-                kind.name(),
-                size,
-                false,
-                v,
-            ));
-            rows.push(Row::new("throughput", "MB/s", kind.name(), size, false, mb));
+            rows.push(Row::new("throughput", "msgs/s", *kind, size, false, v));
+            rows.push(Row::new("throughput", "MB/s", *kind, size, false, mb));
         }
     }
 }
@@ -308,21 +301,21 @@ impl Endpoint for FanReader {
 }
 
 pub fn fanout(rows: &mut Vec<Row>, reps: usize, scale: f64) {
-    let cases: Vec<(bool, &str)> = [(true, "memchan read"), (false, "unix seqpacket")]
+    let cases: Vec<(bool, Kind)> = [(true, Kind::MemchanRead), (false, Kind::SeqPacket)]
         .into_iter()
-        .filter(|(_, name)| selected(name))
+        .filter(|(_, kind)| selected(kind.name()))
         .collect();
     for readers in [1, 2, 4, 8] {
         let results = rounds(&cases, reps, |(memchan, _)| {
             fan(memchan, readers, iters(20000, scale))
         });
-        for ((_, name), v) in cases.iter().zip(results) {
-            println!("fanout {readers} {name:<16} {:?}", v);
+        for (&(_, kind), v) in cases.iter().zip(results) {
+            println!("fanout {readers} {:<16} {:?}", kind.name(), v);
             let rate = v.iter().map(|x| x.0).collect();
             let cpu = v.iter().map(|x| x.1).collect();
-            rows.push(Row::new("fanout", "deliveries/s", name, 64, false, rate).readers(readers));
+            rows.push(Row::new("fanout", "deliveries/s", kind, 64, false, rate).readers(readers));
             rows.push(
-                Row::new("fanout", "writer CPU ns/msg", name, 64, true, cpu).readers(readers),
+                Row::new("fanout", "writer CPU ns/msg", kind, 64, true, cpu).readers(readers),
             );
         }
     }
@@ -363,7 +356,7 @@ pub fn cost(rows: &mut Vec<Row>, reps: usize, scale: f64) {
             rows.push(Row::new(
                 "one thread",
                 "ns per send + receive",
-                kind.name(),
+                *kind,
                 size,
                 true,
                 v,
@@ -390,8 +383,8 @@ pub fn sizes(rows: &mut Vec<Row>, reps: usize, scale: f64) {
                 "size {size:>6} B {:<22} p50 {lat:?} ns, {tput:?} MB/s",
                 kind.name()
             );
-            rows.push(Row::new("size", "p50 ns", kind.name(), size, true, lat));
-            rows.push(Row::new("size", "MB/s", kind.name(), size, false, tput));
+            rows.push(Row::new("size", "p50 ns", *kind, size, true, lat));
+            rows.push(Row::new("size", "MB/s", *kind, size, false, tput));
         }
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use crate::rows::{self, Role};
 use crate::{cache, module, run, vm, KernelOpts};
 
 /// `cargo xtask bench`.
@@ -176,21 +177,6 @@ pub fn render(json: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Median and (min, max) of a result row's repetitions.
-pub fn stats(row: &Value) -> (f64, f64, f64) {
-    let mut v: Vec<f64> = row["values"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_f64).collect())
-        .unwrap_or_default();
-    v.sort_by(f64::total_cmp);
-    let med = v.get(v.len() / 2).copied().unwrap_or(0.0);
-    (
-        med,
-        v.first().copied().unwrap_or(0.0),
-        v.last().copied().unwrap_or(0.0),
-    )
-}
-
 fn fmt_num(x: f64) -> String {
     if x >= 100.0 {
         format!("{x:.0}")
@@ -248,7 +234,7 @@ fn markdown(r: &Value, date: &str) -> Result<String> {
         let mut floor: Option<(f64, String)> = None;
         for row in rows {
             let name = row["transport"].as_str().unwrap_or("?").to_string();
-            let (med, lo, hi) = stats(row);
+            let (med, lo, hi) = rows::stats(row);
             writeln!(
                 md,
                 "| {name} | {} | {}-{} |",
@@ -260,16 +246,19 @@ fn markdown(r: &Value, date: &str) -> Result<String> {
                 cur.as_ref()
                     .is_none_or(|(b, _)| if lower { med < *b } else { med > *b })
             };
-            if name.starts_with("memchan") && name.contains("(busy)") {
-                busy = Some((med, name));
-            } else if name.starts_with("memchan") {
-                if better(&best_mc) {
-                    best_mc = Some((med, name));
+            match rows::role(row) {
+                Role::Memchan if rows::busy_polls(row) => busy = Some((med, name)),
+                Role::Memchan => {
+                    if better(&best_mc) {
+                        best_mc = Some((med, name));
+                    }
                 }
-            } else if name.contains("floor") {
-                floor = Some((med, name));
-            } else if better(&best_peer) {
-                best_peer = Some((med, name));
+                Role::Floor => floor = Some((med, name)),
+                Role::Peer => {
+                    if better(&best_peer) {
+                        best_peer = Some((med, name));
+                    }
+                }
             }
         }
         if let (Some((b, bn)), Some((f, fname))) = (&busy, &floor) {

@@ -8,7 +8,8 @@ use plotters::prelude::*;
 use serde_json::Value;
 
 /// One line of a chart: a name and (x, y) points.
-type Series = (String, Vec<(f64, f64)>);
+/// One line: the transport, whether it is memchan (drawn thicker), its points.
+type Series = (String, bool, Vec<(f64, f64)>);
 
 /// Series of `metric` in `group`, one per transport, with x from `x_of(row)`.
 fn series(
@@ -24,10 +25,11 @@ fn series(
         }
         let Some(x) = x_of(row) else { continue };
         let name = row["transport"].as_str().unwrap_or("?").to_string();
-        let y = crate::bench::stats(row).0;
-        match out.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, pts)) => pts.push((x, y)),
-            None => out.push((name, vec![(x, y)])),
+        let y = crate::rows::stats(row).0;
+        let memchan = crate::rows::role(row) == crate::rows::Role::Memchan;
+        match out.iter_mut().find(|(n, _, _)| *n == name) {
+            Some((_, _, pts)) => pts.push((x, y)),
+            None => out.push((name, memchan, vec![(x, y)])),
         }
     }
     out
@@ -43,7 +45,7 @@ fn chart(
     x_label_of: &dyn Fn(f64) -> String,
 ) -> Result<()> {
     let err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
-    let pts = lines.iter().flat_map(|(_, p)| p.iter());
+    let pts = lines.iter().flat_map(|(_, _, p)| p.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in pts {
         x0 = x0.min(x);
@@ -71,9 +73,9 @@ fn chart(
         .x_label_formatter(&|x: &f64| x_label_of(*x))
         .draw()
         .map_err(|e| err(&e))?;
-    for (i, (name, p)) in lines.iter().enumerate() {
+    for (i, (name, memchan, p)) in lines.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let style = if name.starts_with("memchan") {
+        let style = if *memchan {
             color.stroke_width(3)
         } else {
             color.stroke_width(1)
@@ -107,12 +109,12 @@ pub fn draw(report: &Value, prefix: &Path) -> Result<Vec<std::path::PathBuf>> {
     let pcts = ["p50 ns", "p99 ns", "p99.9 ns", "max ns"];
     let mut lat: Vec<Series> = Vec::new();
     for (i, m) in pcts.iter().enumerate() {
-        for (name, p) in series(report, "latency", m, |r| {
+        for (name, memchan, p) in series(report, "latency", m, |r| {
             (r["size"] == 64).then_some(i as f64)
         }) {
-            match lat.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, v)) => v.extend(p),
-                None => lat.push((name, p)),
+            match lat.iter_mut().find(|(n, _, _)| *n == name) {
+                Some((_, _, v)) => v.extend(p),
+                None => lat.push((name, memchan, p)),
             }
         }
     }

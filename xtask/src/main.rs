@@ -17,6 +17,7 @@ mod kernel;
 mod logscan;
 mod module;
 mod qemu;
+mod rows;
 mod run;
 mod setup;
 mod targets;

@@ -12,6 +12,8 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use serde_json::Value;
 
+use crate::rows::median;
+
 /// The peers the blocking-latency target names.
 const LATENCY_PEERS: [&str; 4] = ["pipe", "fifo", "unix seqpacket", "posix mq"];
 /// memchan's blocking paths.
@@ -34,12 +36,6 @@ fn judge(ours: &[f64], goal: f64, lower: bool) -> (&'static str, f64) {
         "missed"
     };
     (status, best)
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// ", best repetition 1.23×" for a status other than met (`best` relative to `unit`).

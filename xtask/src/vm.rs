@@ -51,16 +51,10 @@ pub struct Outcome {
     pub scratch: PathBuf,
 }
 
-/// Quotes `s` for `sh`.
+/// Quotes `s` for `sh` (`shlex`; a NUL byte, which no shell word can hold, is dropped).
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
+    let clean = s.replace('\0', "");
+    shlex::try_quote(&clean).map_or_else(|_| String::from("''"), |q| q.into_owned())
 }
 
 /// A fresh directory for one guest run, with a writable `scratch/` inside.
