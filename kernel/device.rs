@@ -192,8 +192,12 @@ impl Registration {
             // The name is in place before the device is registered (and so visible).
             _name: name,
             // SAFETY: On `Ok` the closure has initialised the slot as `misc_register` would
-            // through `MiscDeviceRegistration::register` (the type's invariants hold: registered,
-            // made by `into_raw`); on `Err` nothing needs dropping. The slot is pinned memory.
+            // through `MiscDeviceRegistration::register`: registered, made by `into_raw` with
+            // `name`, `mode`, `groups` and `fops` replaced. The type relies on none of those
+            // four: its open trampoline (`rust/kernel/miscdevice.rs`, 7.3) only casts
+            // `private_data` back to the registration, which `FOPS` keeps as its `open` (to
+            // re-check on each kernel update). On `Err` nothing needs dropping. The slot is
+            // pinned memory.
             misc <- unsafe { pin_init::pin_init_from_closure(register) },
         })
     }
@@ -321,7 +325,9 @@ struct SyncFops(bindings::file_operations);
 // function pointers and a pointer to this module, which are safe to share between threads.
 unsafe impl Sync for SyncFops {}
 
-/// The `MiscDevice`-generated file operations of [`MemchanFile`] plus `poll`.
+/// The `MiscDevice`-generated file operations of [`MemchanFile`] plus `poll`. Its `owner` is
+/// this module (7.3's `MiscdeviceVTable` sets it), so every open file pins the module:
+/// `rmmod` fails while one is open (the `zz_rmmod_refused_while_open...` test).
 static FOPS: SyncFops = SyncFops(bindings::file_operations {
     poll: Some(memchan_poll),
     // SAFETY: `into_raw` returns a `miscdevice` whose `fops` points to the `'static` constant

@@ -7,13 +7,13 @@
 //! or directly from a read-only mapping of the channel's ring.
 //!
 //! Layout of the driver, from the device node down to memory (each module uses only those
-//! below it; `docs/architecture.md` follows a message through them):
+//! listed after it; `docs/architecture.md` follows a message through them):
 //! - [`named`]: channels created at run time through configfs
 //!   (`mkdir /sys/kernel/config/memchan/<name>` makes `/dev/memchan-<name>`);
 //! - [`device`]: a channel's device node: misc device registration, the file operations table
 //!   (with `poll`), `open`, sysfs attributes;
-//! - [`access`]: who may open a channel and change its policy;
 //! - [`file`]: an open file's state and operations (`read`, `write`, ioctls, `mmap`);
+//! - [`access`]: who may open a channel and change its policy;
 //! - [`observe`]: every channel's settings and counters in sysfs;
 //! - [`channel`]: one channel: locking, waiting, waking, and the operations files perform;
 //! - [`ring`]: the broadcast ring: records, subscriber cursors, overflow policy (pure logic,
@@ -23,7 +23,8 @@
 //! - [`abi`]: the ABI shared with userspace (`abi/src/abi.rs`, also the `memchan-abi` crate).
 //!
 //! Unsafe code is next to the concept that needs it, each block with its reason: raw misc
-//! registration, sysfs and `poll` in `device`, credential checks in `access`, ring memory in
+//! registration, sysfs and `poll` in `device`, the user copy into the ring (and rewinding the
+//! iterator after a failed one) in `file`, credential checks in `access`, ring memory in
 //! `memory`, the mapping offset in `pages`, byte views of the ABI structs in `abi`.
 
 mod abi;

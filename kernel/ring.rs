@@ -62,13 +62,13 @@ impl Policy {
         }
     }
 
-    /// The policy named `text`: its name (`block`, `overwrite`) or ABI value (`0`, `1`);
-    /// `EINVAL` if none.
+    /// The policy named `text`: its name (`block`, `overwrite`) or ABI value (`0`, `1`),
+    /// exactly; `EINVAL` for anything else.
     pub(crate) fn parse(text: &str) -> Result<Self> {
         match text {
-            "block" => Ok(Self::Block),
-            "overwrite" => Ok(Self::Overwrite),
-            _ => Self::from_abi(text.parse().map_err(|_| EINVAL)?),
+            "block" | "0" => Ok(Self::Block),
+            "overwrite" | "1" => Ok(Self::Overwrite),
+            _ => Err(EINVAL),
         }
     }
 

@@ -95,6 +95,12 @@ pub struct RecordHeader {
 /// Size of [`RecordHeader`].
 pub const RECORD_HEADER_SIZE: u32 = 24;
 
+// Its fields, back to back, are the whole header: `to_bytes`/`from_bytes` encode exactly them.
+const _: () = assert!(
+    core::mem::size_of::<RecordHeader>() == RECORD_HEADER_SIZE as usize
+        && 8 + 8 + 4 + 4 == RECORD_HEADER_SIZE as usize
+);
+
 impl RecordHeader {
     /// The header as it is stored (native byte order, fields in declaration order, no
     /// padding).
