@@ -273,7 +273,7 @@ fn prepare(root: &BuildRoot, release: &str, hdr: &Path, src: &Path, build: &Path
     run::logged(
         &format!(
             "rebuilding the Rust metadata of Debian's kernel {release} with Debian's toolchain \
-             (about 5 minutes on 2 cores)"
+             (1-2 minutes on 2 cores)"
         ),
         &mut Builder::Root(root.clone()).sh(&script),
         &run::log_path("debian-prepare"),
