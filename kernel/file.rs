@@ -72,7 +72,7 @@ pub(crate) struct MemchanFile {
     slot: Option<usize>,
     /// Whether opened with write access.
     writer: bool,
-    /// Whether the opener owned the channel ([`crate::device::ChannelDev::admit`]): the file may
+    /// Whether the opener owned the channel (`ChannelDev::admit` in `device.rs`): the file may
     /// change the policy (as may one opened with `CAP_SYS_ADMIN`).
     owner: bool,
     /// Record mode: [`abi::RECORD_MODE_OFF`], [`abi::RECORD_MODE_ON`] or
@@ -145,7 +145,7 @@ impl MemchanFile {
         self.slot.ok_or(EBADF)
     }
 
-    /// `poll` (the file operations table has it through [`crate::device`]).
+    /// `poll` (the file operations table in `device.rs` has it).
     pub(crate) fn poll(&self, file: &File, table: PollTable<'_>) -> u32 {
         let first = self.polled.xchg(1, Relaxed) == 0;
         self.chan.poll(file, table, self.slot, first)

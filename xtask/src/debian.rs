@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::buildroot::{self, BuildRoot};
-use crate::kernel::{Builder, KernelTree};
+use crate::kernel::{Builder, KernelTree, Stock};
 use crate::setup::Apt;
 use crate::{cache, run};
 
@@ -33,17 +33,6 @@ pub const MIN_SERIES: (u32, u32, u32) = (7, 3, 0);
 
 /// Marks a completely unpacked or prepared directory (holds what it was made from).
 const DONE: &str = ".memchan-complete";
-
-/// Debian's stock kernel, unpacked.
-#[derive(Clone)]
-pub struct Stock {
-    /// The release string (`uname -r`), e.g. `7.3.4+deb13-amd64`.
-    pub release: String,
-    /// The Debian package version, e.g. `7.3.4-1~bpo13+1`.
-    pub version: String,
-    /// The static busybox virtme-ng builds the guest's initramfs from (the host has none).
-    pub busybox: PathBuf,
-}
 
 /// `7.3.4+deb13-amd64` → `(7, 3, 4)`; `None` for other flavors (`-cloud-amd64`, `-rt-amd64`).
 pub fn parse_release(release: &str) -> Option<(u32, u32, u32)> {

@@ -92,7 +92,18 @@ pub struct KernelTree {
     pub debug: bool,
     /// Debian's stock kernel: its release string and the directory holding its modules
     /// (`usr/lib/modules/<release>/`, what virtme-ng boots it with).
-    pub stock: Option<crate::debian::Stock>,
+    pub stock: Option<Stock>,
+}
+
+/// Debian's stock kernel, unpacked.
+#[derive(Clone)]
+pub struct Stock {
+    /// The release string (`uname -r`), e.g. `7.3.4+deb13-amd64`.
+    pub release: String,
+    /// The Debian package version, e.g. `7.3.4-1~bpo13+1`.
+    pub version: String,
+    /// The static busybox virtme-ng builds the guest's initramfs from (the host has none).
+    pub busybox: PathBuf,
 }
 
 /// The checked-in configuration fragments of a flavor, in merge order.
@@ -116,11 +127,9 @@ fn extra_fragment(opts: &KernelOpts) -> Option<&'static str> {
     }
 }
 
-/// Makes sure the test kernel (or `--kdir`) is built and returns it.
+/// Makes sure the test kernel (or `--kdir`) is built and returns it (`--debian` is
+/// `debian::ensure`'s; see [`crate::module::kernel`]).
 pub fn ensure(opts: &KernelOpts) -> Result<KernelTree> {
-    if opts.debian {
-        return crate::debian::ensure();
-    }
     if let Some(kdir) = &opts.kdir {
         let toolchain = setup::ensure(false)?;
         if !kdir.join("Module.symvers").exists() || !kdir.join("rust/libkernel.rmeta").exists() {

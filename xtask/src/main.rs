@@ -157,7 +157,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.verb {
         Verb::Setup => setup::run().map(|_| 0),
-        Verb::Kernel { kernel } => kernel::ensure(&kernel).map(|_| 0),
+        Verb::Kernel { kernel } => module::kernel(&kernel).map(|_| 0),
         Verb::Module { kernel } => module::ensure(&kernel).map(|_| 0),
         Verb::Vm {
             kernel,

@@ -26,10 +26,19 @@ pub fn ensure(opts: &KernelOpts) -> Result<Built> {
     build(opts, false)
 }
 
+/// The kernel tree `opts` select: Debian's stock kernel (`--debian`) or a test kernel.
+pub fn kernel(opts: &KernelOpts) -> Result<kernel::KernelTree> {
+    if opts.debian {
+        crate::debian::ensure()
+    } else {
+        kernel::ensure(opts)
+    }
+}
+
 /// Builds the module; with `fresh`, recompiles it even if nothing changed (so that all of its
 /// warnings are seen).
 pub fn build(opts: &KernelOpts, fresh: bool) -> Result<Built> {
-    let kernel = kernel::ensure(opts)?;
+    let kernel = self::kernel(opts)?;
     let out = kernel.build.join("memchan-module");
     if fresh {
         let _ = std::fs::remove_dir_all(&out);
