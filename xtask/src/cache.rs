@@ -9,6 +9,7 @@
 //! rust-src/<rustc version>/  Rust standard library source matching `rustc --version`
 //! tools/bindgen/bin/bindgen  bindgen-cli
 //! tools/venv/                Python venv with libclang and virtme-ng
+//! tools/nextest/bin/         cargo-nextest (runs and counts the tests)
 //! build/<flavor>/            kernel build tree (+ memchan-module/ with memchan.ko)
 //! buildroot/trixie/          Debian 13 clang build root for the debug (KASAN) flavor
 //! initramfs/                 busybox initramfs that boots the debug flavor
@@ -48,6 +49,11 @@ pub fn target_dir() -> PathBuf {
 /// Private apt state directory.
 pub fn apt_dir() -> PathBuf {
     root().join("apt")
+}
+
+/// Directory with `bin/cargo-nextest`.
+pub fn nextest_root() -> PathBuf {
+    root().join("tools/nextest")
 }
 
 /// Directory with `bin/bindgen`.

@@ -5,8 +5,9 @@
 //! (with `--qemu-opts=-machine q35 --memory 2G`), but measured on 2026-12-03 the debug suite
 //! took 9m46s that way against 5m32s-5m57s here: 61 s to the guest script instead of 14 s (40 s
 //! of them udev's coldplug of every device), and each test binary 1.3-5× slower. That is four
-//! minutes of every CI run, so this path stays until virtme-ng's guest is as light. This init mounts the host's root
-//! read-only over 9p and the run directory read-write at its own path, switches to the host's
+//! minutes of every CI run, so this path stays until virtme-ng's guest is as light.
+//!
+//! This init mounts the host's root read-only over 9p and the run directory read-write at its own path, switches to the host's
 //! root (so host-built binaries and tools run as they are, as under virtme-ng), mounts the
 //! usual pseudo filesystems, starts `systemd-udevd` if the host has it, runs the guest script,
 //! writes its exit code to `<run dir>/rc` and powers off. The machine is `q35`: on QEMU's

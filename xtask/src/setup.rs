@@ -431,6 +431,32 @@ fn bindgen() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Version of cargo-nextest installed from crates.io (the one seen working).
+const NEXTEST_VERSION: &str = "0.9.151";
+
+/// `cargo-nextest` (installed from crates.io on first use): it runs the test binaries, one
+/// process per test, and reports every outcome in JUnit XML, which `test.rs` counts.
+pub fn nextest() -> Result<PathBuf> {
+    let root = cache::nextest_root();
+    let bin = root.join("bin/cargo-nextest");
+    let stamp = root.join(DONE);
+    if bin.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(NEXTEST_VERSION) {
+        return Ok(bin);
+    }
+    run::logged(
+        &format!("building cargo-nextest {NEXTEST_VERSION} from crates.io (about 4 minutes)"),
+        Command::new("cargo")
+            .args(["install", "--locked", "--force"])
+            .arg(format!("cargo-nextest@{NEXTEST_VERSION}"))
+            .arg("--root")
+            .arg(&root),
+        &run::log_path("setup-nextest"),
+        "Check that crates.io is reachable.",
+    )?;
+    std::fs::write(&stamp, NEXTEST_VERSION)?;
+    Ok(bin)
+}
+
 /// A Python venv with libclang (>= 17, for the kernel's bindgen) and virtme-ng.
 fn python_tools() -> Result<PathBuf> {
     let venv = cache::venv();

@@ -45,8 +45,6 @@ pub fn run_verb(opts: &KernelOpts, timeout: u64, cmd: &[String]) -> Result<i32> 
 pub struct Outcome {
     /// Exit code of the guest command (non-zero too when the kernel reported a problem).
     pub code: i32,
-    /// Everything the guest printed (command output and kernel log).
-    pub log: String,
     /// The guest's writable scratch directory (what it left there).
     pub scratch: PathBuf,
 }
@@ -338,7 +336,6 @@ fn boot_once(built: &Built, body: &str, timeout: Duration) -> Result<Attempt> {
     }
     Ok(Attempt::Ran(Outcome {
         code,
-        log,
         scratch: dir.join("scratch"),
     }))
 }
