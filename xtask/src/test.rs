@@ -75,11 +75,13 @@ pub fn run(opts: &KernelOpts, quick: bool) -> Result<i32> {
     // (the host's filesystem is read-only there), where the JUnit report lands too.
     // The workspace's nextest config, with the run store (and so the JUnit report) moved into
     // the scratch directory: the host's filesystem is read-only in the guest. The archive is
-    // unpacked into the guest's memory (`/tmp`): with one process per test, the test kernel's
-    // suite took 5m03s when run from the 9p-mounted scratch directory, 2m45s from there.
+    // unpacked into the guest's memory (`/run`, a tmpfs in every guest): with one process per
+    // test, the test kernel's suite took 5m03s run from the 9p-mounted scratch directory,
+    // 2m45s from memory; and the debug guest's `/tmp` is that scratch directory when the
+    // repository is under `/tmp`.
     let config = std::fs::read_to_string(cache::repo().join(".config/nextest.toml"))?;
     let body = format!(
-        "N=\"$MEMCHAN_SCRATCH/nextest\"; X=\"${{TMPDIR:-/tmp}}/memchan-nextest\"\n\
+        "N=\"$MEMCHAN_SCRATCH/nextest\"; X=/run/memchan-nextest\n\
          mkdir -p \"$N\" \"$X\"\n\
          {{ printf '[store]\\ndir = \"%s\"\\n\\n' \"$N/store\"; cat <<'EOF'\n{config}EOF\n}} > \"$N/config.toml\"\n\
          {} nextest run --archive-file {} --workspace-remap {} --extract-to \"$X\" \
