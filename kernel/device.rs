@@ -181,23 +181,19 @@ impl Registration {
             // SAFETY: `slot` is valid for writing a `MiscDeviceRegistration`, which is
             // `repr(transparent)` over `Opaque<miscdevice>`, itself transparent over `miscdevice`.
             unsafe { raw_slot.write(raw) };
-            // SAFETY: `raw_slot` holds a `miscdevice` made by `into_raw` (as `register` does)
-            // with a name that outlives the registration (`_name` is dropped after `misc`, whose
-            // drop deregisters), `'static` sysfs groups, and the `'static` table `FOPS`, which
-            // is `into_raw`'s own (same owner module, same `private_data` contract) plus
-            // `poll`. The slot is pinned.
-            kernel::error::to_result(unsafe { bindings::misc_register(raw_slot) })
+            // SAFETY: `raw_slot` holds a `miscdevice` made by `into_raw` with a name that
+            // outlives the registration, `'static` groups and the `'static` `FOPS`; pinned.
+            let ret = unsafe { bindings::misc_register(raw_slot) };
+            kernel::error::to_result(ret)
         };
         try_pin_init!(Self {
             // The name is in place before the device is registered (and so visible).
             _name: name,
-            // SAFETY: On `Ok` the closure has initialised the slot as `misc_register` would
-            // through `MiscDeviceRegistration::register`: registered, made by `into_raw` with
-            // `name`, `mode`, `groups` and `fops` replaced. The type relies on none of those
-            // four: its open trampoline (`rust/kernel/miscdevice.rs`, 7.3) only casts
-            // `private_data` back to the registration, which `FOPS` keeps as its `open` (to
-            // re-check on each kernel update). On `Err` nothing needs dropping. The slot is
-            // pinned memory.
+            // The type relies on none of `name`, `mode`, `groups`, `fops`: its open trampoline
+            // (`rust/kernel/miscdevice.rs`, 7.3) only casts `private_data` back to the
+            // registration, and `FOPS` keeps that `open` (re-check on each kernel update).
+            // SAFETY: On `Ok` the slot is initialised as `MiscDeviceRegistration::register`
+            // would (registered, made by `into_raw`); on `Err` nothing needs dropping; pinned.
             misc <- unsafe { pin_init::pin_init_from_closure(register) },
         })
     }
@@ -306,8 +302,9 @@ unsafe extern "C" fn sysfs_show(
     // SAFETY: `misc_register` stores the `miscdevice` as the device's driver data; it is the
     // inner value of a `MiscDeviceRegistration` (transparent), which outlives this call (see
     // `device_of`).
-    let misc =
-        unsafe { &*bindings::dev_get_drvdata(dev).cast::<MiscDeviceRegistration<MemchanFile>>() };
+    let data = unsafe { bindings::dev_get_drvdata(dev) };
+    // SAFETY: `data` is that `miscdevice`, inside a live transparent `MiscDeviceRegistration`.
+    let misc = unsafe { &*data.cast::<MiscDeviceRegistration<MemchanFile>>() };
     // SAFETY: Our attributes' names are `'static` C strings.
     let name = unsafe { CStr::from_char_ptr((*attr).attr.name) };
     // SAFETY: sysfs passes a zeroed buffer of `PAGE_SIZE` bytes, ours for this call.

@@ -295,11 +295,11 @@ pub(crate) unsafe fn copy_from_iter_nofault(
         if page.is_null() {
             break;
         }
+        let (folio, iter) = (page.cast(), iov.as_raw());
         // SAFETY: a `vmalloc` page is an order-0 page, which is its own folio; `off + n` stays
         // within it; the kernel writes only those `n` bytes of it, which `dst` (exclusive among
         // writers) covers; the iterator is valid (`as_raw`) and advanced by what is copied.
-        let got =
-            unsafe { bindings::copy_folio_from_iter_atomic(page.cast(), off, n, iov.as_raw()) };
+        let got = unsafe { bindings::copy_folio_from_iter_atomic(folio, off, n, iter) };
         done = done.wrapping_add(got);
         if got < n {
             break;
