@@ -9,16 +9,24 @@ use crate::PolicyArg;
 /// Options of `memchan create`.
 #[derive(ClapArgs)]
 pub struct CreateArgs {
-    /// The channel's name (A-Z a-z 0-9 _ . -, up to 32); its node is /dev/memchan-NAME.
+    /// The channel's name; its node is /dev/memchan-NAME.
+    #[arg(help = format!(
+        "The channel's name (A-Z a-z 0-9 _ . -, up to {}); its node is /dev/memchan-NAME",
+        memchan::abi::NAME_MAX
+    ))]
     name: String,
-    /// Ring size: bytes, or with a K or M suffix (a power of two from 4K to 16M).
-    #[arg(long, value_parser = parse_size)]
+    /// Ring size: bytes, or with a K or M suffix.
+    #[arg(long, value_parser = parse_size, help = format!(
+        "Ring size: bytes, or with a K or M suffix (a power of two from {}K to {}M)",
+        memchan::abi::RING_KIB_MIN,
+        memchan::abi::RING_KIB_MAX / 1024
+    ))]
     ring: Option<u32>,
     /// Largest message in bytes.
     #[arg(long)]
     msg_max: Option<u32>,
-    /// Subscriber limit (1 to 4096).
-    #[arg(long)]
+    /// Subscriber limit.
+    #[arg(long, help = format!("Subscriber limit (1 to {})", memchan::abi::MAX_READERS_MAX))]
     max_readers: Option<u32>,
     /// Overflow policy.
     #[arg(long, value_enum)]
