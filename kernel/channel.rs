@@ -298,6 +298,32 @@ impl Channel {
         )
     }
 
+    /// Locks the ring, after taking what its producer (if it has one) published since, and
+    /// waking the readers for it ([`Ring::take_produced`]): every operation sees the records
+    /// published before it began.
+    fn lock(&self) -> RingGuard<'_> {
+        let mut ring = self.ring.lock();
+        self.take_produced(&mut ring);
+        ring
+    }
+
+    /// Takes the producer's new records, if any, and wakes the readers for them (under the
+    /// lock: rare, and the woken wait for it only briefly). Returns whether any arrived.
+    fn take_produced(&self, ring: &mut RingGuard<'_>) -> bool {
+        if !ring.produced() || !ring.take_produced() {
+            return false;
+        }
+        let wake = Self::wake_readers(ring);
+        self.notify_readers(wake);
+        true
+    }
+
+    /// Tells the producer whether any reader waits (asleep in `read`, or a polled file).
+    fn publish_waiters(ring: &mut RingGuard<'_>) {
+        let w = ring.waiting;
+        let _ = ring.publish_waiters(w.readers > 0 || w.pollers > 0);
+    }
+
     /// Marks the channel removed and wakes every waiter (see the module docs for what open
     /// files see afterwards).
     pub(crate) fn close(&self) {
@@ -313,11 +339,27 @@ impl Channel {
 
     /// Sleeps on `arrived` (the lock released meanwhile), counted in [`Waiting::readers`],
     /// and passes the wake-up on (see the module docs). True if a signal ended the wait.
+    ///
+    /// With a producer, the reader first sets the control page's `waiters` (a full fence
+    /// after it) and looks at the producer's head once more: a producer that published before
+    /// the fence is seen here, one that published after it sees `waiters` and rings the
+    /// doorbell, which takes the lock and wakes the sleeper (see `abi::ProducerControl`).
     fn sleep_readable(&self, ring: &mut RingGuard<'_>) -> bool {
         ring.waiting.readers = ring.waiting.readers.wrapping_add(1);
+        if ring.produced() {
+            Self::publish_waiters(ring);
+            if ring.take_produced() {
+                ring.waiting.readers = ring.waiting.readers.wrapping_sub(1);
+                Self::publish_waiters(ring);
+                let wake = Self::wake_readers(ring);
+                self.notify_readers(wake);
+                return false;
+            }
+        }
         let signal = self.arrived.wait_interruptible(ring);
+        ring.waiting.readers = ring.waiting.readers.wrapping_sub(1);
+        Self::publish_waiters(ring);
         let w = &mut ring.waiting;
-        w.readers = w.readers.wrapping_sub(1);
         if signal {
             // Woken by the signal, or by the chain as well: wake everyone rather than risk
             // ending the chain here.
@@ -494,6 +536,7 @@ impl Channel {
         }
         if polled {
             ring.waiting.pollers = ring.waiting.pollers.wrapping_sub(1);
+            Self::publish_waiters(&mut ring);
         }
         drop(ring);
         // A slow subscriber leaving may make room for blocked writers.
@@ -515,6 +558,9 @@ impl Channel {
         let seq = loop {
             if self.is_closed() {
                 return Err(ENODEV);
+            }
+            if ring.produced() {
+                return Err(EBUSY);
             }
             match ring.push_with(len, now_ns(), fill) {
                 Err(e) if e == EAGAIN => {
@@ -557,6 +603,9 @@ impl Channel {
             if self.is_closed() {
                 return Err(ENODEV);
             }
+            if ring.produced() {
+                return Err(EBUSY);
+            }
             match ring.push_records(buf.get_mut(..run).ok_or(EINVAL)?, now_ns()) {
                 Ok(()) => {
                     at = run;
@@ -593,6 +642,9 @@ impl Channel {
             };
             if self.is_closed() {
                 break if first { Err(ENODEV) } else { Ok(at) };
+            }
+            if ring.produced() {
+                break if first { Err(EBUSY) } else { Ok(at) };
             }
             if len == 0 {
                 at = at.wrapping_add(size);
@@ -683,7 +735,7 @@ impl Channel {
     ) -> Result<Delivered> {
         let hsize = abi::RECORD_HEADER_SIZE as usize;
         loop {
-            let mut ring = self.ring.lock();
+            let mut ring = self.lock();
             let Some((h, pos)) = self.wait_next(&mut ring, slot, nonblock)? else {
                 return Ok(Delivered::End);
             };
@@ -711,9 +763,9 @@ impl Channel {
                 if copied != bytes {
                     return Ok(false);
                 }
-                let mut ring = self.ring.lock();
+                let mut ring = self.lock();
                 let moved = ring.commit_range(slot, from, to, count)?;
-                let wake = moved && ring.policy == Policy::Block && writers_waiting(&ring);
+                let wake = moved && ring.policy() == Policy::Block && writers_waiting(&ring);
                 drop(ring);
                 if wake {
                     self.writable.notify_all();
@@ -723,8 +775,13 @@ impl Channel {
             match self.pages.copy_to_user(start, bytes, iov, confirm)? {
                 (_, true) => return Ok(Delivered::Bytes(bytes)),
                 (copied, false) if copied != bytes => return Err(EFAULT),
-                // Someone or something moved the cursor meanwhile: start over.
-                _ => {}
+                // Someone or something moved the cursor meanwhile: start over (each round
+                // finds the cursor moved or an overrun, so this ends; a signal ends it too).
+                _ => {
+                    if kernel::current!().signal_pending() {
+                        return Err(ERESTARTSYS);
+                    }
+                }
             }
         }
     }
@@ -760,7 +817,7 @@ impl Channel {
     /// `FIONREAD`. In batch mode that is the whole record with its padding, which a batch read
     /// returns (and needs room for).
     pub(crate) fn next_size(&self, slot: usize, shape: Shape) -> Result<u64> {
-        let ring = self.ring.lock();
+        let mut ring = self.lock();
         let Next::Record(h, _) = ring.next(slot)? else {
             return Ok(0);
         };
@@ -785,9 +842,14 @@ impl Channel {
             table.register_wait(file, &self.readable);
         }
         table.register_wait(file, &self.writable);
-        let mut ring = self.ring.lock();
+        let mut ring = self.lock();
         if first {
             ring.waiting.pollers = ring.waiting.pollers.wrapping_add(1);
+        }
+        if ring.produced() {
+            // As `sleep_readable`: `waiters` set, then one more look at the producer's head.
+            Self::publish_waiters(&mut ring);
+            self.take_produced(&mut ring);
         }
         let mut mask = 0;
         if self.is_closed() {
@@ -808,12 +870,12 @@ impl Channel {
 
     /// `MEMCHAN_IOC_INFO`.
     pub(crate) fn info(&self) -> abi::ChannelInfo {
-        let ring = self.ring.lock();
+        let ring = self.lock();
         abi::ChannelInfo {
             size: core::mem::size_of::<abi::ChannelInfo>() as u32,
             abi_version: abi::ABI_VERSION,
             index: self.cfg.index,
-            policy: ring.policy.to_abi(),
+            policy: ring.policy().to_abi(),
             ring_bytes: ring.size(),
             msg_max: ring.msg_max(),
             record_header: abi::RECORD_HEADER_SIZE,
@@ -827,7 +889,7 @@ impl Channel {
 
     /// `MEMCHAN_IOC_STATS`.
     pub(crate) fn stats(&self) -> abi::ChannelStats {
-        let s = self.ring.lock().stats;
+        let s = self.lock().stats;
         abi::ChannelStats {
             size: core::mem::size_of::<abi::ChannelStats>() as u32,
             reserved: 0,
@@ -842,14 +904,14 @@ impl Channel {
 
     /// `MEMCHAN_IOC_READER` (without the record-mode flag, which the file adds).
     pub(crate) fn reader_state(&self, slot: usize) -> Result<abi::ReaderState> {
-        let mut st = self.ring.lock().reader_state(slot)?;
+        let mut st = self.lock().reader_state(slot)?;
         st.size = core::mem::size_of::<abi::ReaderState>() as u32;
         Ok(st)
     }
 
     /// `MEMCHAN_IOC_SEEK`.
     pub(crate) fn seek(&self, slot: usize, whence: u32) -> Result {
-        self.ring.lock().seek(slot, whence)?;
+        self.lock().seek(slot, whence)?;
         self.arrived.notify_all();
         self.readable.notify_all();
         self.writable.notify_all();
@@ -858,7 +920,7 @@ impl Channel {
 
     /// `MEMCHAN_IOC_CONSUME`.
     pub(crate) fn consume(&self, slot: usize, upto: u64) -> Result {
-        let mut ring = self.ring.lock();
+        let mut ring = self.lock();
         ring.consume(slot, upto)?;
         let wake = writers_waiting(&ring);
         drop(ring);
@@ -871,7 +933,7 @@ impl Channel {
     /// `MEMCHAN_IOC_SET_POLICY`.
     pub(crate) fn set_policy(&self, policy: Policy) {
         let mut ring = self.ring.lock();
-        ring.policy = policy;
+        let _ = ring.set_policy(policy);
         self.policy_now.store(policy.to_abi(), Relaxed);
         drop(ring);
         // Writers blocked under `block` may proceed under `overwrite`.
@@ -902,5 +964,79 @@ impl Channel {
     /// ring lock here (nor needed: only the contents change, never the pages).
     pub(crate) fn mmap(&self, vma: &VmaNew) -> Result {
         self.pages.map(vma)
+    }
+
+    /// Maps the producer page and the data writable into `vma`, for the producer's file (the
+    /// caller checked; see [`Pages::map_producer`]).
+    pub(crate) fn mmap_producer(&self, vma: &VmaNew) -> Result {
+        self.pages.map_producer(vma)
+    }
+
+    /// `MEMCHAN_IOC_PRODUCER`: the calling file, subscriber `slot`, becomes the channel's
+    /// producer (`EBUSY` if there is one; `ENODEV` once the channel is removed). Its slot stays
+    /// at the head from now on.
+    pub(crate) fn claim(&self, slot: usize) -> Result {
+        let mut ring = self.lock();
+        if self.is_closed() {
+            return Err(ENODEV);
+        }
+        ring.claim(slot)?;
+        Self::publish_waiters(&mut ring);
+        Ok(())
+    }
+
+    /// The producer's file is released (its last descriptor closed, its mappings gone): takes
+    /// what it published and lets the next one claim the channel.
+    pub(crate) fn unclaim(&self) {
+        let mut ring = self.ring.lock();
+        let took = ring.unclaim().unwrap_or(false);
+        let wake = if took {
+            Self::wake_readers(&mut ring)
+        } else {
+            ReadWake::default()
+        };
+        drop(ring);
+        self.notify_readers(wake);
+        self.writable.notify_all();
+    }
+
+    /// `MEMCHAN_IOC_DOORBELL` from the producer's file: takes the records it published and
+    /// wakes their readers ([`Channel::lock`]); with `need` bytes under `block`, then waits
+    /// until that many fit before the slowest subscriber, and publishes where it is
+    /// (`RingControl::room_pos`). `EIO` once the producer published something invalid;
+    /// `EAGAIN` if `nonblock` and there is no room; `EMSGSIZE` if there never can be;
+    /// `ERESTARTSYS` on a signal; `ENODEV` once the channel is removed.
+    pub(crate) fn doorbell(&self, need: u64, nonblock: bool) -> Result {
+        let mut ring = self.lock();
+        if !ring.produced() {
+            return Err(EPERM);
+        }
+        if ring.faulted() {
+            return Err(EIO);
+        }
+        if need == 0 || ring.policy() != Policy::Block {
+            return Ok(());
+        }
+        if need > ring.size() {
+            return Err(EMSGSIZE);
+        }
+        let mut counted = false;
+        loop {
+            if self.is_closed() {
+                return Err(ENODEV);
+            }
+            if ring.room_for(need)? {
+                return Ok(());
+            }
+            if nonblock {
+                self.retry_nonblocking(&mut ring, need)?;
+                continue;
+            }
+            if !counted {
+                counted = true;
+                ring.stats.blocked_writes = ring.stats.blocked_writes.wrapping_add(1);
+            }
+            self.wait_for_room(&mut ring, need)?;
+        }
     }
 }

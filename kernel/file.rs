@@ -60,6 +60,7 @@ use crate::{
         self,
         RingSpan, //
     },
+    pages::Pages,
     ring::Policy, //
 };
 
@@ -80,6 +81,9 @@ pub(crate) struct MemchanFile {
     record_mode: Atomic<u32>,
     /// 1 once the file has been polled (see [`Channel::poll`]).
     polled: Atomic<u32>,
+    /// 1 once the file has claimed the channel as its producer ([`abi::IOC_PRODUCER`]), until
+    /// it is released.
+    producer: Atomic<u32>,
     /// Buffer for [`abi::IOC_SEND_BATCH`], allocated ([`abi::SEND_BATCH_MAX`] bytes) on the
     /// file's first batch. A batch takes it out for the whole call and puts it back at the
     /// end, so the lock is held only for those two moves, never while a batch waits for room:
@@ -221,6 +225,7 @@ impl MemchanFile {
                 owner,
                 record_mode: Atomic::new(0),
                 polled: Atomic::new(0),
+                producer: Atomic::new(0),
                 bbuf <- new_mutex!(KVVec::new(), "memchan::bbuf"),
             }),
             GFP_KERNEL_ACCOUNT,
@@ -335,12 +340,45 @@ impl MemchanFile {
                 Ok(0)
             }
             (abi::NR_SEND_BATCH, abi::IOC_WRITE) => self.send_batch(file, get_user(arg, size)?),
+            (abi::NR_PRODUCER, abi::IOC_NONE) => {
+                // Read access too: the producer's mapping shows the ring's contents.
+                let slot = self.slot()?;
+                if !self.writer {
+                    return Err(EBADF);
+                }
+                // A producer shuts every other writer out: only the channel's owner, as for
+                // the policy.
+                if !(self.owner || access::opener_capable_sys_admin(file)) {
+                    return Err(EPERM);
+                }
+                if self.producer.load(Relaxed) != 0 {
+                    return Err(EBUSY);
+                }
+                self.chan.claim(slot)?;
+                self.producer.store(1, Relaxed);
+                Ok(0)
+            }
+            (abi::NR_DOORBELL, abi::IOC_NONE) => {
+                if self.producer.load(Relaxed) == 0 {
+                    return Err(EPERM);
+                }
+                let nonblock = file.flags() & kernel::fs::file::flags::O_NONBLOCK != 0;
+                self.chan.doorbell(arg as u64, nonblock)?;
+                Ok(0)
+            }
             _ => Err(ENOTTY),
         }
     }
 
-    /// `mmap()`: the ring, read-only, for subscribers.
+    /// `mmap()`: the ring, read-only, for subscribers; at [`abi::MMAP_PRODUCER_OFFSET`], the
+    /// producer page and the data, writable, for the producer (`EACCES` for anyone else).
     pub(crate) fn mmap(&self, vma: &VmaNew) -> Result {
+        if Pages::is_producer_map(vma) {
+            if self.producer.load(Relaxed) == 0 {
+                return Err(EACCES);
+            }
+            return self.chan.mmap_producer(vma);
+        }
         self.slot().map_err(|_| EACCES)?;
         self.chan.mmap(vma)
     }
@@ -367,6 +405,10 @@ impl MemchanFile {
 #[pinned_drop]
 impl PinnedDrop for MemchanFile {
     fn drop(self: Pin<&mut Self>) {
+        // Released: no descriptor and no mapping of the file is left, so no producer mapping.
+        if self.producer.load(Relaxed) != 0 {
+            self.chan.unclaim();
+        }
         self.chan
             .detach(self.slot, self.writer, self.polled.load(Relaxed) != 0);
     }

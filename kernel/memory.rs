@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A channel's memory: one zeroed `vmalloc` allocation (control page, then the ring's data)
-//! that the kernel reads and writes as plain bytes and userspace maps read-only.
+//! A channel's memory: one zeroed `vmalloc` allocation (control page, producer page, then the
+//! ring's data) that the kernel reads and writes as plain bytes, that readers map read-only,
+//! and whose producer page and data a channel's producer maps writable.
 //!
 //! Why raw access: the ring reaches any byte with plain loads and stores (no mapping per
 //! access), a writer's data is copied from userspace straight into it, and its pages are
@@ -38,8 +39,10 @@ use kernel::{
 /// allocation, so the kernel reaches any byte of it with plain loads and stores (no mapping per
 /// access), and userspace maps its pages (see [`RingMemory::pages`]).
 ///
-/// Its contents are written only through its one [`RingAccess`] (made together with it by
-/// [`ring_memory`]), which lives inside the channel's ring lock. They are read through it, and
+/// The kernel writes its contents only through its one [`RingAccess`] (made together with it by
+/// [`ring_memory`]), which lives inside the channel's ring lock; a channel's producer (see
+/// `abi::ProducerControl`) writes the producer page and the data through its own mapping while
+/// its claim lasts, and the kernel then only reads them, with single loads. They are read through it, and
 /// also without the lock: by `read()` ([`RingMemory::load_u64`],
 /// [`RingMemory::copy_to_iter_confirmed`]) and by userspace through read-only mappings, at any
 /// time. Those readers work like a seqlock's: what they read may be torn by the writer, and is
@@ -54,8 +57,9 @@ pub(crate) struct RingMemory {
     len: usize,
 }
 
-// SAFETY: the memory belongs to the value and is not tied to a thread; who may write its
-// contents is the one `RingAccess`, itself behind the ring lock (see `Sync` for the readers).
+// SAFETY: the memory belongs to the value and is not tied to a thread; in the kernel, who may
+// write its contents is the one `RingAccess`, itself behind the ring lock (see `Sync` for the
+// readers and for a producer's mapping).
 unsafe impl Send for RingMemory {}
 // SAFETY: shared references look up pages (`pages`) and read contents without the ring lock
 // (`load_u64`, `copy_to_iter_confirmed`) while the one `RingAccess` may be writing them, as a
@@ -64,7 +68,10 @@ unsafe impl Send for RingMemory {}
 // discard what they read unless the ring lock confirms it was not being rewritten. Plain copies
 // racing with these reads are still a data race in Rust's model; they are sound by the kernel
 // memory model's convention that C seqlock data relies on too (KCSAN would want the readers'
-// copies marked as such).
+// copies marked as such). While a producer has its writable mapping, userspace writes the
+// producer page and the data at any time; the kernel then writes neither (the ring refuses
+// its own writes while claimed) and reads them only by volatile loads and C copies, and
+// validates what it read (`Ring::take_produced`).
 unsafe impl Sync for RingMemory {}
 
 impl RingMemory {
@@ -166,13 +173,11 @@ pub(crate) struct RingAccess {
 }
 
 impl RingAccess {
-    /// Bytes `off..off + len` (`EINVAL` if outside the memory).
-    pub(crate) fn bytes(&self, off: usize, len: usize) -> Result<&[u8]> {
-        let p = self.mem.at(off, len)?;
-        // Writers need `&mut self` of this, the only accessor (`span`, `store_u64`).
-        // SAFETY: `p..p + len` is in the live allocation (`at`); no kernel write while this
-        // borrow lasts (above), and lockless readers only read.
-        Ok(unsafe { core::slice::from_raw_parts(p, len) })
+    /// Loads the aligned `u64` at `off` in one access (see [`RingMemory::load_u64`]): a
+    /// producer's mapping may be writing it meanwhile, so the value is only a snapshot for the
+    /// caller to validate.
+    pub(crate) fn load_u64(&self, off: usize) -> Result<u64> {
+        self.mem.load_u64(off)
     }
 
     /// Bytes `off..off + len`, to be written (`EINVAL` if outside the memory).

@@ -1,17 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The memory behind a channel: a control page and the ring's data pages.
+//! The memory behind a channel: a control page, a producer page and the ring's data pages.
 //!
 //! The pages are one `vmalloc` allocation ([`RingMemory`]): contiguous for the kernel, so
 //! the ring copies records with plain `memcpy`s (at most two pieces when a record wraps around
 //! the end), zeroed when allocated (so a new ring and record padding never show old kernel
 //! bytes), allocated once when the channel is created and mappable into userspace read-only
-//! (see [`Pages::map`]). Their contents are written only through [`PageRing`], the ring's
-//! [`Storage`], which lives inside the channel's ring lock, and read through it or, without the
-//! lock, by `read()` and mappings as a seqlock's readers (see [`RingMemory`]); mapping them
-//! needs no lock because it never touches their contents.
+//! (see [`Pages::map`]), and for a channel's producer its page and the data writable
+//! ([`Pages::map_producer`]). The kernel writes their contents only through [`PageRing`], the
+//! ring's [`Storage`], which lives inside the channel's ring lock (and never while a producer
+//! has the ring), and reads them through it or, without the lock, by `read()` and mappings as
+//! a seqlock's readers (see [`RingMemory`]); mapping them needs no lock because it never
+//! touches their contents.
 
 use kernel::{
+    bindings,
     iov::IovIterDest,
     mm::virt::VmaNew,
     page::PAGE_SIZE,
@@ -20,6 +23,7 @@ use kernel::{
         barrier::{
             smp_mb,
             Full,
+            Read,
             Write, //
         },
         Arc, //
@@ -56,9 +60,41 @@ const CTL_HEAD_SEQ: usize = core::mem::offset_of!(abi::RingControl, head_seq);
 const CTL_TAIL_POS: usize = core::mem::offset_of!(abi::RingControl, tail_pos);
 /// See [`CTL_MAGIC`].
 const CTL_TAIL_SEQ: usize = core::mem::offset_of!(abi::RingControl, tail_seq);
+/// See [`CTL_MAGIC`].
+const CTL_PRODUCER_OFFSET: usize = core::mem::offset_of!(abi::RingControl, producer_offset);
+/// See [`CTL_MAGIC`].
+const CTL_ROOM_POS: usize = core::mem::offset_of!(abi::RingControl, room_pos);
+/// See [`CTL_MAGIC`]; `waiters` and `flags` share this aligned word (see [`ctl_word`]).
+const CTL_WAITERS: usize = core::mem::offset_of!(abi::RingControl, waiters);
 
-/// Byte offset of the ring's data in the channel's memory (after the control page).
-const DATA: usize = PAGE_SIZE;
+// `waiters` and `flags` are stored together as one aligned `u64`.
+const _: () = assert!(
+    CTL_WAITERS % 8 == 0 && core::mem::offset_of!(abi::RingControl, flags) == CTL_WAITERS + 4
+);
+
+/// Byte offset of the producer page ([`abi::ProducerControl`]) in the channel's memory.
+const PRODUCER: usize = PAGE_SIZE;
+/// Byte offsets of the fields of the producer page.
+const PRD_HEAD_POS: usize = PRODUCER + core::mem::offset_of!(abi::ProducerControl, head_pos);
+/// See [`PRD_HEAD_POS`].
+const PRD_HEAD_SEQ: usize = PRODUCER + core::mem::offset_of!(abi::ProducerControl, head_seq);
+/// See [`PRD_HEAD_POS`].
+const PRD_TAIL_POS: usize = PRODUCER + core::mem::offset_of!(abi::ProducerControl, tail_pos);
+/// See [`PRD_HEAD_POS`].
+const PRD_TAIL_SEQ: usize = PRODUCER + core::mem::offset_of!(abi::ProducerControl, tail_seq);
+
+/// Byte offset of the ring's data in the channel's memory (after the control and producer
+/// pages).
+const DATA: usize = 2 * PAGE_SIZE;
+
+/// The `waiters`/`flags` word of the control page, as one native `u64` store.
+fn ctl_word(waiters: u32, flags: u32) -> u64 {
+    let mut b = [0u8; 8];
+    let (w, f) = b.split_at_mut(4);
+    w.copy_from_slice(&waiters.to_ne_bytes());
+    f.copy_from_slice(&flags.to_ne_bytes());
+    u64::from_ne_bytes(b)
+}
 
 /// A channel's pages, for mapping them (their contents are reached through [`PageRing`]).
 pub(crate) struct Pages {
@@ -86,12 +122,15 @@ impl Pages {
             .copy_from(&abi::ABI_VERSION.to_ne_bytes())?;
         access.store_u64(CTL_RING_BYTES, size)?;
         access.store_u64(CTL_DATA_OFFSET, DATA as u64)?;
+        access.store_u64(CTL_PRODUCER_OFFSET, PRODUCER as u64)?;
         Ok((
             Self { mem, size },
             PageRing {
                 mem: access,
                 mask: bytes.wrapping_sub(1),
                 size: bytes,
+                produced: false,
+                word: (0, 0),
             },
         ))
     }
@@ -130,13 +169,18 @@ impl Pages {
         self.mem.copy_to_iter_confirmed(&pieces, iov, confirm)
     }
 
-    /// Length of the whole mapping: the control page plus the data mapped twice.
+    /// Length of the whole mapping: the control and producer pages plus the data mapped twice.
     pub(crate) fn mmap_bytes(&self) -> u64 {
-        (PAGE_SIZE as u64).wrapping_add(self.size.wrapping_mul(2))
+        (DATA as u64).wrapping_add(self.size.wrapping_mul(2))
     }
 
-    /// Maps the pages read-only into a new mapping `vma`: control page, data, data again (see
-    /// [`abi::RingControl`] for the layout).
+    /// Whether `vma` asks for the producer's mapping ([`abi::MMAP_PRODUCER_OFFSET`]).
+    pub(crate) fn is_producer_map(vma: &VmaNew) -> bool {
+        vma_pgoff(vma) as u64 == abi::MMAP_PRODUCER_OFFSET / PAGE_SIZE as u64
+    }
+
+    /// Maps the pages read-only into a new mapping `vma`: control page, producer page, data,
+    /// data again (see [`abi::RingControl`] for the layout).
     ///
     /// `EACCES` for a writable mapping, `EPERM` for an executable one, `EINVAL` for a wrong
     /// length or offset. Clearing `VM_MAYWRITE`/`VM_MAYEXEC` also refuses later `mprotect`
@@ -155,11 +199,43 @@ impl Pages {
             return Err(EINVAL);
         }
         vma.set_dontexpand();
+        self.insert(vma, 0)
+    }
+
+    /// Maps the producer page and the data writable into a new mapping `vma` for the channel's
+    /// producer: producer page, data, data again (see [`abi::ProducerControl`]).
+    ///
+    /// `EINVAL` unless it is shared (a private copy would publish nothing) and exactly that
+    /// long; `EPERM` for an executable one. The mapping is not inherited across `fork`
+    /// (`VM_DONTCOPY`: the claim belongs to the file, the mapping to the process that made
+    /// it), cannot grow, cannot become executable, and its pages cannot be pinned (`VM_IO`).
+    pub(crate) fn map_producer(&self, vma: &VmaNew) -> Result {
+        if vma.executable() {
+            return Err(EPERM);
+        }
+        if vma.flags() & bindings::VM_SHARED == 0 {
+            return Err(EINVAL);
+        }
+        vma.try_clear_mayexec()?;
+        let len = vma.end().wrapping_sub(vma.start()) as u64;
+        if len != self.mmap_bytes().wrapping_sub(PRODUCER as u64) {
+            return Err(EINVAL);
+        }
+        vma.set_dontexpand();
+        vma.set_dontcopy();
+        // `VM_IO`: no `get_user_pages` (io_uring buffers, O_DIRECT) can pin the pages for
+        // writing beyond the claim, and `MADV_DOFORK` cannot undo `VM_DONTCOPY`.
+        vma.set_io();
+        self.insert(vma, PRODUCER / PAGE_SIZE)
+    }
+
+    /// Inserts the memory's pages into `vma` from page `first` on, then the data pages again.
+    fn insert(&self, vma: &VmaNew, first: usize) -> Result {
         let map = vma.set_mixedmap();
         let mut addr = vma.start();
         // `Iterator::chain` spelled out: the prelude's `pin_init::Init` also has a `chain`.
-        let all = self.mem.pages();
-        let data = self.mem.pages().skip(1);
+        let all = self.mem.pages().skip(first);
+        let data = self.mem.pages().skip(DATA / PAGE_SIZE);
         for page in Iterator::chain(all, data) {
             map.vm_insert_page(addr, &page)?;
             addr = addr.checked_add(PAGE_SIZE).ok_or(EINVAL)?;
@@ -177,6 +253,12 @@ pub(crate) struct PageRing {
     mask: usize,
     /// Ring size in bytes.
     size: usize,
+    /// Whether a producer has claimed the channel: the producer page and the data are then
+    /// written by userspace at any time, so the kernel reads them only by single loads and
+    /// stops mirroring its head and tail into the producer page.
+    produced: bool,
+    /// The control page's `waiters` and `flags`, as last stored.
+    word: (u32, u32),
 }
 
 impl PageRing {
@@ -227,11 +309,15 @@ impl Storage for PageRing {
     }
 
     fn read(&self, pos: u64, dst: &mut [u8]) -> Result {
-        let [(a, n), (b, m)] = self.pieces(pos, dst.len())?;
-        let (d1, d2) = dst.split_at_mut(n);
-        d1.copy_from_slice(self.mem.bytes(a, n)?);
-        if m > 0 {
-            d2.copy_from_slice(self.mem.bytes(b, m)?);
+        // Word by word, with single loads: a producer may be writing these bytes meanwhile
+        // (the caller validates what it got). Records are 8-byte aligned, so no word wraps.
+        if pos % 8 != 0 || dst.len() % 8 != 0 {
+            return Err(EINVAL);
+        }
+        for (i, chunk) in dst.chunks_exact_mut(8).enumerate() {
+            let at = pos.wrapping_add((i as u64).wrapping_mul(8));
+            let [(off, _), _] = self.pieces(at, 8)?;
+            chunk.copy_from_slice(&self.mem.load_u64(off)?.to_ne_bytes());
         }
         Ok(())
     }
@@ -239,6 +325,10 @@ impl Storage for PageRing {
     fn publish_tail(&mut self, tail: Cursor) -> Result {
         self.mem.store_u64(CTL_TAIL_SEQ, tail.seq)?;
         self.mem.store_u64(CTL_TAIL_POS, tail.pos)?;
+        if !self.produced {
+            self.mem.store_u64(PRD_TAIL_SEQ, tail.seq)?;
+            self.mem.store_u64(PRD_TAIL_POS, tail.pos)?;
+        }
         // Readers must see the new tail before any discarded record is overwritten.
         smp_mb(Full);
         Ok(())
@@ -250,8 +340,54 @@ impl Storage for PageRing {
         // matching `head_seq` (or a later one), as `abi::RingControl` promises.
         smp_mb(Write);
         self.mem.store_u64(CTL_HEAD_SEQ, head.seq)?;
+        if !self.produced {
+            self.mem.store_u64(PRD_HEAD_SEQ, head.seq)?;
+        }
         smp_mb(Write);
-        self.mem.store_u64(CTL_HEAD_POS, head.pos)
+        self.mem.store_u64(CTL_HEAD_POS, head.pos)?;
+        if !self.produced {
+            self.mem.store_u64(PRD_HEAD_POS, head.pos)?;
+        }
+        Ok(())
+    }
+
+    fn set_flags(&mut self, flags: u32) -> Result {
+        self.produced = flags & abi::CTL_PRODUCER != 0;
+        self.word.1 = flags;
+        self.mem
+            .store_u64(CTL_WAITERS, ctl_word(self.word.0, flags))?;
+        smp_mb(Full);
+        Ok(())
+    }
+
+    fn producer_head(&self) -> Result<u64> {
+        let pos = self.mem.load_u64(PRD_HEAD_POS)?;
+        // Acquire: the records below `pos` are read after it.
+        smp_mb(Read);
+        Ok(pos)
+    }
+
+    fn producer_tail(&self) -> Result<Cursor> {
+        let pos = self.mem.load_u64(PRD_TAIL_POS)?;
+        smp_mb(Read);
+        let seq = self.mem.load_u64(PRD_TAIL_SEQ)?;
+        smp_mb(Read);
+        Ok(Cursor { pos, seq })
+    }
+
+    fn publish_waiters(&mut self, waiters: bool) -> Result {
+        let w = u32::from(waiters);
+        if w != self.word.0 {
+            self.word.0 = w;
+            self.mem.store_u64(CTL_WAITERS, ctl_word(w, self.word.1))?;
+        }
+        // Whoever set it looks at the producer's head next: see `abi::ProducerControl`.
+        smp_mb(Full);
+        Ok(())
+    }
+
+    fn publish_room(&mut self, room: u64) -> Result {
+        self.mem.store_u64(CTL_ROOM_POS, room)
     }
 }
 

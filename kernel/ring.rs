@@ -41,6 +41,17 @@ pub(crate) trait Storage {
     fn publish_tail(&mut self, tail: Cursor) -> Result;
     /// Makes the new head visible to mmap readers; called *after* the record is written.
     fn publish_head(&mut self, head: Cursor) -> Result;
+    /// Publishes the control page's `flags` (`abi::CTL_*`). While they have
+    /// `abi::CTL_PRODUCER`, the head and tail are published to the control page only.
+    fn set_flags(&mut self, flags: u32) -> Result;
+    /// The producer's head position, as it published it (with acquire ordering).
+    fn producer_head(&self) -> Result<u64>;
+    /// The producer's tail, as it published it.
+    fn producer_tail(&self) -> Result<Cursor>;
+    /// Tells the producer whether a reader may be waiting, then issues a full fence.
+    fn publish_waiters(&mut self, waiters: bool) -> Result;
+    /// Tells the producer where the slowest subscriber is (`block`).
+    fn publish_room(&mut self, room: u64) -> Result;
 }
 
 /// The overflow policy of a channel.
@@ -230,7 +241,7 @@ pub(crate) struct Ring<S: Storage> {
     /// Largest payload.
     msg_max: u32,
     /// Overflow policy.
-    pub(crate) policy: Policy,
+    policy: Policy,
     /// Where the next record goes.
     head: Cursor,
     /// The oldest record retained.
@@ -252,6 +263,17 @@ pub(crate) struct Ring<S: Storage> {
     /// Under `block`: since when (`CLOCK_MONOTONIC` ns) writers have found no room, if they
     /// have; reset by every record published (the channel's stall limit counts from here).
     pub(crate) stalled_since: Option<u64>,
+    /// A producer has claimed the ring (see `abi::ProducerControl`): records arrive through
+    /// [`Ring::take_produced`].
+    produced: bool,
+    /// The producer published something invalid: nothing more of it is taken.
+    fault: bool,
+    /// A producer has had the ring at some point: its bytes may still be anything, so a
+    /// record that is not the expected one is an overrun for its reader, not a driver bug.
+    ever_produced: bool,
+    /// The producer's own subscriber slot: kept at the head, so that it never holds the ring
+    /// back (the producer reads nothing through it).
+    producer_slot: Option<usize>,
 }
 
 impl<S: Storage> Ring<S> {
@@ -286,9 +308,14 @@ impl<S: Storage> Ring<S> {
             stats: Stats::default(),
             waiting: Waiting::default(),
             stalled_since: None,
+            produced: false,
+            fault: false,
+            ever_produced: false,
+            producer_slot: None,
         };
         ring.store.publish_tail(start)?;
         ring.store.publish_head(start)?;
+        ring.publish_flags()?;
         Ok(ring)
     }
 
@@ -421,7 +448,11 @@ impl<S: Storage> Ring<S> {
         let mut raw = [0u8; abi::RECORD_HEADER_SIZE as usize];
         self.store.read(at.pos, &mut raw)?;
         let h = RecordHeader::from_bytes(&raw);
-        if h.seq != at.seq || h.len > self.msg_max {
+        if h.seq != at.seq || h.len > self.msg_max || h.len == 0 {
+            if self.ever_produced {
+                // The producer rewrote it (a record it discarded, or a hostile one).
+                return Err(EBADMSG);
+            }
             // The ring is only written under the lock; a mismatch is a driver bug.
             pr_err!(
                 "ring corrupt at pos {} (seq {} expected {})\n",
@@ -595,6 +626,9 @@ impl<S: Storage> Ring<S> {
             seq: self.head.seq.wrapping_add(count),
         };
         self.store.publish_head(self.head)?;
+        if let Some(s) = self.producer_slot.and_then(|i| self.slots.get_mut(i)) {
+            s.cur = self.head;
+        }
         self.stalled_since = None;
         self.stats.messages = self.stats.messages.wrapping_add(count);
         self.stats.bytes = self.stats.bytes.wrapping_add(payload);
@@ -608,16 +642,25 @@ impl<S: Storage> Ring<S> {
         if self.subscribers == 0 || self.low.seq >= tail.seq {
             return;
         }
-        for s in self.slots.iter_mut().filter(|s| s.active) {
-            if s.cur.seq < tail.seq {
+        let producer = self.producer_slot;
+        for (i, s) in self.slots.iter_mut().enumerate().filter(|(_, s)| s.active) {
+            if s.cur.seq >= tail.seq {
+                continue;
+            }
+            if Some(i) == producer {
+                // Reads nothing: it only follows the head.
+                s.cur = tail;
+            } else {
                 s.overrun_to(tail, &mut self.stats);
             }
         }
         self.rescan();
     }
 
-    /// Subscriber `i`'s next record, or a pending overrun (which takes precedence).
-    pub(crate) fn next(&self, i: usize) -> Result<Next> {
+    /// Subscriber `i`'s next record, or a pending overrun (which takes precedence). With a
+    /// producer, a record it has rewritten since it was taken (discarded under `overwrite`, or
+    /// corrupted) is an overrun to the head: the subscriber loses what it had not read.
+    pub(crate) fn next(&mut self, i: usize) -> Result<Next> {
         let s = self.slot(i)?;
         if s.pending_lost > 0 {
             return Ok(Next::Overrun);
@@ -625,7 +668,279 @@ impl<S: Storage> Ring<S> {
         if s.cur.seq == self.head.seq {
             return Ok(Next::Empty);
         }
-        Ok(Next::Record(self.header_at(s.cur)?, s.cur.pos))
+        let cur = s.cur;
+        match self.header_at(cur) {
+            Ok(h) if self.within_head(cur, h.len) => Ok(Next::Record(h, cur.pos)),
+            Ok(_) | Err(_) if self.ever_produced => {
+                let head = self.head;
+                let s = self.slots.get_mut(i).ok_or(EINVAL)?;
+                s.overrun_to(head, &mut self.stats);
+                Ok(Next::Overrun)
+            }
+            Ok(_) => Err(EIO),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the record at `at` with a payload of `len` bytes ends at or before the head.
+    fn within_head(&self, at: Cursor, len: u32) -> bool {
+        record_size(len) <= self.head.pos.wrapping_sub(at.pos)
+    }
+
+    /// Whether a producer has claimed the ring.
+    pub(crate) fn produced(&self) -> bool {
+        self.produced
+    }
+
+    /// A producer claims the ring (`EBUSY` if one has): from now on records arrive through
+    /// [`Ring::take_produced`]; the producer page already holds the head and tail.
+    pub(crate) fn claim(&mut self, slot: usize) -> Result {
+        if self.produced {
+            return Err(EBUSY);
+        }
+        let head = self.head;
+        let s = self.slot_mut(slot)?;
+        s.cur = head;
+        s.pending_lost = 0;
+        self.rescan();
+        self.store.publish_room(self.low.pos)?;
+        self.producer_slot = Some(slot);
+        self.produced = true;
+        self.ever_produced = true;
+        self.fault = false;
+        self.publish_flags()
+    }
+
+    /// Publishes the control page's `flags` from the ring's state.
+    fn publish_flags(&mut self) -> Result {
+        let mut flags = 0;
+        if self.produced {
+            flags |= abi::CTL_PRODUCER;
+        }
+        if self.fault {
+            flags |= abi::CTL_PRODUCER_FAULT;
+        }
+        if self.policy == Policy::Overwrite {
+            flags |= abi::CTL_OVERWRITE;
+        }
+        self.store.set_flags(flags)
+    }
+
+    /// The overflow policy.
+    pub(crate) fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Sets the overflow policy.
+    pub(crate) fn set_policy(&mut self, policy: Policy) -> Result {
+        self.policy = policy;
+        self.publish_flags()
+    }
+
+    /// The producer left: takes what it had published, then mirrors the ring's head and tail
+    /// into the producer page again, for readers and the next producer.
+    pub(crate) fn unclaim(&mut self) -> Result<bool> {
+        let took = self.take_produced();
+        self.produced = false;
+        self.fault = false;
+        self.producer_slot = None;
+        // No one writes the bytes any more (the producer's mapping is gone): check once that
+        // every record from the tail to the head is whole, as the kernel's own writes and
+        // discards expect; if one is not, the ring starts over empty at the head (its readers
+        // lapped, with exact counts).
+        if !self.records_whole() {
+            self.tail = self.head;
+            self.lap_readers();
+        }
+        self.publish_flags()?;
+        self.store.publish_tail(self.tail)?;
+        self.store.publish_head(self.head)?;
+        Ok(took)
+    }
+
+    /// Whether the records from the tail to the head are all whole and numbered in order (one
+    /// pass, at most one step per [`record_size`]`(1)` bytes of the ring).
+    fn records_whole(&self) -> bool {
+        let mut cur = self.tail;
+        while cur.seq != self.head.seq {
+            match self.header_at(cur) {
+                Ok(h) if self.within_head(cur, h.len) && h.flags == 0 => cur = cur.after(h.len),
+                _ => return false,
+            }
+        }
+        cur.pos == self.head.pos
+    }
+
+    /// Whether the producer published something invalid (see [`Ring::take_produced`]).
+    pub(crate) fn faulted(&self) -> bool {
+        self.fault
+    }
+
+    /// Tells the producer whether readers wait (see `abi::ProducerControl`), with a full fence
+    /// after it; a no-op without a producer.
+    pub(crate) fn publish_waiters(&mut self, waiters: bool) -> Result {
+        if self.produced {
+            self.store.publish_waiters(waiters)?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes and publishes the slowest subscriber's position for the producer; returns
+    /// whether `bytes` more bytes fit before it.
+    pub(crate) fn room_for(&mut self, bytes: u64) -> Result<bool> {
+        self.rescan();
+        self.store.publish_room(self.low.pos)?;
+        Ok(self.fits_after(self.low, bytes))
+    }
+
+    /// Takes the records the producer published since the last call (see
+    /// `abi::ProducerControl`): validates its tail and head, and every record between the
+    /// ring's head and the producer's, each read once; publishes them as the ring's. Returns
+    /// whether any arrived. Something invalid sets the fault: nothing more is taken from this
+    /// producer. Bounded: at most one pass over the ring's bytes.
+    pub(crate) fn take_produced(&mut self) -> bool {
+        if !self.produced || self.fault {
+            return false;
+        }
+        match self.take_records() {
+            Ok(took) => took,
+            Err(_) => {
+                self.fault = true;
+                // A tail taken past the head: the records up to it are gone.
+                if self.tail.seq > self.head.seq {
+                    let skipped = self.tail.seq.wrapping_sub(self.head.seq);
+                    self.stats.messages = self.stats.messages.wrapping_add(skipped);
+                    self.head = self.tail;
+                    let _ = self.store.publish_head(self.head);
+                }
+                let _ = self.publish_flags();
+                false
+            }
+        }
+    }
+
+    /// [`Ring::take_produced`] without the fault handling: a few tries, as a correct producer
+    /// may be moving its tail (and overwriting what it discarded) while the records are
+    /// checked; `EBADMSG` if they keep failing.
+    fn take_records(&mut self) -> Result<bool> {
+        let mut result = Err(EBADMSG);
+        for _ in 0..8 {
+            result = self.try_take();
+            match result {
+                Err(e) if e == EAGAIN => continue,
+                _ => break,
+            }
+        }
+        match result {
+            Err(e) if e == EAGAIN => Err(EBADMSG),
+            other => other,
+        }
+    }
+
+    /// One try of [`Ring::take_records`]: loads the producer's head once, takes its tail if it
+    /// is a valid one, and checks every record from where they still stand up to the head.
+    /// `EAGAIN` where the producer may be moving its tail meanwhile (a correct one raises it
+    /// before it overwrites what it discarded, so what was read may be gone): try again;
+    /// `EBADMSG` for anything no correct producer publishes.
+    fn try_take(&mut self) -> Result<bool> {
+        // The tail position before and after the head: if it did not move meanwhile, the
+        // pair is one the producer had published together (it raises its tail before it
+        // writes what needs the room, and publishes its head after).
+        let tail = self.store.producer_tail()?.pos;
+        let new_head = self.store.producer_head()?;
+        if self.store.producer_tail()?.pos != tail {
+            return Err(EAGAIN);
+        }
+        let ahead = new_head.wrapping_sub(self.head.pos);
+        if ahead % u64::from(abi::RECORD_ALIGN) != 0 {
+            return Err(EBADMSG);
+        }
+        self.take_tail(tail, new_head)?;
+        // The ring never spans more than its size.
+        if new_head.wrapping_sub(self.tail.pos) > self.size {
+            return Err(EAGAIN);
+        }
+        if ahead == 0 {
+            return Ok(false);
+        }
+        // If the producer lapped the ring's head, its records now start at the tail.
+        let start = if self.tail.seq > self.head.seq {
+            self.tail
+        } else {
+            self.head
+        };
+        let (mut cur, mut payload) = (start, 0u64);
+        while cur.pos != new_head {
+            let ok = match self.header_at(cur) {
+                Ok(h) => (h.flags == 0 && record_size(h.len) <= new_head.wrapping_sub(cur.pos))
+                    .then_some(h),
+                Err(_) => None,
+            };
+            let Some(h) = ok else {
+                let passed = self
+                    .store
+                    .producer_tail()
+                    .is_ok_and(|t| (t.pos.wrapping_sub(cur.pos) as i64) > 0);
+                return Err(if passed { EAGAIN } else { EBADMSG });
+            };
+            payload = payload.wrapping_add(u64::from(h.len));
+            cur = cur.after(h.len);
+        }
+        // Records the producer discarded before they were taken count as written and lost.
+        let skipped = start.seq.wrapping_sub(self.head.seq);
+        self.stats.messages = self.stats.messages.wrapping_add(skipped);
+        self.head = start;
+        self.advance(
+            new_head.wrapping_sub(start.pos),
+            cur.seq.wrapping_sub(start.seq),
+            payload,
+        )?;
+        Ok(true)
+    }
+
+    /// Takes the producer's tail position `pos` if it moved. Its sequence number is the one
+    /// of the record there (the first the producer kept, not overwritten before the tail moves
+    /// on; the page's `tail_seq` is for readers), so no torn pair of words is ever taken. The
+    /// position must be aligned, after the ring's tail and at most at `new_head`; the record
+    /// there whole, and its sequence number in agreement with the positions: at most one
+    /// record per [`record_size`]`(1)` bytes moved, on the same side of the ring's head.
+    /// `EBADMSG` for a position no correct producer publishes, `EAGAIN` where the record may
+    /// be changing under the producer's next move. Laps the readers it passed.
+    fn take_tail(&mut self, pos: u64, new_head: u64) -> Result {
+        if pos == self.tail.pos {
+            return Ok(());
+        }
+        let moved = pos.wrapping_sub(self.tail.pos);
+        if moved > new_head.wrapping_sub(self.tail.pos) || pos % u64::from(abi::RECORD_ALIGN) != 0 {
+            return Err(EBADMSG);
+        }
+        if pos == new_head {
+            // Everything discarded: the head's sequence number is not known here yet.
+            return Err(EAGAIN);
+        }
+        let mut raw = [0u8; abi::RECORD_HEADER_SIZE as usize];
+        self.store.read(pos, &mut raw)?;
+        let h = RecordHeader::from_bytes(&raw);
+        let t = Cursor { pos, seq: h.seq };
+        let seqs = t.seq.wrapping_sub(self.tail.seq);
+        // Relative to the ring's head: both behind it, both at it, or both beyond it.
+        let by_pos = t.pos.wrapping_sub(self.head.pos) as i64;
+        let by_seq = t.seq.wrapping_sub(self.head.seq) as i64;
+        let ok = h.flags == 0
+            && h.len != 0
+            && h.len <= self.msg_max
+            && record_size(h.len) <= new_head.wrapping_sub(pos)
+            && seqs != 0
+            && seqs <= moved / record_size(1)
+            && by_pos.signum() == by_seq.signum()
+            && by_seq.unsigned_abs() <= by_pos.unsigned_abs() / record_size(1);
+        if !ok {
+            return Err(EAGAIN);
+        }
+        self.tail = t;
+        self.store.publish_tail(t)?;
+        self.lap_readers();
+        Ok(())
     }
 
     /// Clears subscriber `i`'s pending overrun once it has been reported.
@@ -646,6 +961,8 @@ impl<S: Storage> Ring<S> {
         to: Cursor,
         count: u64,
     ) -> Result<bool> {
+        // With a producer, the caller took its tail first ([`Ring::take_produced`]): it raises
+        // the tail before it overwrites records.
         let tail = self.tail;
         let s = self.slot_mut(i)?;
         if s.cur != from || s.pending_lost != 0 || tail.seq > from.seq {
@@ -667,6 +984,11 @@ impl<S: Storage> Ring<S> {
         s.cur = to;
         s.pending_lost = 0;
         self.lower_bound(to);
+        if self.produced {
+            // `room_pos` must never be ahead of the slowest reader.
+            self.rescan();
+            self.store.publish_room(self.low.pos)?;
+        }
         Ok(())
     }
 
@@ -681,6 +1003,9 @@ impl<S: Storage> Ring<S> {
         let mut n = 0u64;
         while cur.seq < upto {
             let h = self.header_at(cur)?;
+            if !self.within_head(cur, h.len) {
+                return Err(EBADMSG);
+            }
             cur = cur.after(h.len);
             n = n.wrapping_add(1);
         }
@@ -721,6 +1046,9 @@ mod tests {
         buf: KVec<u8>,
         head: Cursor,
         tail: Cursor,
+        /// The producer page: its head position and tail, as a test's "producer" sets them.
+        prod_head: u64,
+        prod_tail: Cursor,
     }
 
     impl VecStore {
@@ -731,6 +1059,8 @@ mod tests {
                 buf,
                 head: Cursor::default(),
                 tail: Cursor::default(),
+                prod_head: 0,
+                prod_tail: Cursor { pos: 0, seq: 1 },
             })
         }
 
@@ -781,6 +1111,26 @@ mod tests {
 
         fn publish_head(&mut self, head: Cursor) -> Result {
             self.head = head;
+            Ok(())
+        }
+
+        fn set_flags(&mut self, _flags: u32) -> Result {
+            Ok(())
+        }
+
+        fn producer_head(&self) -> Result<u64> {
+            Ok(self.prod_head)
+        }
+
+        fn producer_tail(&self) -> Result<Cursor> {
+            Ok(self.prod_tail)
+        }
+
+        fn publish_waiters(&mut self, _waiters: bool) -> Result {
+            Ok(())
+        }
+
+        fn publish_room(&mut self, _room: u64) -> Result {
             Ok(())
         }
     }
@@ -1254,6 +1604,97 @@ mod tests {
         assert_eq!(r.store.head, r.head());
         assert_eq!(r.store.tail, r.tail());
         assert_eq!(r.tail().seq, 3);
+        Ok(())
+    }
+
+    /// Writes a record as a producer would, at `pos` with `seq`; returns the position after.
+    fn produce(r: &mut Ring<VecStore>, pos: u64, seq: u64, payload: &[u8]) -> Result<u64> {
+        let len = u32::try_from(payload.len()).map_err(|_| EINVAL)?;
+        let h = RecordHeader {
+            seq,
+            timestamp_ns: 7,
+            len,
+            flags: 0,
+        };
+        r.store.write(pos, &h.to_bytes())?;
+        r.store
+            .write(pos + u64::from(abi::RECORD_HEADER_SIZE), payload)?;
+        Ok(pos + record_size(len))
+    }
+
+    #[test]
+    fn produced_records_are_taken_checked_and_a_bad_one_faults() -> Result {
+        let mut r = ring(256, 32, Policy::Overwrite)?;
+        let s = r.subscribe(0, 0)?;
+        let p = r.subscribe(0, 0)?;
+        r.claim(p)?;
+        assert_eq!(r.claim(p), Err(EBUSY));
+        let mut at = produce(&mut r, 0, 1, b"one")?;
+        at = produce(&mut r, at, 2, b"two")?;
+        // Nothing published yet: nothing taken.
+        assert!(!r.take_produced());
+        r.store.prod_head = at;
+        assert!(r.take_produced());
+        assert_eq!(r.head(), Cursor { pos: at, seq: 3 });
+        let mut buf = [0u8; 32];
+        assert_eq!(recv(&mut r, s, &mut buf)?, Some((1, 3)));
+        assert_eq!(recv(&mut r, s, &mut buf)?, Some((2, 3)));
+        // The producer's own slot never holds the ring back.
+        assert_eq!(r.reader_state(p)?.lag, 0);
+        // A record with a wrong sequence number: nothing more is taken, ever.
+        let bad = produce(&mut r, at, 9, b"bad")?;
+        r.store.prod_head = bad;
+        assert!(!r.take_produced());
+        assert!(r.faulted());
+        let good = produce(&mut r, at, 3, b"ok")?;
+        r.store.prod_head = good;
+        assert!(!r.take_produced());
+        assert_eq!(r.head().seq, 3);
+        // A head that is not a record boundary, or a ring and more ahead: refused as well.
+        r.unclaim()?;
+        r.claim(p)?;
+        assert!(!r.faulted());
+        r.store.prod_head = at + 4;
+        assert!(!r.take_produced() && r.faulted());
+        r.unclaim()?;
+        r.claim(p)?;
+        r.store.prod_head = at.wrapping_add(1 << 40);
+        assert!(!r.take_produced() && r.faulted());
+        r.unclaim()?;
+        assert_eq!(recv(&mut r, s, &mut buf)?, None);
+        Ok(())
+    }
+
+    #[test]
+    fn a_producer_lapping_the_ring_moves_the_tail_with_exact_losses() -> Result {
+        let mut r = ring(128, 32, Policy::Overwrite)?;
+        let s = r.subscribe(0, 0)?;
+        let p = r.subscribe(0, 0)?;
+        r.claim(p)?;
+        // Ten 32-byte records through a 128-byte ring: the oldest six are gone.
+        let (mut at, mut tail) = (0u64, Cursor { pos: 0, seq: 1 });
+        for seq in 1..=10u64 {
+            at = produce(&mut r, at, seq, b"x")?;
+            if at - tail.pos > 128 {
+                tail = Cursor {
+                    pos: tail.pos + 32,
+                    seq: tail.seq + 1,
+                };
+            }
+        }
+        r.store.prod_tail = tail;
+        r.store.prod_head = at;
+        assert!(r.take_produced());
+        assert!(!r.faulted());
+        assert_eq!(r.tail(), Cursor { pos: 192, seq: 7 });
+        assert!(matches!(r.next(s)?, Next::Overrun));
+        assert_eq!(r.reader_state(s)?.pending_lost, 6);
+        r.clear_overrun(s)?;
+        let mut buf = [0u8; 32];
+        for seq in 7..=10 {
+            assert_eq!(recv(&mut r, s, &mut buf)?, Some((seq, 1)));
+        }
+        assert_eq!(r.stats.messages, 10);
         Ok(())
     }
 

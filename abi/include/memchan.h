@@ -53,7 +53,26 @@ struct memchan_ring_control {
 	__u64 head_seq;
 	__u64 tail_pos;  /* re-load after copying a record: if past it, the copy is torn */
 	__u64 tail_seq;
+	__u64 producer_offset; /* struct memchan_producer_control: head and tail as published */
+	__u64 room_pos;  /* block + producer: slowest reader; fill up to room_pos + ring_bytes */
+	__u32 waiters;   /* non-zero: a reader sleeps or polls; the producer rings the doorbell */
+	__u32 flags;     /* MEMCHAN_CTL_* */
 };
+#define MEMCHAN_CTL_PRODUCER 1       /* a producer has claimed the channel */
+#define MEMCHAN_CTL_PRODUCER_FAULT 2 /* it published something invalid; no longer taken */
+#define MEMCHAN_CTL_OVERWRITE 4      /* the policy is overwrite (else block) */
+
+/* Page 1 of the mapping (at producer_offset): the ring's head and tail as its writer
+ * publishes them (the kernel's own values without a producer). Readers load head_pos and
+ * tail_pos here. The protocol of a producer: see ProducerControl in abi/src/abi.rs and the
+ * example examples/c/producer.c. */
+struct memchan_producer_control {
+	__u64 head_pos;  /* store head_seq, then head_pos with release */
+	__u64 head_seq;
+	__u64 tail_pos;  /* raise tail_seq, then tail_pos, then a full fence, then overwrite */
+	__u64 tail_seq;
+};
+#define MEMCHAN_MMAP_PRODUCER_OFFSET 0x100000000ULL /* mmap offset of the writable mapping */
 
 struct memchan_channel_info {
 	__u32 size;
@@ -118,5 +137,11 @@ struct memchan_send_batch {
 };
 #define MEMCHAN_IOC_SEND_BATCH  _IOW(MEMCHAN_IOC_MAGIC, 8, struct memchan_send_batch)
 #define MEMCHAN_SEND_BATCH_MAX  65536
+
+/* The producer-mapped mode: claim (write access; EBUSY if taken), then ring the doorbell
+ * after publishing when ring_control.waiters is set (arg 0), or to wait for n bytes of room
+ * under block (arg n). */
+#define MEMCHAN_IOC_PRODUCER    _IO(MEMCHAN_IOC_MAGIC, 9)
+#define MEMCHAN_IOC_DOORBELL    _IO(MEMCHAN_IOC_MAGIC, 10) /* arg: room needed, by value */
 
 #endif /* MEMCHAN_H */

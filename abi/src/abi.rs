@@ -189,7 +189,84 @@ pub struct RingControl {
     pub tail_pos: u64,
     /// Sequence number of the oldest record still in the ring.
     pub tail_seq: u64,
+    /// Offset of the producer page ([`ProducerControl`]) in the mapping.
+    pub producer_offset: u64,
+    /// Under `block`, with a producer: ring position of the slowest subscriber's next record
+    /// (the head if there is none). A producer may fill the ring up to `room_pos + ring_bytes`.
+    /// It may lag (lower than the truth, never higher); [`IOC_DOORBELL`] with the room needed
+    /// brings it up to date, waiting for room if there is none.
+    pub room_pos: u64,
+    /// Non-zero while some reader of the channel is asleep in `read()` or waits in `poll`,
+    /// `select` or `epoll`: a producer that publishes records must then ring the doorbell
+    /// ([`ProducerControl`] gives the protocol).
+    pub waiters: u32,
+    /// `CTL_*` flags.
+    pub flags: u32,
 }
+
+/// [`RingControl::flags`]: a producer has claimed the channel ([`IOC_PRODUCER`]).
+pub const CTL_PRODUCER: u32 = 1;
+/// [`RingControl::flags`]: the producer published something invalid; the kernel stopped taking
+/// its records until it leaves (see [`ProducerControl`]).
+pub const CTL_PRODUCER_FAULT: u32 = 2;
+/// [`RingControl::flags`]: the policy is `overwrite` (else `block`), for a producer to follow.
+pub const CTL_OVERWRITE: u32 = 4;
+
+/// The second page of a channel's mapping (at [`RingControl::producer_offset`]): the ring's
+/// head and tail as its writer publishes them. Readers of the mapping take the head and tail
+/// from here. Without a producer the kernel keeps it up to date, with the same values as the
+/// control page's (and the same memory ordering).
+///
+/// # The producer-mapped mode
+///
+/// A file opened for reading and writing may claim the channel as its producer
+/// ([`IOC_PRODUCER`]; its own subscription then stays at the head; one producer at a time,
+/// `EBUSY` for a second claim; the claim ends when the file is released, that is when its
+/// last descriptor is closed and its producer mapping unmapped, and so when its owner dies).
+/// The producer maps this page and the data writable (`mmap(NULL, mmap_bytes -
+/// producer_offset, PROT_READ | PROT_WRITE, MAP_SHARED, fd, MMAP_PRODUCER_OFFSET)`: this page,
+/// then the data twice in a row, as in the read-only mapping) and publishes records with no
+/// system call:
+///
+/// 1. Room: under `block`, the bytes `[head_pos, head_pos + n)` must stay below
+///    `RingControl::room_pos + ring_bytes`; if they do not, call [`IOC_DOORBELL`] with `n`,
+///    which waits for room. Under both policies, if `head_pos + n - tail_pos > ring_bytes`,
+///    first discard the oldest records: raise `tail_seq`, then `tail_pos` (release), to the
+///    first record to keep, and issue a full fence before overwriting any byte below it.
+/// 2. Write the records at `head_pos` in the ring's layout ([`RecordHeader`] with the next
+///    sequence numbers, `flags` 0, a timestamp of its choice; payload; zero padding).
+/// 3. Publish: store `head_seq`, then `head_pos` with release.
+/// 4. Wake-up: a full fence (`SeqCst`), then load `RingControl::waiters`; if it is non-zero,
+///    call [`IOC_DOORBELL`] (argument 0). The kernel sets `waiters` and issues a full fence
+///    before it looks at `head_pos` one last time and puts a reader to sleep, so either the
+///    producer sees `waiters` set or the kernel sees the new head: no wake-up is lost.
+///
+/// The kernel trusts nothing here. It takes the producer's records when a reader, poller or
+/// ioctl needs them (and at every doorbell): it loads `head_pos` once, and accepts the records
+/// from its own head up to it only if each is whole and has the next sequence number, `flags`
+/// 0 and a length of 1 to `msg_max`; a tail must lie on a whole record, whose sequence number
+/// the kernel takes as the tail's (`tail_seq` is for readers), in agreement with the
+/// positions. Anything else sets [`CTL_PRODUCER_FAULT`]: the kernel keeps the records it accepted
+/// and refuses the rest until the producer leaves (doorbells fail with `EIO`). Sequence numbers
+/// thus keep their meaning; timestamps are whatever the producer wrote. `write()` and
+/// [`IOC_SEND_BATCH`] on a claimed channel fail with `EBUSY`. When the producer leaves, the
+/// kernel takes what it had published and carries on from there; a record it had not published
+/// (its owner was killed while writing it) is never seen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProducerControl {
+    /// Ring position where the next record goes.
+    pub head_pos: u64,
+    /// Sequence number the next record gets.
+    pub head_seq: u64,
+    /// Ring position of the oldest record still in the ring.
+    pub tail_pos: u64,
+    /// Sequence number of the oldest record still in the ring.
+    pub tail_seq: u64,
+}
+
+/// `mmap` offset of the producer's writable mapping (see [`ProducerControl`]).
+pub const MMAP_PRODUCER_OFFSET: u64 = 1 << 32;
 
 /// `MEMCHAN_IOC_INFO`: the channel's configuration and state.
 #[repr(C)]
@@ -298,6 +375,10 @@ pub const NR_RECORD_MODE: u32 = 6;
 pub const NR_CONSUME: u32 = 7;
 /// ioctl number of [`IOC_SEND_BATCH`].
 pub const NR_SEND_BATCH: u32 = 8;
+/// ioctl number of [`IOC_PRODUCER`].
+pub const NR_PRODUCER: u32 = 9;
+/// ioctl number of [`IOC_DOORBELL`].
+pub const NR_DOORBELL: u32 = 10;
 
 /// Linux's generic `_IOC` encoding (x86, arm, arm64, riscv, ...): the kernel module asserts at
 /// compile time that this matches `kernel::ioctl`, and the C header test matches `<linux/ioctl.h>`.
@@ -357,3 +438,16 @@ pub struct SendBatch {
     /// Length of the records in bytes.
     pub len: u64,
 }
+
+/// Claims the channel as this file's producer (see [`ProducerControl`]). Needs a file opened
+/// for reading and writing (`EBADF` otherwise) by the channel's owner or with `CAP_SYS_ADMIN`,
+/// as [`IOC_SET_POLICY`] does (`EPERM` otherwise: a producer shuts every other writer out);
+/// `EBUSY` if another file is the producer (or this one already is).
+pub const IOC_PRODUCER: u32 = ioc(IOC_NONE, NR_PRODUCER, 0);
+/// The producer's doorbell, argument (by value) the bytes of records it wants room for next
+/// (0: none): the kernel takes the records published so far and wakes the readers waiting for
+/// them; with a non-zero argument under `block`, it then waits until that many bytes fit
+/// (`EAGAIN` for a non-blocking file, `EMSGSIZE` if they never can) and updates
+/// [`RingControl::room_pos`]. `EIO` once the producer published something invalid; `EPERM`
+/// from a file that is not the producer.
+pub const IOC_DOORBELL: u32 = ioc(IOC_NONE, NR_DOORBELL, 0);

@@ -51,6 +51,19 @@ fn expectations() -> Vec<(String, u64)> {
         ("MEMCHAN_IOC_CONSUME".into(), IOC_CONSUME.into()),
         ("MEMCHAN_IOC_SEND_BATCH".into(), IOC_SEND_BATCH.into()),
         ("MEMCHAN_SEND_BATCH_MAX".into(), SEND_BATCH_MAX.into()),
+        ("MEMCHAN_IOC_PRODUCER".into(), IOC_PRODUCER.into()),
+        ("MEMCHAN_IOC_DOORBELL".into(), IOC_DOORBELL.into()),
+        ("MEMCHAN_CTL_PRODUCER".into(), CTL_PRODUCER.into()),
+        (
+            "MEMCHAN_CTL_PRODUCER_FAULT".into(),
+            CTL_PRODUCER_FAULT.into(),
+        ),
+        ("MEMCHAN_CTL_OVERWRITE".into(), CTL_OVERWRITE.into()),
+        ("MEMCHAN_MMAP_PRODUCER_OFFSET".into(), MMAP_PRODUCER_OFFSET),
+        (
+            "sizeof(struct memchan_producer_control)".into(),
+            size_of::<ProducerControl>() as u64,
+        ),
         (
             "sizeof(struct memchan_send_batch)".into(),
             std::mem::size_of::<SendBatch>() as u64,
@@ -99,6 +112,18 @@ fn expectations() -> Vec<(String, u64)> {
         abi_version,
         ring_bytes,
         data_offset,
+        head_pos,
+        head_seq,
+        tail_pos,
+        tail_seq,
+        producer_offset,
+        room_pos,
+        waiters,
+        flags
+    );
+    offsets!(
+        "memchan_producer_control",
+        ProducerControl,
         head_pos,
         head_seq,
         tail_pos,

@@ -111,6 +111,13 @@ pub enum Error {
         /// The attribute written.
         path: PathBuf,
     },
+    /// The channel has a producer already ([`Producer`](crate::Producer)): one at a time, and
+    /// no `write()`s while it lasts.
+    #[error("{}: the channel has a producer already (one at a time; it ends when that process closes it or exits)", path.display())]
+    ProducerTaken {
+        /// The channel.
+        path: PathBuf,
+    },
     /// The module's limit on named channels (64) is reached.
     #[error("too many named channels (the module allows 64): destroy one first")]
     TooManyChannels,
@@ -166,7 +173,7 @@ impl Error {
             Self::InvalidName { .. } | Self::InvalidSetting { .. } => Errno::INVAL,
             Self::Exists { .. } => Errno::EXIST,
             Self::NoConfigfs { .. } => Errno::NOENT,
-            Self::Busy { .. } => Errno::BUSY,
+            Self::Busy { .. } | Self::ProducerTaken { .. } => Errno::BUSY,
             Self::TooManyChannels => Errno::NOSPC,
             Self::BadRing(_) => return None,
         })

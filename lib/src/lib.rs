@@ -9,6 +9,8 @@
 //! - [`Receiver`]: `recv` into a reused buffer, `try_recv`, `recv_timeout`, `iter`, `seek`,
 //!   `state`.
 //! - [`MappedReceiver`]: zero-copy receive from the read-only ring mapping.
+//! - [`Producer`]: send with no system call per message, writing the ring in place
+//!   (`reserve`/`commit`, `send`, `send_batch`).
 //! - `tokio::AsyncReceiver` (feature `tokio`): `async fn recv` and a `Stream`.
 //! - [`named`]: create and remove named channels (`/dev/memchan-<name>`) at run time.
 //! - [`query`]: a channel's settings and counters, read from sysfs without opening it.
@@ -36,6 +38,7 @@ mod error;
 mod handle;
 mod mapped;
 pub mod named;
+mod producer;
 mod receiver;
 mod sender;
 mod sys;
@@ -46,6 +49,7 @@ mod types;
 
 pub use error::{Error, Result};
 pub use mapped::{Borrowed, MappedReceiver};
+pub use producer::Producer;
 pub use receiver::{Iter, Receiver, BATCH_BYTES};
 pub use sender::Sender;
 pub use sysfs::query;

@@ -15,8 +15,10 @@ use crate::{channel_path, Error, Info, Policy, Result, Seek};
 const MAGIC: usize = std::mem::offset_of!(abi::RingControl, magic);
 const RING_BYTES: usize = std::mem::offset_of!(abi::RingControl, ring_bytes);
 const DATA_OFFSET: usize = std::mem::offset_of!(abi::RingControl, data_offset);
-const HEAD_POS: usize = std::mem::offset_of!(abi::RingControl, head_pos);
-const TAIL_POS: usize = std::mem::offset_of!(abi::RingControl, tail_pos);
+const PRODUCER_OFFSET: usize = std::mem::offset_of!(abi::RingControl, producer_offset);
+/// Offsets in the producer page (`abi::ProducerControl`), where the head and tail are read.
+const HEAD_POS: usize = std::mem::offset_of!(abi::ProducerControl, head_pos);
+const TAIL_POS: usize = std::mem::offset_of!(abi::ProducerControl, tail_pos);
 /// Record header size.
 const HDR: usize = abi::RECORD_HEADER_SIZE as usize;
 
@@ -45,6 +47,9 @@ pub struct MappedReceiver {
     map: RingMap,
     ring_bytes: u64,
     data_offset: usize,
+    /// Offsets of the head and tail positions in the mapping (in the producer page).
+    head_off: usize,
+    tail_off: usize,
     msg_max: usize,
     in_place: bool,
     next_seq: u64,
@@ -81,11 +86,19 @@ impl MappedReceiver {
         if !ring_bytes.is_power_of_two() {
             return Err(Error::BadRing("ring size is not a power of two"));
         }
+        let producer = usize::try_from(ctl(PRODUCER_OFFSET)?)
+            .ok()
+            .filter(|&p| {
+                p.saturating_add(std::mem::size_of::<abi::ProducerControl>()) <= data_offset
+            })
+            .ok_or(Error::BadRing("producer page offset"))?;
         let mut me = Self {
             handle,
             map,
             ring_bytes,
             data_offset,
+            head_off: producer + HEAD_POS,
+            tail_off: producer + TAIL_POS,
             msg_max: info.msg_max,
             in_place: info.policy == Policy::Block,
             next_seq: 0,
@@ -133,16 +146,16 @@ impl MappedReceiver {
         RingMap::fence_acquire();
         let tail = self
             .map
-            .load_acquire(TAIL_POS)
+            .load_acquire(self.tail_off)
             .ok_or(Error::BadRing("short control page"))?;
-        Ok(tail > pos)
+        Ok((tail.wrapping_sub(pos) as i64) > 0)
     }
 
     /// The next record if one is there, without waiting (`Ok(None)` if none).
     pub fn try_recv(&mut self) -> Result<Option<Borrowed<'_>>> {
         let head = self
             .map
-            .load_acquire(HEAD_POS)
+            .load_acquire(self.head_off)
             .ok_or(Error::BadRing("short control page"))?;
         if head == self.next_pos {
             return Ok(None);
@@ -164,7 +177,10 @@ impl MappedReceiver {
         if self.passed(self.next_pos)? {
             return Err(self.lapped());
         }
-        if seq != self.next_seq || len > self.msg_max {
+        // A producer's records are checked like the kernel checks them: the expected
+        // sequence number, a length within the limit, the whole record below the head.
+        let whole = abi::record_size(h.len) <= head.wrapping_sub(self.next_pos);
+        if seq != self.next_seq || len > self.msg_max || !whole {
             return Err(Error::BadRing(
                 "record header does not match the ring state",
             ));
@@ -236,7 +252,7 @@ impl MappedReceiver {
     fn ready(&self) -> Result<bool> {
         let head = self
             .map
-            .load_acquire(HEAD_POS)
+            .load_acquire(self.head_off)
             .ok_or(Error::BadRing("short control page"))?;
         Ok(head != self.next_pos)
     }

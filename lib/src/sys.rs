@@ -7,7 +7,7 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use memchan_abi as abi;
 use rustix::io::Errno;
-use rustix::ioctl::{ioctl, Getter, IntegerSetter, Setter};
+use rustix::ioctl::{ioctl, Getter, IntegerSetter, NoArg, Setter};
 use rustix::mm::{MapFlags, ProtFlags};
 
 /// `MEMCHAN_IOC_INFO`.
@@ -103,6 +103,97 @@ pub fn consume(fd: BorrowedFd<'_>, seq: u64) -> Result<(), Errno> {
     // SAFETY: IOC_CONSUME is a write ioctl whose argument points to a `u64`, as encoded in the
     // request number; `Setter` passes a pointer to its own copy of `seq`.
     unsafe { ioctl(fd, Setter::<{ abi::IOC_CONSUME }, u64>::new(seq)) }
+}
+
+/// `MEMCHAN_IOC_PRODUCER`: claims the channel as this file's producer.
+pub fn claim(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: IOC_PRODUCER takes no argument.
+    unsafe { ioctl(fd, NoArg::<{ abi::IOC_PRODUCER }>::new()) }
+}
+
+/// `MEMCHAN_IOC_DOORBELL` asking for `need` bytes of room (0: none).
+pub fn doorbell(fd: BorrowedFd<'_>, need: u64) -> Result<(), Errno> {
+    let need = usize::try_from(need).map_err(|_| Errno::INVAL)?;
+    // SAFETY: IOC_DOORBELL takes its argument by value.
+    unsafe { ioctl(fd, IntegerSetter::<{ abi::IOC_DOORBELL }>::new_usize(need)) }
+}
+
+/// The producer's writable shared mapping of a channel: the producer page, then the data area
+/// mapped twice (see `abi::ProducerControl`).
+#[derive(Debug)]
+pub struct ProducerMap {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is memory owned by this value; writes go through `&mut self`.
+unsafe impl Send for ProducerMap {}
+
+impl ProducerMap {
+    /// Maps `len` bytes of `fd` at `abi::MMAP_PRODUCER_OFFSET`, readable and writable, shared.
+    pub fn new(fd: impl AsFd, len: usize) -> Result<Self, Errno> {
+        // SAFETY: a fresh mapping at an address of the kernel's choosing aliases nothing in
+        // this process; it is unmapped only in `drop`.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd,
+                abi::MMAP_PRODUCER_OFFSET,
+            )?
+        };
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or(Errno::FAULT)?;
+        Ok(Self { base, len })
+    }
+
+    /// The atomic `u64` at `offset` (`None` if out of range or misaligned).
+    fn word(&self, offset: usize) -> Option<&AtomicU64> {
+        if offset % 8 != 0 || offset.checked_add(8)? > self.len {
+            return None;
+        }
+        // SAFETY: in bounds and 8-aligned (mappings are page-aligned); the words of the
+        // producer page are only ever accessed atomically, here and by the kernel (single
+        // aligned loads).
+        Some(unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset).cast()) })
+    }
+
+    /// Loads the `u64` at `offset` (relaxed: the producer reads back what it stored).
+    pub fn load(&self, offset: usize) -> Option<u64> {
+        Some(self.word(offset)?.load(Ordering::Relaxed))
+    }
+
+    /// Stores `v` at `offset` with release ordering (`None` if out of range).
+    pub fn store_release(&mut self, offset: usize, v: u64) -> Option<()> {
+        self.word(offset)?.store(v, Ordering::Release);
+        Some(())
+    }
+
+    /// The `len` bytes at `offset`, to be written (`None` if out of range).
+    pub fn bytes_mut(&mut self, offset: usize, len: usize) -> Option<&mut [u8]> {
+        if offset.checked_add(len)? > self.len {
+            return None;
+        }
+        // SAFETY: in bounds. Nothing else writes the data area while this file is the
+        // producer: the kernel writes a claimed ring's memory not at all, the mapping is not
+        // inherited by children (`VM_DONTCOPY`), and `&mut self` makes this the only borrow in
+        // this process. Other processes only read these bytes (and validate what they read).
+        Some(unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(offset), len) })
+    }
+}
+
+impl Drop for ProducerMap {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are exactly the mapping made in `new`, and no borrow of it
+        // outlives `self`.
+        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// A full fence (`SeqCst`): the producer's store of its head before its load of `waiters`.
+pub fn fence_full() {
+    fence(Ordering::SeqCst);
 }
 
 /// A read-only shared mapping of a channel: control page, then the data area mapped twice.

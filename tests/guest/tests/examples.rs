@@ -91,6 +91,28 @@ fn c_reader_and_writer() {
     assert_eq!(st.code(), Some(65));
 }
 
+#[test]
+fn c_producer_publishes_through_its_mapping() {
+    require_guest();
+    let (reader, producer) = (compile("reader"), compile("producer"));
+    let mut cmd = Command::new(&reader);
+    cmd.args(["/dev/memchan1", "3"]);
+    let (child, out) = start_reader(cmd, "/dev/memchan1");
+    let st = Command::new(&producer)
+        .args(["/dev/memchan1", "uno", "dos", "tres"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    check(&finish(child, out, 3), &["uno", "dos", "tres"]);
+    let big = "x".repeat(5000);
+    let st = Command::new(&producer)
+        .args(["/dev/memchan1", &big])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(st.code(), Some(65));
+}
+
 fn python(script: &str) -> Command {
     let mut cmd = Command::new("python3");
     cmd.arg(repo().join(format!("examples/python/{script}")));

@@ -24,7 +24,13 @@ fn control_page_describes_the_ring() {
     assert_eq!(m.u32_at(0), abi::RING_MAGIC);
     assert_eq!(m.u32_at(4), abi::ABI_VERSION);
     assert_eq!(m.u64_at(8), i.ring_bytes);
-    assert_eq!(m.u64_at(16), 4096);
+    // Control page, producer page, then the data.
+    assert_eq!(m.u64_at(16), 2 * 4096);
+    assert_eq!(
+        m.ctl(std::mem::offset_of!(abi::RingControl, producer_offset)),
+        4096
+    );
+    assert_eq!(i.mmap_bytes, 2 * 4096 + 2 * i.ring_bytes);
     assert_eq!(
         m.ctl(std::mem::offset_of!(abi::RingControl, head_seq)),
         i.head_seq
@@ -62,7 +68,7 @@ fn records_are_read_in_place_including_across_the_wrap() {
             wrapped += 1;
         }
         // Padding is zero: never stale bytes.
-        let ring_off = 4096 + (pos % ring) as usize;
+        let ring_off = m.u64_at(16) as usize + (pos % ring) as usize;
         let pad = m.bytes(ring_off + 24 + msg.len(), size as usize - 24 - msg.len());
         assert!(pad.iter().all(|b| *b == 0), "record padding not zeroed");
         pos += size;
@@ -154,6 +160,15 @@ fn hostile_mappings_are_refused() {
         RingMap::new(&w, len, libc::PROT_READ, shared, 0).err(),
         Some(Errno::ACCESS)
     );
+    // The producer's writable mapping is the producer's alone.
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let prod = abi::MMAP_PRODUCER_OFFSET as i64;
+    for fd in [&r, &w] {
+        assert_eq!(
+            RingMap::new(fd, len - 4096, rw, shared, prod).err(),
+            Some(Errno::ACCESS)
+        );
+    }
     for flags in [libc::MAP_SHARED, libc::MAP_PRIVATE] {
         let m = RingMap::new(&r, len, libc::PROT_READ, flags, 0).unwrap();
         for prot in [

@@ -165,7 +165,19 @@ fn a_new_ring_is_all_zeroes() {
     assert_eq!(reload(""), 0);
     let r = open(OFlags::RDONLY).unwrap();
     let m = RingMap::ro(&r);
-    let data = m.bytes(4096, m.len - 4096);
+    // The producer page holds the head and tail (sequence numbers start at 1), nothing else.
+    let prd = m.bytes(4096, 4096);
+    let words = std::mem::size_of::<abi::ProducerControl>();
+    let mut expect = vec![0u8; 4096];
+    for f in [
+        std::mem::offset_of!(abi::ProducerControl, head_seq),
+        std::mem::offset_of!(abi::ProducerControl, tail_seq),
+    ] {
+        expect[f..f + 8].copy_from_slice(&1u64.to_ne_bytes());
+    }
+    assert_eq!(&prd[..words], &expect[..words], "producer page");
+    assert!(prd[words..].iter().all(|b| *b == 0), "producer page");
+    let data = m.bytes(2 * 4096, m.len - 2 * 4096);
     assert!(
         data.iter().all(|b| *b == 0),
         "a fresh ring exposes non-zero bytes"
