@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use memchan::{MappedReceiver, Receiver, Sender};
+use memchan::{MappedReceiver, Producer, Receiver, Sender};
 use rustix::event::{epoll, EventfdFlags};
 use rustix::io::Errno;
 
@@ -33,10 +33,16 @@ pub enum Kind {
     MemchanMmapSpin,
     /// Throughput only: `Sender::send_batch` of 32 messages per call, batched reads.
     MemchanBatch,
+    /// The producer-mapped mode (no system call per message) to a busy-polling mapped reader.
+    ProducerMmapSpin,
+    /// The producer-mapped mode to a mapped reader that sleeps in `poll`.
+    ProducerMmapPoll,
+    /// The producer-mapped mode to a reader that sleeps in `read()`.
+    ProducerRead,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Pipe,
         Kind::Fifo,
         Kind::SeqPacket,
@@ -47,6 +53,9 @@ impl Kind {
         Kind::MemchanEpoll,
         Kind::MemchanMmapPoll,
         Kind::MemchanMmapSpin,
+        Kind::ProducerRead,
+        Kind::ProducerMmapPoll,
+        Kind::ProducerMmapSpin,
     ];
 
     /// What the transport is to the comparison: `memchan`, a `peer` users would pick
@@ -59,8 +68,9 @@ impl Kind {
         }
     }
 
-    /// memchan's receive path (`read`, `epoll`, `mmap-poll`, `mmap-busy`, `batch`); empty for
-    /// the others.
+    /// memchan's path (`read`, `epoll`, `mmap-poll`, `mmap-busy`, `batch`, and with the
+    /// producer-mapped sender `producer-read`, `producer-mmap-poll`, `producer-mmap-busy`);
+    /// empty for the others.
     pub fn path(self) -> &'static str {
         match self {
             Kind::MemchanRead => "read",
@@ -68,6 +78,9 @@ impl Kind {
             Kind::MemchanMmapPoll => "mmap-poll",
             Kind::MemchanMmapSpin => "mmap-busy",
             Kind::MemchanBatch => "batch",
+            Kind::ProducerRead => "producer-read",
+            Kind::ProducerMmapPoll => "producer-mmap-poll",
+            Kind::ProducerMmapSpin => "producer-mmap-busy",
             _ => "",
         }
     }
@@ -85,6 +98,9 @@ impl Kind {
             Kind::MemchanMmapPoll => "memchan mmap (poll)",
             Kind::MemchanMmapSpin => "memchan mmap (busy)",
             Kind::MemchanBatch => "memchan batch send (32) + read",
+            Kind::ProducerRead => "memchan producer + read",
+            Kind::ProducerMmapPoll => "memchan producer + mmap (poll)",
+            Kind::ProducerMmapSpin => "memchan producer + mmap (busy)",
         }
     }
 }
@@ -224,6 +240,21 @@ pub fn pair(kind: Kind, max: usize, tag: u32) -> (Box<dyn Endpoint>, Box<dyn End
                         spin: kind == Kind::MemchanMmapSpin,
                     }),
                 }
+            };
+            (end(1, 2), end(2, 1))
+        }
+        Kind::ProducerRead | Kind::ProducerMmapPoll | Kind::ProducerMmapSpin => {
+            // As above; each end is the producer of the channel it sends on.
+            let end = |tx: u32, rx: u32| -> Box<dyn Endpoint> {
+                let tx = Producer::open_index(tx).unwrap();
+                let rx = match kind {
+                    Kind::ProducerRead => ProducerRx::Read(Receiver::open_index(rx).unwrap()),
+                    _ => ProducerRx::Mapped(
+                        MappedReceiver::open_index(rx).unwrap(),
+                        kind == Kind::ProducerMmapSpin,
+                    ),
+                };
+                Box::new(McProducer { tx, rx })
             };
             (end(1, 2), end(2, 1))
         }
@@ -539,5 +570,39 @@ impl Endpoint for McMmap {
         let n = rec.payload().len();
         buf[0] = rec.payload().first().copied().unwrap_or(0);
         n
+    }
+}
+
+/// What a producer-mapped endpoint receives with.
+enum ProducerRx {
+    Read(Receiver),
+    /// The mapped receiver, busy-polling if true.
+    Mapped(MappedReceiver, bool),
+}
+
+struct McProducer {
+    tx: Producer,
+    rx: ProducerRx,
+}
+
+impl Endpoint for McProducer {
+    fn send(&mut self, msg: &[u8]) {
+        self.tx.send(msg).unwrap();
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> usize {
+        match &mut self.rx {
+            ProducerRx::Read(rx) => {
+                let m = rx.recv().unwrap();
+                let n = m.payload.len();
+                buf[0] = m.payload.first().copied().unwrap_or(0);
+                n
+            }
+            ProducerRx::Mapped(rx, spin) => {
+                let rec = if *spin { rx.recv_spin() } else { rx.recv() }.unwrap();
+                let n = rec.payload().len();
+                buf[0] = rec.payload().first().copied().unwrap_or(0);
+                n
+            }
+        }
     }
 }

@@ -212,7 +212,7 @@ fn stream(kind: Kind, size: usize, n: usize) -> f64 {
     n as f64 / end.duration_since(t0).as_secs_f64()
 }
 
-const STREAM_KINDS: [Kind; 8] = [
+const STREAM_KINDS: [Kind; 10] = [
     Kind::Pipe,
     Kind::SeqPacket,
     Kind::PosixMq,
@@ -221,6 +221,8 @@ const STREAM_KINDS: [Kind; 8] = [
     Kind::MemchanEpoll,
     Kind::MemchanMmapPoll,
     Kind::MemchanBatch,
+    Kind::ProducerRead,
+    Kind::ProducerMmapPoll,
 ];
 
 pub fn throughput(rows: &mut Vec<Row>, reps: usize, scale: f64) {

@@ -32,7 +32,7 @@ pub fn role(row: &Value) -> Role {
 /// the peers, which all block).
 pub fn busy_polls(row: &Value) -> bool {
     match row["path"].as_str() {
-        Some(path) => path == "mmap-busy",
+        Some(path) => path == "mmap-busy" || path == "producer-mmap-busy",
         None => {
             role(row) == Role::Memchan
                 && row["transport"]
