@@ -42,8 +42,8 @@ use kernel::{
 /// The kernel writes its contents only through its one [`RingAccess`] (made together with it by
 /// [`ring_memory`]), which lives inside the channel's ring lock; a channel's producer (see
 /// `abi::ProducerControl`) writes the producer page and the data through its own mapping while
-/// its claim lasts, and the kernel then only reads them, with single loads. They are read through it, and
-/// also without the lock: by `read()` ([`RingMemory::load_u64`],
+/// its claim lasts, and the kernel then only reads them, with single loads. They are read
+/// through it, and also without the lock: by `read()` ([`RingMemory::load_u64`],
 /// [`RingMemory::copy_to_iter_confirmed`]) and by userspace through read-only mappings, at any
 /// time. Those readers work like a seqlock's: what they read may be torn by the writer, and is
 /// used only once the ring lock (or, for userspace, the publication protocol of
