@@ -25,6 +25,10 @@ use memchan_abi as abi;
 use memchan_guest_tests::*;
 use rustix::fs::OFlags;
 
+/// Length of a channel's read-only mapping with the default 64 KiB ring: control page,
+/// producer page, the data twice.
+const MAP_LEN: usize = 2 * 4096 + 2 * 65536;
+
 /// The channels of a default load. (No path that does not exist: `O_CREAT` would make it a
 /// regular file in /dev, whose mappings raise SIGBUS when touched.)
 const PATHS: [&str; 4] = [
@@ -312,8 +316,9 @@ fn op(
                     0usize,
                     4096,
                     4096 + 2 * 65536,
-                    4096 + 2 * 65536 + 4096,
-                    4096 + 65536,
+                    MAP_LEN,
+                    MAP_LEN + 4096,
+                    2 * 4096 + 65536,
                     1 << 30,
                 ])
                 .unwrap();
@@ -326,11 +331,13 @@ fn op(
             } else {
                 libc::MAP_PRIVATE
             };
-            let off = *rng.choice(&[0i64, 4096, 1 << 40, -4096]).unwrap();
+            let off = *rng
+                .choice(&[0i64, 4096, 1 << 40, -4096, abi::MMAP_PRODUCER_OFFSET as i64])
+                .unwrap();
             let f = fd(fds, rng);
             // Half the time a valid request, so that mprotect/mremap/munmap/touch get work.
             let (len, prot, off) = if rng.bool() {
-                (135168, libc::PROT_READ, 0)
+                (MAP_LEN, libc::PROT_READ, 0)
             } else {
                 (len, prot, off)
             };
@@ -339,7 +346,7 @@ fn op(
             if p != libc::MAP_FAILED {
                 let target = std::fs::read_link(format!("/proc/self/fd/{f}")).unwrap_or_default();
                 assert!(
-                    target.to_string_lossy().starts_with("/dev/memchan") && len == 135168 && off == 0 && prot & !libc::PROT_READ == 0,
+                    target.to_string_lossy().starts_with("/dev/memchan") && len == MAP_LEN && off == 0 && prot & !libc::PROT_READ == 0,
                     "mmap(len {len}, prot {prot}, flags {flags}, off {off}) of fd {f} ({target:?}) succeeded"
                 );
                 maps.push(Map {
