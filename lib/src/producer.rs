@@ -171,12 +171,7 @@ impl Producer {
             };
         }
         if self.tail.pos != old.pos {
-            self.map
-                .store_release(TAIL_SEQ, self.tail.seq)
-                .ok_or(Error::BadRing("short producer page"))?;
-            self.map
-                .store_release(TAIL_POS, self.tail.pos)
-                .ok_or(Error::BadRing("short producer page"))?;
+            self.store(TAIL_SEQ, TAIL_POS, self.tail)?;
             // Readers must see the new tail before any discarded byte is overwritten.
             sys::fence_full();
         }
@@ -236,15 +231,18 @@ impl Producer {
         Ok(())
     }
 
+    /// Stores cursor `c` in the producer page: its sequence number at `seq_off`, then its
+    /// position at `pos_off` (release), the order `abi::ProducerControl` prescribes.
+    fn store(&mut self, seq_off: usize, pos_off: usize, c: Cursor) -> Result<()> {
+        let short = || Error::BadRing("short producer page");
+        self.map.store_release(seq_off, c.seq).ok_or_else(short)?;
+        self.map.store_release(pos_off, c.pos).ok_or_else(short)
+    }
+
     /// Publishes the records written so far (a release store of the head) and rings the
     /// doorbell if a receiver waits.
     fn publish(&mut self) -> Result<()> {
-        self.map
-            .store_release(HEAD_SEQ, self.head.seq)
-            .ok_or(Error::BadRing("short producer page"))?;
-        self.map
-            .store_release(HEAD_POS, self.head.pos)
-            .ok_or(Error::BadRing("short producer page"))?;
+        self.store(HEAD_SEQ, HEAD_POS, self.head)?;
         // The head store before the `waiters` load: see `abi::ProducerControl`.
         sys::fence_full();
         let (waiters, _) = self.waiters_flags()?;
