@@ -368,6 +368,9 @@ impl Storage for PageRing {
     }
 
     fn producer_tail(&self) -> Result<Cursor> {
+        // After whatever was read of the ring before: a record read, then the tail found
+        // unmoved, was not overwritten meanwhile (the producer raises the tail first).
+        smp_mb(Read);
         let pos = self.mem.load_u64(PRD_TAIL_POS)?;
         smp_mb(Read);
         let seq = self.mem.load_u64(PRD_TAIL_SEQ)?;

@@ -46,7 +46,8 @@ pub(crate) trait Storage {
     fn set_flags(&mut self, flags: u32) -> Result;
     /// The producer's head position, as it published it (with acquire ordering).
     fn producer_head(&self) -> Result<u64>;
-    /// The producer's tail, as it published it.
+    /// The producer's tail, as it published it, loaded after whatever was read of the ring
+    /// before (a read barrier first).
     fn producer_tail(&self) -> Result<Cursor>;
     /// Tells the producer whether a reader may be waiting, then issues a full fence.
     fn publish_waiters(&mut self, waiters: bool) -> Result;
@@ -821,20 +822,17 @@ impl<S: Storage> Ring<S> {
 
     /// [`Ring::take_produced`] without the fault handling: a few tries, as a correct producer
     /// may be moving its tail (and overwriting what it discarded) while the records are
-    /// checked; `EBADMSG` if they keep failing.
+    /// checked. If every try met a moving tail, nothing is taken this time (`Ok(false)`): the
+    /// next operation tries again, and a correct producer that waits for room or rings the
+    /// doorbell holds still meanwhile. `EBADMSG` only for what no correct producer publishes.
     fn take_records(&mut self) -> Result<bool> {
-        let mut result = Err(EBADMSG);
         for _ in 0..8 {
-            result = self.try_take();
-            match result {
+            match self.try_take() {
                 Err(e) if e == EAGAIN => continue,
-                _ => break,
+                other => return other,
             }
         }
-        match result {
-            Err(e) if e == EAGAIN => Err(EBADMSG),
-            other => other,
-        }
+        Ok(false)
     }
 
     /// One try of [`Ring::take_records`]: loads the producer's head once, takes its tail if it
@@ -856,9 +854,10 @@ impl<S: Storage> Ring<S> {
             return Err(EBADMSG);
         }
         self.take_tail(tail, new_head)?;
-        // The ring never spans more than its size.
+        // The ring never spans more than its size: a correct producer raises its tail before
+        // it publishes the head that needs it, and the tail was the same after the head.
         if new_head.wrapping_sub(self.tail.pos) > self.size {
-            return Err(EAGAIN);
+            return Err(EBADMSG);
         }
         if ahead == 0 {
             return Ok(false);
@@ -904,8 +903,10 @@ impl<S: Storage> Ring<S> {
     /// position must be aligned, after the ring's tail and at most at `new_head`; the record
     /// there whole, and its sequence number in agreement with the positions: at most one
     /// record per [`record_size`]`(1)` bytes moved, on the same side of the ring's head.
-    /// `EBADMSG` for a position no correct producer publishes, `EAGAIN` where the record may
-    /// be changing under the producer's next move. Laps the readers it passed.
+    /// `EAGAIN` if the tail moved on while the record was read (a correct producer raises its
+    /// tail, then fences, then overwrites: what was read may be a newer record, or half of
+    /// one); `EBADMSG` for a position or a record, read while the tail held still, that no
+    /// correct producer publishes. Laps the readers it passed.
     fn take_tail(&mut self, pos: u64, new_head: u64) -> Result {
         if pos == self.tail.pos {
             return Ok(());
@@ -920,6 +921,10 @@ impl<S: Storage> Ring<S> {
         }
         let mut raw = [0u8; abi::RECORD_HEADER_SIZE as usize];
         self.store.read(pos, &mut raw)?;
+        // `producer_tail` orders this load after the read of the record.
+        if self.store.producer_tail()?.pos != pos {
+            return Err(EAGAIN);
+        }
         let h = RecordHeader::from_bytes(&raw);
         let t = Cursor { pos, seq: h.seq };
         let seqs = t.seq.wrapping_sub(self.tail.seq);
@@ -935,7 +940,7 @@ impl<S: Storage> Ring<S> {
             && by_pos.signum() == by_seq.signum()
             && by_seq.unsigned_abs() <= by_pos.unsigned_abs() / record_size(1);
         if !ok {
-            return Err(EAGAIN);
+            return Err(EBADMSG);
         }
         self.tail = t;
         self.store.publish_tail(t)?;
@@ -1040,6 +1045,7 @@ impl<S: Storage> Ring<S> {
 #[kunit_tests(memchan_ring)]
 mod tests {
     use super::*;
+    use core::cell::Cell;
 
     /// A plain-buffer [`Storage`] that also records the published head and tail.
     struct VecStore {
@@ -1049,6 +1055,11 @@ mod tests {
         /// The producer page: its head position and tail, as a test's "producer" sets them.
         prod_head: u64,
         prod_tail: Cursor,
+        /// If not 0, every look at the producer's tail finds it this many bytes further on
+        /// (a producer discarding records while the ring takes them).
+        tail_step: Cell<u64>,
+        /// Looks at the producer's tail so far.
+        tail_looks: Cell<u64>,
     }
 
     impl VecStore {
@@ -1061,6 +1072,8 @@ mod tests {
                 tail: Cursor::default(),
                 prod_head: 0,
                 prod_tail: Cursor { pos: 0, seq: 1 },
+                tail_step: Cell::new(0),
+                tail_looks: Cell::new(0),
             })
         }
 
@@ -1123,7 +1136,16 @@ mod tests {
         }
 
         fn producer_tail(&self) -> Result<Cursor> {
-            Ok(self.prod_tail)
+            let looks = self.tail_looks.get().wrapping_add(1);
+            self.tail_looks.set(looks);
+            let step = self.tail_step.get();
+            Ok(Cursor {
+                pos: self.prod_tail.pos.wrapping_add(step.wrapping_mul(looks)),
+                seq: self
+                    .prod_tail
+                    .seq
+                    .wrapping_add(if step == 0 { 0 } else { looks }),
+            })
         }
 
         fn publish_waiters(&mut self, _waiters: bool) -> Result {
@@ -1695,6 +1717,28 @@ mod tests {
             assert_eq!(recv(&mut r, s, &mut buf)?, Some((seq, 1)));
         }
         assert_eq!(r.stats.messages, 10);
+        Ok(())
+    }
+
+    #[test]
+    fn a_producer_moving_its_tail_all_along_is_not_faulted() -> Result {
+        let mut r = ring(256, 32, Policy::Overwrite)?;
+        let s = r.subscribe(0, 0)?;
+        let p = r.subscribe(0, 0)?;
+        r.claim(p)?;
+        let at = produce(&mut r, 0, 1, b"one")?;
+        r.store.prod_head = at;
+        // Every look finds the tail moved on, as when a producer in a full ring discards a
+        // record per message: nothing is taken this time, and the producer is not faulted.
+        r.store.tail_step.set(32);
+        assert!(!r.take_produced());
+        assert!(!r.faulted());
+        // Once it holds still (it waits for room, or rings the doorbell), its records are taken.
+        r.store.tail_step.set(0);
+        assert!(r.take_produced());
+        assert_eq!(r.head(), Cursor { pos: at, seq: 2 });
+        let mut buf = [0u8; 32];
+        assert_eq!(recv(&mut r, s, &mut buf)?, Some((1, 3)));
         Ok(())
     }
 
