@@ -48,7 +48,7 @@ pub mod tokio;
 mod types;
 
 pub use error::{Error, Result};
-pub use mapped::{Borrowed, MappedReceiver};
+pub use mapped::{Borrowed, MappedReceiver, SPINS_BEFORE_RELEASE};
 pub use producer::Producer;
 pub use receiver::{Iter, Receiver, BATCH_BYTES};
 pub use sender::Sender;
