@@ -4,6 +4,7 @@
 //! and messages). Writes raw results as JSON to `$MEMCHAN_SCRATCH/bench.json`; xtask turns them
 //! into the markdown table and charts under `bench/results/`.
 
+mod iceoryx;
 mod peers;
 mod workloads;
 
@@ -22,6 +23,8 @@ pub struct Row {
     pub role: &'static str,
     /// [`peers::Kind::path`]: memchan's receive path, empty for the others.
     pub path: &'static str,
+    /// [`peers::Kind::busy`]: whether the receiver spins instead of sleeping.
+    pub busy: bool,
     /// Message size in bytes.
     pub size: usize,
     /// Number of readers (fan-out), else 1.
@@ -48,6 +51,7 @@ impl Row {
             transport: kind.name(),
             role: kind.role(),
             path: kind.path(),
+            busy: kind.busy(),
             size,
             readers: 1,
             lower_is_better,

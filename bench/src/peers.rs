@@ -9,7 +9,7 @@ use rustix::event::{epoll, EventfdFlags};
 use rustix::io::Errno;
 
 /// One end of a message transport.
-pub trait Endpoint: Send {
+pub trait Endpoint {
     /// Sends one message.
     fn send(&mut self, msg: &[u8]);
     /// Receives one message into `buf`; returns its length.
@@ -17,6 +17,10 @@ pub trait Endpoint: Send {
     /// Sends what `send` held back (transports that batch).
     fn flush(&mut self) {}
 }
+
+/// Builds an endpoint in the thread that will use it (some transports' endpoints cannot move
+/// between threads).
+pub type Build = Box<dyn FnOnce() -> Box<dyn Endpoint> + Send>;
 
 /// A way to connect two endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,10 +43,14 @@ pub enum Kind {
     ProducerMmapPoll,
     /// The producer-mapped mode to a reader that sleeps in `read()`.
     ProducerRead,
+    /// iceoryx2 publish-subscribe, subscribers busy-waiting.
+    Iceoryx2Busy,
+    /// iceoryx2 publish-subscribe, subscribers sleeping on its event service.
+    Iceoryx2Event,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Pipe,
         Kind::Fifo,
         Kind::SeqPacket,
@@ -56,6 +64,8 @@ impl Kind {
         Kind::ProducerRead,
         Kind::ProducerMmapPoll,
         Kind::ProducerMmapSpin,
+        Kind::Iceoryx2Busy,
+        Kind::Iceoryx2Event,
     ];
 
     /// What the transport is to the comparison: `memchan`, a `peer` users would pick
@@ -63,9 +73,24 @@ impl Kind {
     pub fn role(self) -> &'static str {
         match self {
             Kind::SpinShm => "floor",
-            Kind::Pipe | Kind::Fifo | Kind::SeqPacket | Kind::PosixMq | Kind::EventfdShm => "peer",
+            Kind::Pipe
+            | Kind::Fifo
+            | Kind::SeqPacket
+            | Kind::PosixMq
+            | Kind::EventfdShm
+            | Kind::Iceoryx2Busy
+            | Kind::Iceoryx2Event => "peer",
             _ => "memchan",
         }
+    }
+
+    /// Whether the receiver spins on shared memory instead of sleeping (compared with the
+    /// floor and with each other, not with transports that sleep).
+    pub fn busy(self) -> bool {
+        matches!(
+            self,
+            Kind::SpinShm | Kind::MemchanMmapSpin | Kind::ProducerMmapSpin | Kind::Iceoryx2Busy
+        )
     }
 
     /// memchan's path (`read`, `epoll`, `mmap-poll`, `mmap-busy`, `batch`, and with the
@@ -101,13 +126,35 @@ impl Kind {
             Kind::ProducerRead => "memchan producer + read",
             Kind::ProducerMmapPoll => "memchan producer + mmap (poll)",
             Kind::ProducerMmapSpin => "memchan producer + mmap (busy)",
+            Kind::Iceoryx2Busy => "iceoryx2 (busy)",
+            Kind::Iceoryx2Event => "iceoryx2 events",
         }
     }
 }
 
-/// Two connected endpoints (a → b and b → a).
-pub fn pair(kind: Kind, max: usize, tag: u32) -> (Box<dyn Endpoint>, Box<dyn Endpoint>) {
+/// Two connected endpoints (a → b and b → a), as builders.
+pub fn pair(kind: Kind, max: usize, tag: u32) -> (Build, Build) {
     match kind {
+        Kind::Iceoryx2Busy | Kind::Iceoryx2Event => {
+            crate::iceoryx::pair(max, kind == Kind::Iceoryx2Event)
+        }
+        _ => {
+            let (a, b) = connected(kind, max, tag);
+            (
+                Box::new(move || a as Box<dyn Endpoint>),
+                Box::new(move || b as Box<dyn Endpoint>),
+            )
+        }
+    }
+}
+
+/// A sendable endpoint, built where it is connected.
+type Ready = Box<dyn Endpoint + Send>;
+
+/// Two connected endpoints of a transport whose endpoints can move between threads.
+fn connected(kind: Kind, max: usize, tag: u32) -> (Ready, Ready) {
+    match kind {
+        Kind::Iceoryx2Busy | Kind::Iceoryx2Event => unreachable!("built by `pair`"),
         Kind::Pipe => {
             let (r1, w1) = rustix::pipe::pipe().unwrap();
             let (r2, w2) = rustix::pipe::pipe().unwrap();
@@ -203,7 +250,7 @@ pub fn pair(kind: Kind, max: usize, tag: u32) -> (Box<dyn Endpoint>, Box<dyn End
         | Kind::MemchanMmapSpin
         | Kind::MemchanBatch => {
             // Channel 1 carries a → b, channel 2 b → a.
-            let end = |tx: u32, rx: u32| -> Box<dyn Endpoint> {
+            let end = |tx: u32, rx: u32| -> Ready {
                 let sender = Sender::open_index(tx).unwrap();
                 match kind {
                     Kind::MemchanRead => Box::new(McRead {
@@ -245,7 +292,7 @@ pub fn pair(kind: Kind, max: usize, tag: u32) -> (Box<dyn Endpoint>, Box<dyn End
         }
         Kind::ProducerRead | Kind::ProducerMmapPoll | Kind::ProducerMmapSpin => {
             // As above; each end is the producer of the channel it sends on.
-            let end = |tx: u32, rx: u32| -> Box<dyn Endpoint> {
+            let end = |tx: u32, rx: u32| -> Ready {
                 let tx = Producer::open_index(tx).unwrap();
                 let rx = match kind {
                     Kind::ProducerRead => ProducerRx::Read(Receiver::open_index(rx).unwrap()),
@@ -258,6 +305,88 @@ pub fn pair(kind: Kind, max: usize, tag: u32) -> (Box<dyn Endpoint>, Box<dyn End
             };
             (end(1, 2), end(2, 1))
         }
+    }
+}
+
+/// The memchan channel fan-out uses (channels 1 and 2 carry the pairs).
+const FAN_CHANNEL: u32 = 3;
+
+/// One writer to `readers` readers of `max`-byte messages, as builders (the writer's, then
+/// each reader's). Transports: memchan's `read()` (with `write()` or the producer-mapped
+/// mode), seqpacket (one socket per reader) and iceoryx2.
+pub fn fan(kind: Kind, readers: usize, max: usize) -> (Build, Vec<Build>) {
+    let reader = || -> Build {
+        Box::new(|| Box::new(FanReader(Receiver::open_index(FAN_CHANNEL).unwrap())))
+    };
+    match kind {
+        Kind::Iceoryx2Busy | Kind::Iceoryx2Event => {
+            crate::iceoryx::fan(readers, max, kind == Kind::Iceoryx2Event)
+        }
+        Kind::MemchanRead => (
+            Box::new(|| Box::new(FanWriter::Write(Sender::open_index(FAN_CHANNEL).unwrap()))),
+            (0..readers).map(|_| reader()).collect(),
+        ),
+        Kind::ProducerRead => (
+            Box::new(|| {
+                Box::new(FanWriter::Producer(
+                    Producer::open_index(FAN_CHANNEL).unwrap(),
+                ))
+            }),
+            (0..readers).map(|_| reader()).collect(),
+        ),
+        Kind::SeqPacket => {
+            let (writers, ends): (Vec<_>, Vec<_>) =
+                (0..readers).map(|_| seqpacket_pair(max)).unzip();
+            (
+                Box::new(move || Box::new(FanWriter::Packets(writers))),
+                ends.into_iter()
+                    .map(|end| {
+                        Box::new(move || Box::new(Packet(end)) as Box<dyn Endpoint>) as Build
+                    })
+                    .collect(),
+            )
+        }
+        _ => unimplemented!("fan-out over {}", kind.name()),
+    }
+}
+
+/// The writer of a fan-out.
+enum FanWriter {
+    Write(Sender),
+    Producer(Producer),
+    /// One socket per reader, each sent every message.
+    Packets(Vec<OwnedFd>),
+}
+
+impl Endpoint for FanWriter {
+    fn send(&mut self, msg: &[u8]) {
+        match self {
+            FanWriter::Write(tx) => tx.send(msg).unwrap(),
+            FanWriter::Producer(tx) => tx.send(msg).unwrap(),
+            FanWriter::Packets(socks) => {
+                for s in socks {
+                    rustix::net::send(&*s, msg, rustix::net::SendFlags::empty()).unwrap();
+                }
+            }
+        }
+    }
+    fn recv(&mut self, _: &mut [u8]) -> usize {
+        unreachable!("a fan-out writer only sends")
+    }
+}
+
+/// A fan-out reader of a memchan channel (`read()` into the receiver's buffer).
+struct FanReader(Receiver);
+
+impl Endpoint for FanReader {
+    fn send(&mut self, _: &[u8]) {
+        unreachable!("a fan-out reader only receives")
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> usize {
+        let m = self.0.recv().unwrap();
+        // Touched where it lies, as in the pair transports (see `McRead::recv`).
+        buf[0] = m.payload.first().copied().unwrap_or(0);
+        m.payload.len()
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::peers::{self, Endpoint, Kind, Packet};
+use crate::peers::{self, Kind};
 use crate::Row;
 
 /// Largest message used (the module is reloaded to accept it).
@@ -123,10 +123,14 @@ fn chosen(kinds: &[Kind]) -> Vec<Kind> {
 
 /// Ping-pong: one-way latency (RTT / 2) percentiles, in ns.
 fn pingpong(kind: Kind, size: usize, n: usize) -> Histogram<u64> {
-    let (mut a, mut b) = peers::pair(kind, size.max(64), 0);
+    let (mk_a, mk_b) = peers::pair(kind, size.max(64), 0);
     let warm = n / 10 + 10;
+    let ready = Arc::new(Barrier::new(2));
+    let ready2 = ready.clone();
     let echo = std::thread::spawn(move || {
         pin(1);
+        let mut b = mk_b();
+        ready2.wait();
         let mut buf = vec![0u8; size.max(64)];
         let sleeps = thread_sleeps();
         for _ in 0..warm + n {
@@ -136,6 +140,8 @@ fn pingpong(kind: Kind, size: usize, n: usize) -> Histogram<u64> {
         thread_sleeps() - sleeps
     });
     pin(0);
+    let mut a = mk_a();
+    ready.wait();
     let msg = vec![0x5au8; size];
     let mut buf = vec![0u8; size.max(64)];
     let mut h = Histogram::<u64>::new(3).unwrap();
@@ -178,11 +184,12 @@ pub fn latency(rows: &mut Vec<Row>, reps: usize, scale: f64) {
 
 /// 1 writer → 1 reader: messages per second.
 fn stream(kind: Kind, size: usize, n: usize) -> f64 {
-    let (mut a, mut b) = peers::pair(kind, size, 1);
+    let (mk_a, mk_b) = peers::pair(kind, size, 1);
     let start = Arc::new(Barrier::new(2));
     let s2 = start.clone();
     let reader = std::thread::spawn(move || {
         pin(1);
+        let mut b = mk_b();
         let mut buf = vec![0u8; size.max(64)];
         s2.wait();
         let sleeps = thread_sleeps();
@@ -192,6 +199,7 @@ fn stream(kind: Kind, size: usize, n: usize) -> f64 {
         (Instant::now(), thread_sleeps() - sleeps)
     });
     pin(0);
+    let mut a = mk_a();
     let msg = vec![0x5au8; size];
     start.wait();
     let sleeps = thread_sleeps();
@@ -212,7 +220,7 @@ fn stream(kind: Kind, size: usize, n: usize) -> f64 {
     n as f64 / end.duration_since(t0).as_secs_f64()
 }
 
-const STREAM_KINDS: [Kind; 10] = [
+const STREAM_KINDS: [Kind; 13] = [
     Kind::Pipe,
     Kind::SeqPacket,
     Kind::PosixMq,
@@ -223,6 +231,9 @@ const STREAM_KINDS: [Kind; 10] = [
     Kind::MemchanBatch,
     Kind::ProducerRead,
     Kind::ProducerMmapPoll,
+    Kind::ProducerMmapSpin,
+    Kind::Iceoryx2Busy,
+    Kind::Iceoryx2Event,
 ];
 
 pub fn throughput(rows: &mut Vec<Row>, reps: usize, scale: f64) {
@@ -238,23 +249,18 @@ pub fn throughput(rows: &mut Vec<Row>, reps: usize, scale: f64) {
     }
 }
 
-/// 1 writer → `readers` readers, `n` messages: (deliveries/s, writer CPU ns per message).
-fn fan(memchan: bool, readers: usize, n: usize) -> (f64, f64) {
+/// 1 writer → `readers` readers of 64 B messages, `n` messages: (deliveries/s, writer CPU ns
+/// per message).
+fn fan(kind: Kind, readers: usize, n: usize) -> (f64, f64) {
     let size = 64;
+    let (mk_writer, mk_readers) = peers::fan(kind, readers, size);
     let start = Arc::new(Barrier::new(readers + 1));
     let mut threads = Vec::new();
-    let mut socks = Vec::new();
-    for r in 0..readers {
+    for (r, mk) in mk_readers.into_iter().enumerate() {
         let s = start.clone();
-        let mut end: Box<dyn Endpoint> = if memchan {
-            Box::new(FanReader(memchan::Receiver::open_index(3).unwrap()))
-        } else {
-            let (w, rd) = peers::seqpacket_pair(size);
-            socks.push(Packet(w));
-            Box::new(Packet(rd))
-        };
         threads.push(std::thread::spawn(move || {
             pin_reader(r);
+            let mut end = mk();
             let mut buf = vec![0u8; 128];
             s.wait();
             for _ in 0..n {
@@ -264,18 +270,12 @@ fn fan(memchan: bool, readers: usize, n: usize) -> (f64, f64) {
         }));
     }
     pin(0);
-    let tx = memchan::Sender::open_index(3).unwrap();
+    let mut tx = mk_writer();
     let msg = [0x5au8; 64];
     start.wait();
     let (t0, c0) = (Instant::now(), thread_cpu());
     for _ in 0..n {
-        if memchan {
-            tx.send(&msg).unwrap();
-        } else {
-            for s in &mut socks {
-                s.send(&msg);
-            }
-        }
+        tx.send(&msg);
     }
     let cpu = thread_cpu() - c0;
     let end = threads
@@ -290,28 +290,16 @@ fn fan(memchan: bool, readers: usize, n: usize) -> (f64, f64) {
     )
 }
 
-struct FanReader(memchan::Receiver);
-
-impl Endpoint for FanReader {
-    fn send(&mut self, _: &[u8]) {}
-    fn recv(&mut self, buf: &mut [u8]) -> usize {
-        let m = self.0.recv().unwrap();
-        let n = m.payload.len();
-        buf[..n].copy_from_slice(m.payload);
-        n
-    }
-}
-
 pub fn fanout(rows: &mut Vec<Row>, reps: usize, scale: f64) {
-    let cases: Vec<(bool, Kind)> = [(true, Kind::MemchanRead), (false, Kind::SeqPacket)]
-        .into_iter()
-        .filter(|(_, kind)| selected(kind.name()))
-        .collect();
+    let kinds = chosen(&[
+        Kind::MemchanRead,
+        Kind::ProducerRead,
+        Kind::SeqPacket,
+        Kind::Iceoryx2Event,
+    ]);
     for readers in [1, 2, 4, 8] {
-        let results = rounds(&cases, reps, |(memchan, _)| {
-            fan(memchan, readers, iters(20000, scale))
-        });
-        for (&(_, kind), v) in cases.iter().zip(results) {
+        let results = rounds(&kinds, reps, |kind| fan(kind, readers, iters(20000, scale)));
+        for (&kind, v) in kinds.iter().zip(results) {
             println!("fanout {readers} {:<16} {:?}", kind.name(), v);
             let rate = v.iter().map(|x| x.0).collect();
             let cpu = v.iter().map(|x| x.1).collect();
@@ -327,8 +315,9 @@ pub fn fanout(rows: &mut Vec<Row>, reps: usize, scale: f64) {
 /// message and receives it back, over and over (the kernel work of both sides, which the
 /// ping-pong and streaming figures mix with scheduling).
 fn one_thread(kind: Kind, size: usize, n: usize) -> f64 {
-    let (mut a, mut b) = peers::pair(kind, size.max(64), 2);
+    let (mk_a, mk_b) = peers::pair(kind, size.max(64), 2);
     pin(0);
+    let (mut a, mut b) = (mk_a(), mk_b());
     let msg = vec![0x5au8; size];
     let mut buf = vec![0u8; size.max(64)];
     for _ in 0..n / 10 + 10 {
@@ -350,6 +339,8 @@ pub fn cost(rows: &mut Vec<Row>, reps: usize, scale: f64) {
         Kind::PosixMq,
         Kind::MemchanRead,
         Kind::MemchanMmapPoll,
+        Kind::ProducerMmapPoll,
+        Kind::Iceoryx2Busy,
     ]);
     for size in [64, 4096] {
         let costs = rounds(&kinds, reps, |k| one_thread(k, size, iters(20000, scale)));

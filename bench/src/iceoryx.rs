@@ -1,0 +1,200 @@
+//! iceoryx2 as a peer: its inter-process publish-subscribe over shared memory, with the
+//! subscriber busy-waiting (`receive` in a loop), or sleeping on iceoryx2's event service
+//! (a notifier rung after every send, a listener waited on when nothing is there).
+//!
+//! iceoryx2's single-threaded ports (`ipc::Service`, its fastest) cannot move between
+//! threads, so each endpoint is built by the thread that uses it: [`pair`] and [`fan`] hand
+//! out builders, not endpoints.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use iceoryx2::port::listener::Listener;
+use iceoryx2::port::notifier::Notifier;
+use iceoryx2::port::publisher::Publisher;
+use iceoryx2::port::subscriber::Subscriber;
+use iceoryx2::prelude::*;
+
+use crate::peers::{Build, Endpoint};
+
+/// Samples a subscriber may hold unread before the publisher waits (iceoryx2's
+/// `RetryUntilDelivered`: lossless, like the other transports measured).
+const BUFFER: usize = 256;
+
+/// A name for a fresh pair of services (each measurement gets its own, so no state carries
+/// over from the last one).
+fn fresh(what: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "memchan-bench/{}/{what}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The services one direction uses: publish-subscribe, and the event service that wakes
+/// sleeping subscribers.
+#[derive(Clone)]
+struct Names {
+    data: String,
+    event: String,
+}
+
+impl Names {
+    fn new(what: &str) -> Self {
+        let data = fresh(what);
+        let event = format!("{data}/event");
+        Names { data, event }
+    }
+}
+
+/// A publisher of byte slices and the notifier that wakes its sleeping subscribers.
+type Tx = (Publisher<ipc::Service, [u8], ()>, Notifier<ipc::Service>);
+/// A subscriber of byte slices and the listener it sleeps on.
+type Rx = (Subscriber<ipc::Service, [u8], ()>, Listener<ipc::Service>);
+
+/// One iceoryx2 port set in one thread: a node and what it publishes and/or subscribes to.
+struct Ports {
+    tx: Option<Tx>,
+    rx: Option<Rx>,
+    /// Whether the subscriber sleeps on the listener (else it busy-waits).
+    sleep: bool,
+    /// Kept last: ports are dropped before their node.
+    _node: Node<ipc::Service>,
+}
+
+/// Opens (or creates) `names`' services for `subscribers` subscribers of `max`-byte messages.
+fn services(
+    node: &Node<ipc::Service>,
+    names: &Names,
+    subscribers: usize,
+) -> (
+    iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, [u8], ()>,
+    iceoryx2::service::port_factory::event::PortFactory<ipc::Service>,
+) {
+    let data = node
+        .service_builder(&names.data.as_str().try_into().expect("service name"))
+        .publish_subscribe::<[u8]>()
+        .max_publishers(1)
+        .max_subscribers(subscribers)
+        .max_nodes(subscribers + 2)
+        .history_size(0)
+        .subscriber_max_buffer_size(BUFFER)
+        .enable_safe_overflow(false)
+        .open_or_create()
+        .expect("iceoryx2 publish-subscribe service");
+    let event = node
+        .service_builder(&names.event.as_str().try_into().expect("service name"))
+        .event()
+        .max_notifiers(1)
+        .max_listeners(subscribers)
+        .max_nodes(subscribers + 2)
+        .open_or_create()
+        .expect("iceoryx2 event service");
+    (data, event)
+}
+
+impl Ports {
+    /// Ports publishing on `tx` and subscribing to `rx`, for `subscribers` subscribers per
+    /// service and messages up to `max` bytes.
+    fn new(
+        tx: Option<&Names>,
+        rx: Option<&Names>,
+        subscribers: usize,
+        max: usize,
+        sleep: bool,
+    ) -> Self {
+        set_log_level(LogLevel::Error);
+        let node = NodeBuilder::new()
+            .signal_handling_mode(SignalHandlingMode::Disabled)
+            .create::<ipc::Service>()
+            .expect("iceoryx2 node");
+        let tx = tx.map(|names| {
+            let (data, event) = services(&node, names, subscribers);
+            let publisher = data
+                .publisher_builder()
+                .initial_max_slice_len(max)
+                .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+                .create()
+                .expect("iceoryx2 publisher");
+            (
+                publisher,
+                event.notifier_builder().create().expect("notifier"),
+            )
+        });
+        let rx = rx.map(|names| {
+            let (data, event) = services(&node, names, subscribers);
+            let subscriber = data
+                .subscriber_builder()
+                .buffer_size(BUFFER)
+                .create()
+                .expect("iceoryx2 subscriber");
+            (
+                subscriber,
+                event.listener_builder().create().expect("listener"),
+            )
+        });
+        Ports {
+            tx,
+            rx,
+            sleep,
+            _node: node,
+        }
+    }
+}
+
+impl Endpoint for Ports {
+    fn send(&mut self, msg: &[u8]) {
+        let (publisher, notifier) = self.tx.as_ref().expect("a publishing endpoint");
+        let sample = publisher
+            .loan_slice_uninit(msg.len())
+            .expect("iceoryx2 loan");
+        sample.write_from_slice(msg).send().expect("iceoryx2 send");
+        if self.sleep {
+            notifier.notify().expect("iceoryx2 notify");
+        }
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> usize {
+        let (subscriber, listener) = self.rx.as_ref().expect("a subscribing endpoint");
+        loop {
+            if let Some(sample) = subscriber.receive().expect("iceoryx2 receive") {
+                // Touch the payload where it lies, as memchan's mapped reader does.
+                let payload = sample.payload();
+                buf[0] = payload.first().copied().unwrap_or(0);
+                return payload.len();
+            }
+            if self.sleep {
+                listener.blocking_wait(|_| {}).expect("iceoryx2 wait");
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// Two connected endpoints (a → b and b → a), each built in the thread that uses it.
+pub fn pair(max: usize, sleep: bool) -> (Build, Build) {
+    let (ab, ba) = (Names::new("ab"), Names::new("ba"));
+    let (ab2, ba2) = (ab.clone(), ba.clone());
+    (
+        Box::new(move || Box::new(Ports::new(Some(&ab), Some(&ba), 1, max, sleep))),
+        Box::new(move || Box::new(Ports::new(Some(&ba2), Some(&ab2), 1, max, sleep))),
+    )
+}
+
+/// A publisher to `readers` subscribers, which sleep on events if `sleep`: the writer's
+/// builder and one builder per reader.
+pub fn fan(readers: usize, max: usize, sleep: bool) -> (Build, Vec<Build>) {
+    let names = Names::new("fan");
+    let ends = (0..readers)
+        .map(|_| {
+            let names = names.clone();
+            Box::new(move || {
+                Box::new(Ports::new(None, Some(&names), readers, max, sleep)) as Box<dyn Endpoint>
+            }) as Build
+        })
+        .collect();
+    let writer: Build =
+        Box::new(move || Box::new(Ports::new(Some(&names), None, readers, max, sleep)));
+    (writer, ends)
+}
