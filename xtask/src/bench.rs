@@ -226,12 +226,10 @@ fn markdown(r: &Value, date: &str) -> Result<String> {
             if lower { "lower" } else { "higher" }
         )?;
         writeln!(md, "| transport | median | spread |\n|---|---:|---:|")?;
-        // Blocking memchan paths are compared with the peers (all of which block); the
-        // busy-polling one with the spin-on-shared-memory floor.
-        let mut best_peer: Option<(f64, String)> = None;
-        let mut best_mc: Option<(f64, String)> = None;
-        let mut busy: Option<(f64, String)> = None;
-        let mut floor: Option<(f64, String)> = None;
+        // memchan's paths whose receivers sleep are compared with the peers whose receivers
+        // sleep; its busy-polling ones with the spin-on-shared-memory floor and with the
+        // busy-waiting peers.
+        let mut best = BTreeMap::<(Role, bool), (f64, String)>::new();
         for row in rows {
             let name = row["transport"].as_str().unwrap_or("?").to_string();
             let (med, lo, hi) = rows::stats(row);
@@ -242,50 +240,44 @@ fn markdown(r: &Value, date: &str) -> Result<String> {
                 fmt_num(lo),
                 fmt_num(hi)
             )?;
-            let better = |cur: &Option<(f64, String)>| {
-                cur.as_ref()
-                    .is_none_or(|(b, _)| if lower { med < *b } else { med > *b })
-            };
-            match rows::role(row) {
-                Role::Memchan if rows::busy_polls(row) => busy = Some((med, name)),
-                Role::Memchan => {
-                    if better(&best_mc) {
-                        best_mc = Some((med, name));
-                    }
-                }
-                Role::Floor => floor = Some((med, name)),
-                Role::Peer => {
-                    if better(&best_peer) {
-                        best_peer = Some((med, name));
-                    }
-                }
+            let class = (rows::role(row), rows::busy_polls(row));
+            let better = best
+                .get(&class)
+                .is_none_or(|(b, _)| if lower { med < *b } else { med > *b });
+            if better {
+                best.insert(class, (med, name));
             }
         }
-        if let (Some((b, bn)), Some((f, fname))) = (&busy, &floor) {
-            if *f > 0.0 {
-                writeln!(
-                    md,
-                    "\n**busy-polling memchan / floor: {:.2}×** ({bn} vs {fname})",
-                    b / f
-                )?;
-            }
-        }
-        if let (Some((m, mn)), Some((p, pn))) = (&best_mc, &best_peer) {
-            if *p > 0.0 {
-                writeln!(
-                    md,
-                    "\n**memchan / best peer: {:.2}×** (best blocking memchan path, {mn}, vs {pn}; {})\n",
-                    m / p,
-                    if lower {
-                        "below 1 is better"
-                    } else {
-                        "above 1 is better"
-                    }
-                )?;
-            }
+        let better = if lower {
+            "below 1 is better"
         } else {
-            writeln!(md)?;
-        }
+            "above 1 is better"
+        };
+        let mut ratio = |what: &str, ours: (Role, bool), theirs: (Role, bool)| {
+            let (Some((m, mn)), Some((p, pn))) = (best.get(&ours), best.get(&theirs)) else {
+                return Ok(());
+            };
+            if *p <= 0.0 {
+                return Ok(());
+            }
+            writeln!(md, "\n**{what}: {:.2}×** ({mn} vs {pn}; {better})", m / p)
+        };
+        ratio(
+            "busy-polling memchan / floor",
+            (Role::Memchan, true),
+            (Role::Floor, true),
+        )?;
+        ratio(
+            "busy-polling memchan / best busy-waiting peer",
+            (Role::Memchan, true),
+            (Role::Peer, true),
+        )?;
+        ratio(
+            "sleeping memchan / best sleeping peer",
+            (Role::Memchan, false),
+            (Role::Peer, false),
+        )?;
+        writeln!(md)?;
     }
     writeln!(
         md,

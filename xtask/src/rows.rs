@@ -4,11 +4,11 @@
 use serde_json::Value;
 
 /// What a transport is to the comparison (`Row::role`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum Role {
     /// One of memchan's paths.
     Memchan,
-    /// What users would pick instead (pipe, FIFO, seqpacket, POSIX mq, shm ring).
+    /// What users would pick instead (pipe, FIFO, seqpacket, POSIX mq, shm ring, iceoryx2).
     Peer,
     /// Shared memory with a spinning reader: the least any transport can cost.
     Floor,
@@ -28,14 +28,21 @@ pub fn role(row: &Value) -> Role {
     }
 }
 
-/// Whether the row is memchan's busy-polling mapped path (compared with the floor, not with
-/// the peers, which all block).
+/// Whether the row's receiver spins instead of sleeping (memchan's busy-polling mapped paths,
+/// a busy-waiting peer such as iceoryx2's, the floor): compared with each other, not with
+/// transports whose receivers sleep. Rows written before rows carried `busy` (bench/results/
+/// of 2026-12-03 and earlier) are told apart by their path or name.
 pub fn busy_polls(row: &Value) -> bool {
+    if let Some(busy) = row["busy"].as_bool() {
+        return busy;
+    }
     match row["path"].as_str() {
-        Some(path) => path == "mmap-busy" || path == "producer-mmap-busy",
-        None => {
-            role(row) == Role::Memchan
-                && row["transport"]
+        Some(path) if role(row) == Role::Memchan => {
+            path == "mmap-busy" || path == "producer-mmap-busy"
+        }
+        _ => {
+            role(row) == Role::Floor
+                || row["transport"]
                     .as_str()
                     .is_some_and(|n| n.contains("(busy)"))
         }
@@ -79,6 +86,12 @@ mod tests {
         assert!(busy_polls(&new));
         let legacy = json!({"transport": "memchan mmap (busy)"});
         assert!(busy_polls(&legacy));
+        let peer =
+            json!({"transport": "iceoryx2 (busy)", "role": "peer", "path": "", "busy": true});
+        assert!(busy_polls(&peer) && role(&peer) == Role::Peer);
+        assert!(!busy_polls(
+            &json!({"transport": "iceoryx2 events", "role": "peer", "busy": false})
+        ));
         assert_eq!(
             role(&json!({"transport": "spin on shm (floor)"})),
             Role::Floor
