@@ -435,7 +435,10 @@ mod tests {
                 ),
             ]))
             .unwrap();
-            let l = line(&md, "p50 ≤ best of pipe, FIFO, seqpacket, mq, iceoryx2 events, 64 B");
+            let l = line(
+                &md,
+                "p50 ≤ best of pipe, FIFO, seqpacket, mq, iceoryx2 events, 64 B",
+            );
             assert!(l.ends_with(status), "{memchan}: {l}");
             assert!(l.contains("memchan read") && l.contains("vs pipe"), "{l}");
         }
