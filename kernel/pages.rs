@@ -367,15 +367,13 @@ impl Storage for PageRing {
         Ok(pos)
     }
 
-    fn producer_tail(&self) -> Result<Cursor> {
+    fn producer_tail(&self) -> Result<u64> {
         // After whatever was read of the ring before: a record read, then the tail found
         // unmoved, was not overwritten meanwhile (the producer raises the tail first).
         smp_mb(Read);
         let pos = self.mem.load_u64(PRD_TAIL_POS)?;
         smp_mb(Read);
-        let seq = self.mem.load_u64(PRD_TAIL_SEQ)?;
-        smp_mb(Read);
-        Ok(Cursor { pos, seq })
+        Ok(pos)
     }
 
     fn publish_waiters(&mut self, waiters: bool) -> Result {

@@ -22,6 +22,10 @@ use crate::{
     memory::RingSpan,
 };
 
+/// Most records one try of taking a producer's records checks (the rest wait for the next
+/// operation): bounds the time the ring lock is held for whatever the producer published.
+pub(crate) const TAKE_MAX: u64 = 1024;
+
 /// Where records live: the channel's pages, or a buffer in tests.
 pub(crate) trait Storage {
     /// Copies `src` to the ring at position `pos` (wrapping around the end).
@@ -46,9 +50,9 @@ pub(crate) trait Storage {
     fn set_flags(&mut self, flags: u32) -> Result;
     /// The producer's head position, as it published it (with acquire ordering).
     fn producer_head(&self) -> Result<u64>;
-    /// The producer's tail, as it published it, loaded after whatever was read of the ring
-    /// before (a read barrier first).
-    fn producer_tail(&self) -> Result<Cursor>;
+    /// The producer's tail position, as it published it, loaded after whatever was read of
+    /// the ring before (a read barrier first).
+    fn producer_tail(&self) -> Result<u64>;
     /// Tells the producer whether a reader may be waiting, then issues a full fence.
     fn publish_waiters(&mut self, waiters: bool) -> Result;
     /// Tells the producer where the slowest subscriber is (`block`).
@@ -798,7 +802,7 @@ impl<S: Storage> Ring<S> {
     /// `abi::ProducerControl`): validates its tail and head, and every record between the
     /// ring's head and the producer's, each read once; publishes them as the ring's. Returns
     /// whether any arrived. Something invalid sets the fault: nothing more is taken from this
-    /// producer. Bounded: at most one pass over the ring's bytes.
+    /// producer. Bounded: at most 8 tries of [`TAKE_MAX`] records each.
     pub(crate) fn take_produced(&mut self) -> bool {
         if !self.produced || self.fault {
             return false;
@@ -807,13 +811,6 @@ impl<S: Storage> Ring<S> {
             Ok(took) => took,
             Err(_) => {
                 self.fault = true;
-                // A tail taken past the head: the records up to it are gone.
-                if self.tail.seq > self.head.seq {
-                    let skipped = self.tail.seq.wrapping_sub(self.head.seq);
-                    self.stats.messages = self.stats.messages.wrapping_add(skipped);
-                    self.head = self.tail;
-                    let _ = self.store.publish_head(self.head);
-                }
                 let _ = self.publish_flags();
                 false
             }
@@ -822,9 +819,10 @@ impl<S: Storage> Ring<S> {
 
     /// [`Ring::take_produced`] without the fault handling: a few tries, as a correct producer
     /// may be moving its tail (and overwriting what it discarded) while the records are
-    /// checked. If every try met a moving tail, nothing is taken this time (`Ok(false)`): the
-    /// next operation tries again, and a correct producer that waits for room or rings the
-    /// doorbell holds still meanwhile. `EBADMSG` only for what no correct producer publishes.
+    /// checked. A try changes the ring only when it succeeds, so if every try met a moving
+    /// tail, nothing at all is taken this time (`Ok(false)`): the next operation tries again,
+    /// and a correct producer that waits for room or rings the doorbell holds still meanwhile.
+    /// `EBADMSG` only for what no correct producer publishes.
     fn take_records(&mut self) -> Result<bool> {
         for _ in 0..8 {
             match self.try_take() {
@@ -835,81 +833,99 @@ impl<S: Storage> Ring<S> {
         Ok(false)
     }
 
-    /// One try of [`Ring::take_records`]: loads the producer's head once, takes its tail if it
-    /// is a valid one, and checks every record from where they still stand up to the head.
-    /// `EAGAIN` where the producer may be moving its tail meanwhile (a correct one raises it
-    /// before it overwrites what it discarded, so what was read may be gone): try again;
-    /// `EBADMSG` for anything no correct producer publishes.
+    /// One try of [`Ring::take_records`]: loads the producer's head once, checks its tail, and
+    /// checks the records from where they still stand towards the head (at most [`TAKE_MAX`]
+    /// of them); only then takes the tail (lapping the readers it passed) and the records.
+    /// `EAGAIN`, with nothing changed, where the producer may have moved its tail meanwhile (a
+    /// correct one raises it before it overwrites what it discarded, so what was read may be
+    /// gone): try again; `EBADMSG` for anything no correct producer publishes.
     fn try_take(&mut self) -> Result<bool> {
         // The tail position before and after the head: if it did not move meanwhile, the
         // pair is one the producer had published together (it raises its tail before it
         // writes what needs the room, and publishes its head after).
-        let tail = self.store.producer_tail()?.pos;
+        let tail_pos = self.store.producer_tail()?;
         let new_head = self.store.producer_head()?;
-        if self.store.producer_tail()?.pos != tail {
+        if self.store.producer_tail()? != tail_pos {
             return Err(EAGAIN);
         }
-        let ahead = new_head.wrapping_sub(self.head.pos);
-        if ahead % u64::from(abi::RECORD_ALIGN) != 0 {
+        if new_head.wrapping_sub(self.head.pos) % u64::from(abi::RECORD_ALIGN) != 0 {
             return Err(EBADMSG);
         }
-        self.take_tail(tail, new_head)?;
+        let tail = self.check_tail(tail_pos, new_head)?;
         // The ring never spans more than its size: a correct producer raises its tail before
         // it publishes the head that needs it, and the tail was the same after the head.
-        if new_head.wrapping_sub(self.tail.pos) > self.size {
+        if new_head.wrapping_sub(tail.pos) > self.size {
             return Err(EBADMSG);
         }
-        if ahead == 0 {
-            return Ok(false);
-        }
-        // If the producer lapped the ring's head, its records now start at the tail.
-        let start = if self.tail.seq > self.head.seq {
-            self.tail
+        // If the producer lapped the ring's head, its records now start at its tail.
+        let start = if tail.seq > self.head.seq {
+            tail
         } else {
             self.head
         };
-        let (mut cur, mut payload) = (start, 0u64);
-        while cur.pos != new_head {
+        // Between the tail and the head, never behind the ring's head (no head moves back).
+        let ahead = new_head.wrapping_sub(start.pos);
+        if ahead > new_head.wrapping_sub(tail.pos) {
+            return Err(EBADMSG);
+        }
+        let (mut cur, mut payload, mut count) = (start, 0u64, 0u64);
+        let mut bad = false;
+        while cur.pos != new_head && count < TAKE_MAX {
             let ok = match self.header_at(cur) {
                 Ok(h) => (h.flags == 0 && record_size(h.len) <= new_head.wrapping_sub(cur.pos))
                     .then_some(h),
                 Err(_) => None,
             };
             let Some(h) = ok else {
-                let passed = self
-                    .store
-                    .producer_tail()
-                    .is_ok_and(|t| (t.pos.wrapping_sub(cur.pos) as i64) > 0);
-                return Err(if passed { EAGAIN } else { EBADMSG });
+                bad = true;
+                break;
             };
             payload = payload.wrapping_add(u64::from(h.len));
             cur = cur.after(h.len);
+            count = count.wrapping_add(1);
+        }
+        // If the tail has not passed where the walk started, nothing read was overwritten
+        // meanwhile (what the producer overwrites lies behind the tail it raised first).
+        let passed = (self.store.producer_tail()?.wrapping_sub(start.pos) as i64) > 0;
+        if passed {
+            return Err(EAGAIN);
+        }
+        if bad {
+            return Err(EBADMSG);
+        }
+        if tail.pos != self.tail.pos {
+            self.tail = tail;
+            self.store.publish_tail(tail)?;
+            self.lap_readers();
+        }
+        if cur.pos == start.pos {
+            return Ok(false);
         }
         // Records the producer discarded before they were taken count as written and lost.
         let skipped = start.seq.wrapping_sub(self.head.seq);
         self.stats.messages = self.stats.messages.wrapping_add(skipped);
         self.head = start;
         self.advance(
-            new_head.wrapping_sub(start.pos),
+            cur.pos.wrapping_sub(start.pos),
             cur.seq.wrapping_sub(start.seq),
             payload,
         )?;
         Ok(true)
     }
 
-    /// Takes the producer's tail position `pos` if it moved. Its sequence number is the one
-    /// of the record there (the first the producer kept, not overwritten before the tail moves
-    /// on; the page's `tail_seq` is for readers), so no torn pair of words is ever taken. The
-    /// position must be aligned, after the ring's tail and at most at `new_head`; the record
-    /// there whole, and its sequence number in agreement with the positions: at most one
-    /// record per [`record_size`]`(1)` bytes moved, on the same side of the ring's head.
-    /// `EAGAIN` if the tail moved on while the record was read (a correct producer raises its
-    /// tail, then fences, then overwrites: what was read may be a newer record, or half of
-    /// one); `EBADMSG` for a position or a record, read while the tail held still, that no
-    /// correct producer publishes. Laps the readers it passed.
-    fn take_tail(&mut self, pos: u64, new_head: u64) -> Result {
+    /// The producer's tail at position `pos`: the ring's own if it did not move, else the
+    /// record there, with its sequence number (the first the producer kept, not overwritten
+    /// before the tail moves on; the page's `tail_seq` is for readers), so no torn pair of
+    /// words is ever taken. The position must be aligned, after the ring's tail and at most at
+    /// `new_head`; the record there whole, and its sequence number in agreement with the
+    /// positions: at most one record per [`record_size`]`(1)` bytes moved, on the same side of
+    /// the ring's head. `EAGAIN` if the tail moved on while the record was read (a correct
+    /// producer raises its tail, then fences, then overwrites: what was read may be a newer
+    /// record, or half of one); `EBADMSG` for a position or a record, read while the tail held
+    /// still, that no correct producer publishes. Changes nothing.
+    fn check_tail(&self, pos: u64, new_head: u64) -> Result<Cursor> {
         if pos == self.tail.pos {
-            return Ok(());
+            return Ok(self.tail);
         }
         let moved = pos.wrapping_sub(self.tail.pos);
         if moved > new_head.wrapping_sub(self.tail.pos) || pos % u64::from(abi::RECORD_ALIGN) != 0 {
@@ -922,7 +938,7 @@ impl<S: Storage> Ring<S> {
         let mut raw = [0u8; abi::RECORD_HEADER_SIZE as usize];
         self.store.read(pos, &mut raw)?;
         // `producer_tail` orders this load after the read of the record.
-        if self.store.producer_tail()?.pos != pos {
+        if self.store.producer_tail()? != pos {
             return Err(EAGAIN);
         }
         let h = RecordHeader::from_bytes(&raw);
@@ -942,10 +958,7 @@ impl<S: Storage> Ring<S> {
         if !ok {
             return Err(EBADMSG);
         }
-        self.tail = t;
-        self.store.publish_tail(t)?;
-        self.lap_readers();
-        Ok(())
+        Ok(t)
     }
 
     /// Clears subscriber `i`'s pending overrun once it has been reported.
@@ -966,11 +979,19 @@ impl<S: Storage> Ring<S> {
         to: Cursor,
         count: u64,
     ) -> Result<bool> {
-        // With a producer, the caller took its tail first ([`Ring::take_produced`]): it raises
-        // the tail before it overwrites records.
-        let tail = self.tail;
-        let s = self.slot_mut(i)?;
+        // With a producer, its own tail counts as well, loaded now (after the copy): the ring's
+        // may be behind it if the last take met it moving. A correct producer raises it before
+        // it overwrites records; one that passed `from` overwrote what was copied, which laps
+        // the reader (up to the head: where the tail is exactly was not checked).
+        let passed =
+            self.produced && (self.store.producer_tail()?.wrapping_sub(from.pos) as i64) > 0;
+        let (tail, head) = (self.tail, self.head);
+        let s = self.slots.get_mut(i).filter(|s| s.active).ok_or(EINVAL)?;
         if s.cur != from || s.pending_lost != 0 || tail.seq > from.seq {
+            return Ok(false);
+        }
+        if passed {
+            s.overrun_to(head, &mut self.stats);
             return Ok(false);
         }
         s.cur = to;
@@ -1055,11 +1076,11 @@ mod tests {
         /// The producer page: its head position and tail, as a test's "producer" sets them.
         prod_head: u64,
         prod_tail: Cursor,
-        /// If not 0, every look at the producer's tail finds it this many bytes further on
-        /// (a producer discarding records while the ring takes them).
-        tail_step: Cell<u64>,
+        /// The tail positions successive looks at the producer's tail find (a producer moving
+        /// it while the ring takes its records), then `prod_tail`'s.
+        tail_plan: KVec<u64>,
         /// Looks at the producer's tail so far.
-        tail_looks: Cell<u64>,
+        tail_looks: Cell<usize>,
     }
 
     impl VecStore {
@@ -1072,7 +1093,7 @@ mod tests {
                 tail: Cursor::default(),
                 prod_head: 0,
                 prod_tail: Cursor { pos: 0, seq: 1 },
-                tail_step: Cell::new(0),
+                tail_plan: KVec::new(),
                 tail_looks: Cell::new(0),
             })
         }
@@ -1135,17 +1156,14 @@ mod tests {
             Ok(self.prod_head)
         }
 
-        fn producer_tail(&self) -> Result<Cursor> {
-            let looks = self.tail_looks.get().wrapping_add(1);
-            self.tail_looks.set(looks);
-            let step = self.tail_step.get();
-            Ok(Cursor {
-                pos: self.prod_tail.pos.wrapping_add(step.wrapping_mul(looks)),
-                seq: self
-                    .prod_tail
-                    .seq
-                    .wrapping_add(if step == 0 { 0 } else { looks }),
-            })
+        fn producer_tail(&self) -> Result<u64> {
+            let look = self.tail_looks.get();
+            self.tail_looks.set(look.wrapping_add(1));
+            Ok(self
+                .tail_plan
+                .get(look)
+                .copied()
+                .unwrap_or(self.prod_tail.pos))
         }
 
         fn publish_waiters(&mut self, _waiters: bool) -> Result {
@@ -1720,6 +1738,16 @@ mod tests {
         Ok(())
     }
 
+    /// Makes the next looks at the producer's tail find `plan`, `times` times over.
+    fn plan_tail(r: &mut Ring<VecStore>, plan: &[u64], times: usize) -> Result {
+        r.store.tail_plan.clear();
+        r.store.tail_looks.set(0);
+        for _ in 0..times {
+            r.store.tail_plan.extend_from_slice(plan, GFP_KERNEL)?;
+        }
+        Ok(())
+    }
+
     #[test]
     fn a_producer_moving_its_tail_all_along_is_not_faulted() -> Result {
         let mut r = ring(256, 32, Policy::Overwrite)?;
@@ -1728,17 +1756,119 @@ mod tests {
         r.claim(p)?;
         let at = produce(&mut r, 0, 1, b"one")?;
         r.store.prod_head = at;
-        // Every look finds the tail moved on, as when a producer in a full ring discards a
-        // record per message: nothing is taken this time, and the producer is not faulted.
-        r.store.tail_step.set(32);
+        // Every try finds the tail moved on between two looks, as when a producer in a full
+        // ring discards a record per message: nothing is taken, and no fault.
+        plan_tail(&mut r, &[32, 64], 8)?;
         assert!(!r.take_produced());
         assert!(!r.faulted());
         // Once it holds still (it waits for room, or rings the doorbell), its records are taken.
-        r.store.tail_step.set(0);
         assert!(r.take_produced());
         assert_eq!(r.head(), Cursor { pos: at, seq: 2 });
         let mut buf = [0u8; 32];
         assert_eq!(recv(&mut r, s, &mut buf)?, Some((1, 3)));
+        Ok(())
+    }
+
+    #[test]
+    fn a_try_that_meets_a_moving_tail_changes_nothing() -> Result {
+        let mut r = ring(256, 32, Policy::Overwrite)?;
+        let s = r.subscribe(0, 0)?;
+        let p = r.subscribe(0, 0)?;
+        r.claim(p)?;
+        // Ten 32-byte records through the 256-byte ring: the producer's tail is at 64 (seq 3).
+        let mut at = 0;
+        for seq in 1..=10 {
+            at = produce(&mut r, at, seq, b"x")?;
+        }
+        r.store.prod_head = at;
+        r.store.prod_tail = Cursor { pos: 96, seq: 4 };
+        // Each try finds the tail at 64 three times (around the head, after its record), then
+        // moved on after the walk: what the walk read may be gone.
+        plan_tail(&mut r, &[64, 64, 64, 96], 8)?;
+        assert!(!r.take_produced());
+        assert!(!r.faulted());
+        // The tail was not taken alone: no reader lapped, the tail not ahead of the head.
+        assert_eq!(r.tail(), Cursor { pos: 0, seq: 1 });
+        assert_eq!(r.head(), Cursor { pos: 0, seq: 1 });
+        assert_eq!(r.reader_state(s)?.pending_lost, 0);
+        // Held still at 96: taken from there, the reader lapped by exactly three.
+        assert!(r.take_produced());
+        assert_eq!(r.tail(), Cursor { pos: 96, seq: 4 });
+        assert_eq!(r.head(), Cursor { pos: at, seq: 11 });
+        assert!(matches!(r.next(s)?, Next::Overrun));
+        assert_eq!(r.reader_state(s)?.pending_lost, 3);
+        Ok(())
+    }
+
+    #[test]
+    fn a_head_moved_back_faults_at_once() -> Result {
+        let mut r = ring(256, 32, Policy::Overwrite)?;
+        let _s = r.subscribe(0, 0)?;
+        let p = r.subscribe(0, 0)?;
+        r.claim(p)?;
+        let mut at = 0;
+        for seq in 1..=4 {
+            at = produce(&mut r, at, seq, b"x")?;
+        }
+        r.store.prod_head = at;
+        assert!(r.take_produced());
+        // Behind the ring's head but ahead of the tail: refused before any record is read.
+        r.store.prod_head = at - 32;
+        assert!(!r.take_produced() && r.faulted());
+        assert_eq!(r.head(), Cursor { pos: at, seq: 5 });
+        Ok(())
+    }
+
+    #[test]
+    fn a_copy_overwritten_before_its_commit_is_an_overrun() -> Result {
+        let mut r = ring(256, 32, Policy::Overwrite)?;
+        let s = r.subscribe(0, 0)?;
+        let p = r.subscribe(0, 0)?;
+        r.claim(p)?;
+        let mut at = 0;
+        for seq in 1..=3 {
+            at = produce(&mut r, at, seq, b"x")?;
+        }
+        r.store.prod_head = at;
+        assert!(r.take_produced());
+        let Next::Record(h, pos) = r.next(s)? else {
+            return Err(EINVAL);
+        };
+        let from = Cursor { pos, seq: h.seq };
+        // While the reader copies the first record, the producer discards it and keeps its
+        // tail moving: the take finds nothing it can rely on, and the ring's tail stays at 0.
+        plan_tail(&mut r, &[32, 64], 8)?;
+        assert!(!r.take_produced());
+        r.store.tail_plan.extend_from_slice(&[64], GFP_KERNEL)?;
+        assert!(!r.commit_range(s, from, from.after(h.len), 1)?);
+        assert!(matches!(r.next(s)?, Next::Overrun));
+        assert_eq!(r.reader_state(s)?.pending_lost, 3);
+        Ok(())
+    }
+
+    #[test]
+    fn one_take_checks_at_most_take_max_records() -> Result {
+        let n = TAKE_MAX + 8;
+        let size = (n * 32).next_power_of_two();
+        let mut r = ring(size, 32, Policy::Overwrite)?;
+        let _s = r.subscribe(0, 0)?;
+        let p = r.subscribe(0, 0)?;
+        r.claim(p)?;
+        let mut at = 0;
+        for seq in 1..=n {
+            at = produce(&mut r, at, seq, b"x")?;
+        }
+        r.store.prod_head = at;
+        assert!(r.take_produced());
+        assert_eq!(r.head().seq, TAKE_MAX + 1);
+        assert!(r.take_produced());
+        assert_eq!(
+            r.head(),
+            Cursor {
+                pos: at,
+                seq: n + 1
+            }
+        );
         Ok(())
     }
 

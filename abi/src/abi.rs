@@ -246,7 +246,12 @@ pub const CTL_OVERWRITE: u32 = 4;
 /// from its own head up to it only if each is whole and has the next sequence number, `flags`
 /// 0 and a length of 1 to `msg_max`; a tail must lie on a whole record, whose sequence number
 /// the kernel takes as the tail's (`tail_seq` is for readers), in agreement with the
-/// positions. Anything else sets [`CTL_PRODUCER_FAULT`]: the kernel keeps the records it accepted
+/// positions. A tail that moves while the kernel checks only postpones the take to the next
+/// operation (as records beyond the 1024 that one take checks wait for the next): a producer
+/// that never holds still gets nothing taken; one waiting for room or in a doorbell holds
+/// still. A reader whose
+/// copy the moving tail passed is lapped (to the kernel's head). Anything else sets
+/// [`CTL_PRODUCER_FAULT`]: the kernel keeps the records it accepted
 /// and refuses the rest until the producer leaves (doorbells fail with `EIO`). Sequence numbers
 /// thus keep their meaning; timestamps are whatever the producer wrote. `write()` and
 /// [`IOC_SEND_BATCH`] on a claimed channel fail with `EBUSY`. When the producer leaves, the

@@ -235,6 +235,66 @@ fn overwrite_laps_slow_readers_with_exact_losses() {
     assert_eq!(last, Some(n as u32 - 1));
 }
 
+/// A producer keeping a small ring full while 8 readers sleep in `read()`: its tail moves with
+/// every message, and the kernel must take its records anyway (it faulted it within seconds
+/// once). Under `overwrite` the readers also copy records the producer is about to reuse:
+/// every message delivered must be the one its sequence number names, torn ones never.
+fn a_full_ring_with_many_readers(name: &str, policy: Policy) {
+    let c = Chan::new(name, 16, policy);
+    let n = 20_000usize;
+    let mut p = Producer::open(&c.path).unwrap();
+    let first = p.next_seq();
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let mut rx = Receiver::open(&c.path).unwrap();
+            std::thread::spawn(move || {
+                let (mut seen, mut lost) = (0u64, 0u64);
+                loop {
+                    match rx.recv_timeout(PATIENCE) {
+                        Ok(m) => {
+                            let i = usize::try_from(m.seq - first).unwrap();
+                            assert_eq!(m.payload, &payload(i)[..], "message {i}");
+                            seen += 1;
+                            if i == n - 1 {
+                                return (seen, lost);
+                            }
+                        }
+                        Err(Error::Overrun { lost: l }) if policy == Policy::Overwrite => lost += l,
+                        Err(e) => panic!("reader: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for i in 0..n {
+        p.send(&payload(i))
+            .expect("the kernel refused a correct producer");
+    }
+    for r in readers {
+        let (seen, lost) = r.join().unwrap();
+        assert!(
+            seen > 0 && seen + lost >= n as u64,
+            "seen {seen}, lost {lost}"
+        );
+        if policy == Policy::Block {
+            assert_eq!((seen, lost), (n as u64, 0));
+        }
+    }
+    assert_eq!(p.stats().unwrap().messages, n as u64);
+}
+
+#[test]
+fn block_full_ring_with_many_readers_keeps_the_producer() {
+    require_guest();
+    a_full_ring_with_many_readers("prod-full-block", Policy::Block);
+}
+
+#[test]
+fn overwrite_full_ring_with_many_readers_delivers_no_torn_message() {
+    require_guest();
+    a_full_ring_with_many_readers("prod-full-over", Policy::Overwrite);
+}
+
 /// The producer role by hand: claim, map writable, and the producer page's words.
 struct RawProducer {
     fd: OwnedFd,
