@@ -356,7 +356,16 @@ impl Channel {
                 return false;
             }
         }
-        let signal = self.arrived.wait_interruptible(ring);
+        let signal = if ring.take_postponed() {
+            // Records may be published that the producer will ring no doorbell for (it saw
+            // them taken as far as it can tell): look again after a tick.
+            matches!(
+                self.arrived.wait_interruptible_timeout(ring, 1),
+                CondVarTimeoutResult::Signal { .. }
+            )
+        } else {
+            self.arrived.wait_interruptible(ring)
+        };
         ring.waiting.readers = ring.waiting.readers.wrapping_sub(1);
         Self::publish_waiters(ring);
         let w = &mut ring.waiting;
@@ -744,19 +753,27 @@ impl Channel {
             let from = Cursor { pos, seq: h.seq };
             let len = h.len as usize;
             let room = iov.len();
-            let (start, bytes, to, count) = match shape {
+            // A record's header is the one checked here, never the ring's bytes again: a
+            // producer may rewrite those after the check (its copy would not match the bytes).
+            let header = h.to_bytes();
+            let (prefix, start, bytes, to, count) = match shape {
                 Shape::Payload | Shape::Record => {
-                    let skip = if shape == Shape::Payload { hsize } else { 0 };
-                    let bytes = len.checked_add(hsize.wrapping_sub(skip)).ok_or(EINVAL)?;
+                    let prefix = if shape == Shape::Record {
+                        &header[..]
+                    } else {
+                        &[][..]
+                    };
+                    let bytes = len.checked_add(prefix.len()).ok_or(EINVAL)?;
                     if bytes > room {
                         return Err(EMSGSIZE);
                     }
-                    (pos.wrapping_add(skip as u64), bytes, from.after(h.len), 1)
+                    let start = pos.wrapping_add(hsize as u64);
+                    (prefix, start, bytes, from.after(h.len), 1)
                 }
                 Shape::Batch(cap) => {
                     let limit = room.min(cap) & !(abi::RECORD_ALIGN as usize - 1);
                     let (to, count) = self.batch_end(from, h.len, head, limit as u64)?;
-                    (pos, to.pos.wrapping_sub(pos) as usize, to, count)
+                    (&[][..], pos, to.pos.wrapping_sub(pos) as usize, to, count)
                 }
             };
             let confirm = |copied: usize| -> Result<bool> {
@@ -772,7 +789,11 @@ impl Channel {
                 }
                 Ok(moved)
             };
-            match self.pages.copy_to_user(start, bytes, iov, confirm)? {
+            let ring_bytes = bytes.wrapping_sub(prefix.len());
+            match self
+                .pages
+                .copy_to_user(start, ring_bytes, iov, prefix, confirm)?
+            {
                 (_, true) => return Ok(Delivered::Bytes(bytes)),
                 (copied, false) if copied != bytes => return Err(EFAULT),
                 // Someone or something moved the cursor meanwhile: start over (each round
@@ -851,6 +872,9 @@ impl Channel {
             Self::publish_waiters(&mut ring);
             self.take_produced(&mut ring);
         }
+        // Records the producer published may wait for a later take (no doorbell will come for
+        // them): readable, so that the reader's next read takes them.
+        let postponed = ring.produced() && ring.take_postponed();
         let mut mask = 0;
         if self.is_closed() {
             mask |= bindings::POLLHUP;
@@ -861,6 +885,7 @@ impl Channel {
             match ring.next(i) {
                 Ok(Next::Record(..)) => mask |= bindings::POLLIN | bindings::POLLRDNORM,
                 Ok(Next::Overrun) => mask |= bindings::POLLERR | bindings::POLLPRI,
+                Ok(Next::Empty) if postponed => mask |= bindings::POLLIN | bindings::POLLRDNORM,
                 Ok(Next::Empty) => {}
                 Err(_) => mask |= bindings::POLLERR,
             }

@@ -102,8 +102,9 @@ impl RingMemory {
         Ok(unsafe { p.cast::<u64>().read_volatile() })
     }
 
-    /// Copies the byte ranges `pieces` (offset, length), in order, to userspace through `iov`,
-    /// stopping at a fault, then calls `confirm` with the number of bytes copied. If it
+    /// Copies `prefix` (kernel bytes: a record's checked header), then the byte ranges `pieces`
+    /// (offset, length), in order, to userspace through `iov`, stopping at a fault, then calls
+    /// `confirm` with the number of bytes copied (the prefix's included). If it
     /// returns false, `iov` is moved back to where it was (the user's bytes stay written).
     /// Returns the number copied and what `confirm` said.
     ///
@@ -114,10 +115,12 @@ impl RingMemory {
         &self,
         pieces: &[(usize, usize)],
         iov: &mut IovIterDest<'_>,
+        prefix: &[u8],
         confirm: impl FnOnce(usize) -> Result<bool>,
     ) -> Result<(usize, bool)> {
-        let mut copied = 0usize;
-        for &(off, len) in pieces {
+        let mut copied = iov.copy_to_iter(prefix);
+        let faulted = copied < prefix.len();
+        for &(off, len) in pieces.iter().filter(|_| !faulted) {
             let p = self.at(off, len)?;
             // The bytes are read by C, with no Rust reference to them, as the kernel's other
             // lockless readers of shared buffers do.

@@ -154,19 +154,21 @@ impl Pages {
         Ok(abi::RecordHeader::from_bytes(&raw))
     }
 
-    /// Copies the `len` ring bytes at position `pos` to userspace through `iov`, without the
-    /// ring lock (so it may fault and sleep), then lets `confirm` (given the bytes copied)
-    /// check under the lock that the writer did not reuse them meanwhile; if it says no, `iov`
-    /// goes back to where it was. See [`RingMemory::copy_to_iter_confirmed`].
+    /// Copies `prefix`, then the `len` ring bytes at position `pos`, to userspace through
+    /// `iov`, without the ring lock (so it may fault and sleep), then lets `confirm` (given
+    /// the bytes copied) check under the lock that the writer did not reuse them meanwhile; if
+    /// it says no, `iov` goes back to where it was. See [`RingMemory::copy_to_iter_confirmed`].
     pub(crate) fn copy_to_user(
         &self,
         pos: u64,
         len: usize,
         iov: &mut IovIterDest<'_>,
+        prefix: &[u8],
         confirm: impl FnOnce(usize) -> Result<bool>,
     ) -> Result<(usize, bool)> {
         let pieces = pieces(self.size as usize, self.mask(), pos, len)?;
-        self.mem.copy_to_iter_confirmed(&pieces, iov, confirm)
+        self.mem
+            .copy_to_iter_confirmed(&pieces, iov, prefix, confirm)
     }
 
     /// Length of the whole mapping: the control and producer pages plus the data mapped twice.

@@ -22,9 +22,13 @@ use crate::{
     memory::RingSpan,
 };
 
-/// Most records one try of taking a producer's records checks (the rest wait for the next
-/// operation): bounds the time the ring lock is held for whatever the producer published.
+/// Most records one try of taking a producer's records checks before it commits them: a try
+/// that meets the producer's tail moving starts over, and halves this for the next one (a
+/// shorter walk is less likely to be passed by the producer's tail).
 pub(crate) const TAKE_MAX: u64 = 1024;
+
+/// Tries of one take that may meet the producer's tail moving before the take is postponed.
+const TAKE_TRIES: u32 = 8;
 
 /// Where records live: the channel's pages, or a buffer in tests.
 pub(crate) trait Storage {
@@ -169,6 +173,10 @@ struct Slot {
     lost: u64,
     /// Messages lost in overruns not yet reported by `EPIPE`.
     pending_lost: u64,
+    /// A release (`MEMCHAN_IOC_CONSUME`) up to this sequence number beyond the ring's head, if
+    /// not 0: the mmap reader read records its producer published that were not taken yet (a
+    /// take postponed, see [`Ring::take_postponed`]); applied as they are taken.
+    consume_to: u64,
 }
 
 impl Slot {
@@ -279,6 +287,12 @@ pub(crate) struct Ring<S: Storage> {
     /// The producer's own subscriber slot: kept at the head, so that it never holds the ring
     /// back (the producer reads nothing through it).
     producer_slot: Option<usize>,
+    /// The last take left records the producer had published untaken (its tail kept moving,
+    /// or its head ran on past the take's budget): a waiter must look again soon rather than
+    /// sleep until the doorbell, which the producer may not ring for records it published.
+    postponed: bool,
+    /// Some subscriber has a [`Slot::consume_to`] set.
+    consumes_pending: bool,
 }
 
 impl<S: Storage> Ring<S> {
@@ -317,6 +331,8 @@ impl<S: Storage> Ring<S> {
             fault: false,
             ever_produced: false,
             producer_slot: None,
+            postponed: false,
+            consumes_pending: false,
         };
         ring.store.publish_tail(start)?;
         ring.store.publish_head(start)?;
@@ -376,6 +392,7 @@ impl<S: Storage> Ring<S> {
             cur: head,
             lost: 0,
             pending_lost: 0,
+            consume_to: 0,
         };
         if self.subscribers == 0 {
             // No cursor constrained the bound: start it at the only one.
@@ -749,6 +766,11 @@ impl<S: Storage> Ring<S> {
         self.produced = false;
         self.fault = false;
         self.producer_slot = None;
+        // Releases beyond the head wait for records no one will publish now.
+        for s in self.slots.iter_mut() {
+            s.consume_to = 0;
+        }
+        self.consumes_pending = false;
         // No one writes the bytes any more (the producer's mapping is gone): check once that
         // every record from the tail to the head is whole, as the kernel's own writes and
         // discards expect; if one is not, the ring starts over empty at the head (its readers
@@ -802,44 +824,105 @@ impl<S: Storage> Ring<S> {
     /// `abi::ProducerControl`): validates its tail and head, and every record between the
     /// ring's head and the producer's, each read once; publishes them as the ring's. Returns
     /// whether any arrived. Something invalid sets the fault: nothing more is taken from this
-    /// producer. Bounded: at most 8 tries of [`TAKE_MAX`] records each.
+    /// producer. Bounded: at most one ring's worth of records, and [`TAKE_TRIES`] tries that
+    /// meet the tail moving; if either runs out, the take is postponed
+    /// ([`Ring::take_postponed`]).
     pub(crate) fn take_produced(&mut self) -> bool {
+        self.postponed = false;
         if !self.produced || self.fault {
             return false;
         }
-        match self.take_records() {
-            Ok(took) => took,
-            Err(_) => {
-                self.fault = true;
-                let _ = self.publish_flags();
-                false
-            }
+        let mut took = false;
+        if self.take_records(&mut took).is_err() {
+            self.fault = true;
+            let _ = self.publish_flags();
         }
+        if took && self.consumes_pending {
+            self.apply_consumes();
+        }
+        took
     }
 
-    /// [`Ring::take_produced`] without the fault handling: a few tries, as a correct producer
-    /// may be moving its tail (and overwriting what it discarded) while the records are
-    /// checked. A try changes the ring only when it succeeds, so if every try met a moving
-    /// tail, nothing at all is taken this time (`Ok(false)`): the next operation tries again,
-    /// and a correct producer that waits for room or rings the doorbell holds still meanwhile.
-    /// `EBADMSG` only for what no correct producer publishes.
-    fn take_records(&mut self) -> Result<bool> {
-        for _ in 0..8 {
-            match self.try_take() {
-                Err(e) if e == EAGAIN => continue,
-                other => return other,
+    /// Whether the last [`Ring::take_produced`] left records untaken that its producer had
+    /// published (without fault): a correct producer moving its tail all along, or one
+    /// publishing faster than a take checks. The records arrive with a later take.
+    pub(crate) fn take_postponed(&self) -> bool {
+        self.postponed
+    }
+
+    /// [`Ring::take_produced`] without the fault handling: tries until one reaches the
+    /// producer's head. A correct producer may be moving its tail (and overwriting what it
+    /// discarded) while the records are checked; a try changes the ring only when it
+    /// succeeds, so one that met a moving tail changes nothing and the next walks half as far
+    /// (one that succeeds, twice as far, up to [`TAKE_MAX`]).
+    /// Sets `took` if any record arrived. `EBADMSG` only for what no correct producer
+    /// publishes.
+    fn take_records(&mut self, took: &mut bool) -> Result {
+        // Records in a full ring, and one: a correct producer's head is never further ahead.
+        let mut budget = (self.size / record_size(1)).saturating_add(1);
+        let mut cap = TAKE_MAX;
+        let mut missed = 0u32;
+        while budget > 0 {
+            match self.try_take(cap.min(budget)) {
+                Ok((n, reached)) => {
+                    *took |= n > 0;
+                    if reached {
+                        return Ok(());
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                    budget = budget.saturating_sub(n);
+                    cap = cap.saturating_mul(2).min(TAKE_MAX);
+                }
+                Err(e) if e == EAGAIN => {
+                    missed = missed.saturating_add(1);
+                    if missed >= TAKE_TRIES {
+                        break;
+                    }
+                    cap = (cap / 2).max(1);
+                }
+                Err(e) => return Err(e),
             }
         }
-        Ok(false)
+        self.postponed = true;
+        Ok(())
+    }
+
+    /// Applies the releases ([`Slot::consume_to`]) that went beyond the ring's head, as far as
+    /// the records have arrived.
+    fn apply_consumes(&mut self) {
+        let head = self.head.seq;
+        let mut pending = false;
+        for i in 0..self.slots.len() {
+            let Some(s) = self
+                .slots
+                .get_mut(i)
+                .filter(|s| s.active && s.consume_to != 0)
+            else {
+                continue;
+            };
+            let upto = s.consume_to.min(head);
+            if s.consume_to > head {
+                pending = true;
+            } else {
+                s.consume_to = 0;
+            }
+            // What the reader released and the ring now holds; a record that is not whole
+            // any more (a hostile producer) leaves the cursor where it is.
+            let _ = self.consume(i, upto);
+        }
+        self.consumes_pending = pending;
     }
 
     /// One try of [`Ring::take_records`]: loads the producer's head once, checks its tail, and
-    /// checks the records from where they still stand towards the head (at most [`TAKE_MAX`]
-    /// of them); only then takes the tail (lapping the readers it passed) and the records.
-    /// `EAGAIN`, with nothing changed, where the producer may have moved its tail meanwhile (a
-    /// correct one raises it before it overwrites what it discarded, so what was read may be
-    /// gone): try again; `EBADMSG` for anything no correct producer publishes.
-    fn try_take(&mut self) -> Result<bool> {
+    /// checks the records from where they still stand towards the head (at most `cap` of
+    /// them); only then takes the tail (lapping the readers it passed) and the records.
+    /// Returns how many records it took and whether it reached the producer's head. `EAGAIN`,
+    /// with nothing changed, where the producer may have moved its tail meanwhile (a correct
+    /// one raises it before it overwrites what it discarded, so what was read may be gone):
+    /// try again; `EBADMSG` for anything no correct producer publishes.
+    fn try_take(&mut self, cap: u64) -> Result<(u64, bool)> {
         // The tail position before and after the head: if it did not move meanwhile, the
         // pair is one the producer had published together (it raises its tail before it
         // writes what needs the room, and publishes its head after).
@@ -870,7 +953,7 @@ impl<S: Storage> Ring<S> {
         }
         let (mut cur, mut payload, mut count) = (start, 0u64, 0u64);
         let mut bad = false;
-        while cur.pos != new_head && count < TAKE_MAX {
+        while cur.pos != new_head && count < cap {
             let ok = match self.header_at(cur) {
                 Ok(h) => (h.flags == 0 && record_size(h.len) <= new_head.wrapping_sub(cur.pos))
                     .then_some(h),
@@ -898,8 +981,9 @@ impl<S: Storage> Ring<S> {
             self.store.publish_tail(tail)?;
             self.lap_readers();
         }
+        let reached = cur.pos == new_head;
         if cur.pos == start.pos {
-            return Ok(false);
+            return Ok((0, reached));
         }
         // Records the producer discarded before they were taken count as written and lost.
         let skipped = start.seq.wrapping_sub(self.head.seq);
@@ -910,7 +994,7 @@ impl<S: Storage> Ring<S> {
             cur.seq.wrapping_sub(start.seq),
             payload,
         )?;
-        Ok(true)
+        Ok((count, reached))
     }
 
     /// The producer's tail at position `pos`: the ring's own if it did not move, else the
@@ -932,6 +1016,10 @@ impl<S: Storage> Ring<S> {
             return Err(EBADMSG);
         }
         if pos == new_head {
+            if pos == self.head.pos {
+                // Everything discarded, up to the ring's own head.
+                return Ok(self.head);
+            }
             // Everything discarded: the head's sequence number is not known here yet.
             return Err(EAGAIN);
         }
@@ -1009,6 +1097,7 @@ impl<S: Storage> Ring<S> {
         let s = self.slot_mut(i)?;
         s.cur = to;
         s.pending_lost = 0;
+        s.consume_to = 0;
         self.lower_bound(to);
         if self.produced {
             // `room_pos` must never be ahead of the slowest reader.
@@ -1019,11 +1108,18 @@ impl<S: Storage> Ring<S> {
     }
 
     /// Advances subscriber `i` past every record with a sequence number below `upto` (the
-    /// mmap reader's release). `EINVAL` if `upto` is beyond the head; no-op if the cursor is
-    /// already past it.
-    pub(crate) fn consume(&mut self, i: usize, upto: u64) -> Result {
+    /// mmap reader's release). `EINVAL` if `upto` is beyond the head, unless a producer may
+    /// have published it (a mapped reader reads the producer's head): then what goes beyond
+    /// is applied as the records are taken. No-op if the cursor is already past it.
+    pub(crate) fn consume(&mut self, i: usize, mut upto: u64) -> Result {
         if upto > self.head.seq {
-            return Err(EINVAL);
+            if !self.produced {
+                return Err(EINVAL);
+            }
+            let s = self.slot_mut(i)?;
+            s.consume_to = s.consume_to.max(upto);
+            self.consumes_pending = true;
+            upto = self.head.seq;
         }
         let mut cur = self.slot(i)?.cur;
         let mut n = 0u64;
@@ -1846,12 +1942,12 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn one_take_checks_at_most_take_max_records() -> Result {
-        let n = TAKE_MAX + 8;
-        let size = (n * 32).next_power_of_two();
+    /// A ring of `n` records of one byte from a producer, published but not taken yet, with a
+    /// subscriber: (ring, subscriber, producer's head).
+    fn produced_records(n: u64) -> Result<(Ring<VecStore>, usize, u64)> {
+        let size = (n * 32).next_power_of_two().max(256);
         let mut r = ring(size, 32, Policy::Overwrite)?;
-        let _s = r.subscribe(0, 0)?;
+        let s = r.subscribe(0, 0)?;
         let p = r.subscribe(0, 0)?;
         r.claim(p)?;
         let mut at = 0;
@@ -1859,9 +1955,15 @@ mod tests {
             at = produce(&mut r, at, seq, b"x")?;
         }
         r.store.prod_head = at;
+        Ok((r, s, at))
+    }
+
+    #[test]
+    fn one_take_takes_more_than_take_max_records_in_tries() -> Result {
+        let n = TAKE_MAX * 2 + 8;
+        let (mut r, _s, at) = produced_records(n)?;
         assert!(r.take_produced());
-        assert_eq!(r.head().seq, TAKE_MAX + 1);
-        assert!(r.take_produced());
+        assert!(!r.take_postponed());
         assert_eq!(
             r.head(),
             Cursor {
@@ -1869,6 +1971,70 @@ mod tests {
                 seq: n + 1
             }
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_producer_leaving_has_all_its_records_taken() -> Result {
+        let n = TAKE_MAX + 8;
+        let (mut r, _s, at) = produced_records(n)?;
+        assert!(r.unclaim()?);
+        assert_eq!(
+            r.head(),
+            Cursor {
+                pos: at,
+                seq: n + 1
+            }
+        );
+        assert_eq!(
+            r.store.head,
+            Cursor {
+                pos: at,
+                seq: n + 1
+            }
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_take_that_keeps_meeting_a_moving_tail_is_postponed() -> Result {
+        let (mut r, _s, _at) = produced_records(4)?;
+        plan_tail(&mut r, &[32, 64], 8)?;
+        assert!(!r.take_produced());
+        assert!(r.take_postponed() && !r.faulted());
+        assert!(r.take_produced());
+        assert!(!r.take_postponed());
+        Ok(())
+    }
+
+    #[test]
+    fn a_release_beyond_a_postponed_take_applies_as_records_arrive() -> Result {
+        let (mut r, s, at) = produced_records(4)?;
+        plan_tail(&mut r, &[32, 64], 8)?;
+        assert!(!r.take_produced() && r.take_postponed());
+        // The mapped reader read all four from the producer's head and releases them.
+        r.consume(s, 5)?;
+        assert_eq!(r.reader_state(s)?.cursor_seq, 1);
+        assert!(r.take_produced());
+        assert_eq!(r.reader_state(s)?.cursor_seq, 5);
+        assert_eq!(r.reader_state(s)?.cursor_pos, at);
+        // Without a producer, beyond the head is still an error.
+        r.unclaim()?;
+        assert_eq!(r.consume(s, 6), Err(EINVAL));
+        Ok(())
+    }
+
+    #[test]
+    fn a_tail_raised_to_the_ring_s_head_is_taken() -> Result {
+        let (mut r, s, at) = produced_records(3)?;
+        assert!(r.take_produced());
+        // The producer discards everything it had: its tail at its head, the ring's head.
+        r.store.prod_tail = Cursor { pos: at, seq: 4 };
+        assert!(!r.take_produced());
+        assert!(!r.take_postponed() && !r.faulted());
+        assert_eq!(r.tail(), Cursor { pos: at, seq: 4 });
+        assert!(matches!(r.next(s)?, Next::Overrun));
+        assert_eq!(r.reader_state(s)?.pending_lost, 3);
         Ok(())
     }
 

@@ -241,22 +241,25 @@ pub const CTL_OVERWRITE: u32 = 4;
 ///    before it looks at `head_pos` one last time and puts a reader to sleep, so either the
 ///    producer sees `waiters` set or the kernel sees the new head: no wake-up is lost.
 ///
-/// The kernel trusts nothing here. It takes the producer's records when a reader, poller or
-/// ioctl needs them (and at every doorbell): it loads `head_pos` once, and accepts the records
-/// from its own head up to it only if each is whole and has the next sequence number, `flags`
-/// 0 and a length of 1 to `msg_max`; a tail must lie on a whole record, whose sequence number
-/// the kernel takes as the tail's (`tail_seq` is for readers), in agreement with the
-/// positions. A tail that moves while the kernel checks only postpones the take to the next
-/// operation (as records beyond the 1024 that one take checks wait for the next): a producer
-/// that never holds still gets nothing taken; one waiting for room or in a doorbell holds
-/// still. A reader whose
-/// copy the moving tail passed is lapped (to the kernel's head). Anything else sets
-/// [`CTL_PRODUCER_FAULT`]: the kernel keeps the records it accepted
-/// and refuses the rest until the producer leaves (doorbells fail with `EIO`). Sequence numbers
-/// thus keep their meaning; timestamps are whatever the producer wrote. `write()` and
-/// [`IOC_SEND_BATCH`] on a claimed channel fail with `EBUSY`. When the producer leaves, the
-/// kernel takes what it had published and carries on from there; a record it had not published
-/// (its owner was killed while writing it) is never seen.
+/// The kernel trusts nothing here. It takes the producer's records when a reader, poller or ioctl
+/// needs them (and at every doorbell): it loads `head_pos` once, and accepts the records from its
+/// own head up to it only if each is whole and has the next sequence number, `flags` 0 and a length
+/// of 1 to `msg_max`; a tail must lie on a whole record, whose sequence number the kernel takes as
+/// the tail's (`tail_seq` is for readers), in agreement with the positions. A tail that moves while
+/// the kernel checks makes it check again, a shorter stretch each time (up to 8 times); if the tail
+/// never holds still that long, the take is postponed: sleeping readers then look again every tick
+/// and `poll` reports the channel readable (as no doorbell may come for records already published),
+/// and a mapped reader's [`IOC_CONSUME`] beyond the kernel's head applies as the records are taken.
+/// A reader whose copy the moving tail passed is lapped (to the kernel's head: the lost count may
+/// include records it could still have read). Anything else sets [`CTL_PRODUCER_FAULT`]: the kernel
+/// keeps the records it accepted and refuses the rest until the producer leaves (doorbells fail
+/// with `EIO`). Sequence numbers thus keep their meaning; timestamps are whatever the producer
+/// wrote. `write()` and [`IOC_SEND_BATCH`] on a claimed channel fail with `EBUSY`. When the
+/// producer leaves, the kernel takes what it had published and carries on from there; a record it
+/// had not published (its owner was killed while writing it) is never seen. A record-mode `read()`
+/// returns the header the kernel checked; a batch read returns the ring's bytes as they are (a
+/// hostile producer may rewrite a later header after the check), so a batch reader checks each
+/// header against the bytes returned, as the library does.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProducerControl {
@@ -413,8 +416,9 @@ pub const RECORD_MODE_OFF: u32 = 0;
 /// payload.
 pub const RECORD_MODE_ON: u32 = 1;
 /// `IOC_RECORD_MODE` argument: each `read()` returns as many whole records as are ready and
-/// fit in the buffer, up to 16 KiB per call (at least one; it waits for the first as usual), each a [`RecordHeader`],
-/// the payload and zero padding to [`RECORD_ALIGN`] — [`record_size`] bytes, as in the ring.
+/// fit in the buffer, up to 16 KiB per call (at least one; it waits for the first as usual),
+/// each a [`RecordHeader`], the payload and zero padding to [`RECORD_ALIGN`] — [`record_size`]
+/// bytes, as in the ring.
 /// A batch stops before a pending overrun, which the next `read()` reports.
 pub const RECORD_MODE_BATCH: u32 = 2;
 /// Advance this reader's cursor past every message with a sequence number below the `u64`
