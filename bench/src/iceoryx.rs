@@ -7,11 +7,13 @@
 //! out builders, not endpoints.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use iceoryx2::port::listener::Listener;
 use iceoryx2::port::notifier::Notifier;
 use iceoryx2::port::publisher::Publisher;
 use iceoryx2::port::subscriber::Subscriber;
+use iceoryx2::port::update_connections::UpdateConnections;
 use iceoryx2::prelude::*;
 
 use crate::peers::{Build, Endpoint};
@@ -19,6 +21,20 @@ use crate::peers::{Build, Endpoint};
 /// Samples a subscriber may hold unread before the publisher waits (iceoryx2's
 /// `RetryUntilDelivered`: lossless, like the other transports measured).
 const BUFFER: usize = 256;
+
+/// Longest a sleeping subscriber waits on its listener before it looks for samples again: a
+/// safety bound, not a poll interval (a wake-up the subscriber missed would otherwise hang
+/// the run); [`limited_waits`] says how often it ended a wait, so a figure it shaped shows.
+const WAIT_LIMIT: Duration = Duration::from_millis(10);
+
+/// Listener waits [`WAIT_LIMIT`] ended (no notification arrived) since the last call.
+static LIMITED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many sleeping subscribers' waits ended by [`WAIT_LIMIT`] rather than a notification
+/// since the last call.
+pub fn limited_waits() -> usize {
+    LIMITED.swap(0, Ordering::Relaxed)
+}
 
 /// A name for a fresh pair of services (each measurement gets its own, so no state carries
 /// over from the last one).
@@ -93,6 +109,22 @@ fn services(
     (data, event)
 }
 
+/// Waits (up to 30 s) until `ready` says the other side's ports exist, so that the ports
+/// connect before the first sample: a subscriber connects to a publisher created after it
+/// only at its next `receive`, and a publisher whose queue to a subscriber not yet connected
+/// is full drops what it sends there (`RetryUntilDelivered` waits only on connected ones).
+/// Without this, a 1 → 2 fan-out lost samples in some runs and its reader waited forever.
+fn await_ports(what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "iceoryx2: no {what} after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 impl Ports {
     /// Ports publishing on `tx` and subscribing to `rx`, for `subscribers` subscribers per
     /// service and messages up to `max` bytes.
@@ -116,10 +148,8 @@ impl Ports {
                 .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
                 .create()
                 .expect("iceoryx2 publisher");
-            (
-                publisher,
-                event.notifier_builder().create().expect("notifier"),
-            )
+            let notifier = event.notifier_builder().create().expect("notifier");
+            (data, (publisher, notifier))
         });
         let rx = rx.map(|names| {
             let (data, event) = services(&node, names, subscribers);
@@ -128,10 +158,24 @@ impl Ports {
                 .buffer_size(BUFFER)
                 .create()
                 .expect("iceoryx2 subscriber");
-            (
-                subscriber,
-                event.listener_builder().create().expect("listener"),
-            )
+            let listener = event.listener_builder().create().expect("listener");
+            (data, (subscriber, listener))
+        });
+        // Every port exists before any waits for the other side's (a pair's two threads each
+        // build a publisher and a subscriber).
+        let tx = tx.map(|(data, ports)| {
+            await_ports("subscribers", || {
+                data.dynamic_config().number_of_subscribers() >= subscribers
+            });
+            ports.0.update_connections().expect("iceoryx2 connections");
+            ports
+        });
+        let rx = rx.map(|(data, ports)| {
+            await_ports("publisher", || {
+                data.dynamic_config().number_of_publishers() >= 1
+            });
+            ports.0.update_connections().expect("iceoryx2 connections");
+            ports
         });
         Ports {
             tx,
@@ -164,7 +208,13 @@ impl Endpoint for Ports {
                 return payload.len();
             }
             if self.sleep {
-                listener.blocking_wait(|_| {}).expect("iceoryx2 wait");
+                let t0 = std::time::Instant::now();
+                listener
+                    .timed_wait(|_| {}, WAIT_LIMIT)
+                    .expect("iceoryx2 wait");
+                if t0.elapsed() >= WAIT_LIMIT {
+                    LIMITED.fetch_add(1, Ordering::Relaxed);
+                }
             } else {
                 std::hint::spin_loop();
             }

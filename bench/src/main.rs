@@ -77,6 +77,15 @@ struct Report {
     rows: Vec<Row>,
 }
 
+/// Says how many iceoryx2 subscriber waits in `workload` ended by the bound on them rather
+/// than by a notification (see `iceoryx::limited_waits`).
+fn limited(workload: &str) {
+    let n = iceoryx::limited_waits();
+    if n > 0 {
+        println!("{workload}: {n} iceoryx2 listener wait(s) ended by the 10 ms bound");
+    }
+}
+
 fn main() {
     let reps: usize = std::env::var("MEMCHAN_BENCH_REPS")
         .ok()
@@ -106,18 +115,23 @@ fn main() {
     let run = |w: &str| only.is_empty() || only.split(',').any(|o| o == w);
     if run("latency") {
         workloads::latency(&mut rows, reps, scale);
+        limited("latency");
     }
     if run("throughput") {
         workloads::throughput(&mut rows, reps, scale);
+        limited("throughput");
     }
     if run("fanout") {
         workloads::fanout(&mut rows, reps, scale);
+        limited("fanout");
     }
     if run("cost") {
         workloads::cost(&mut rows, reps, scale);
+        limited("cost");
     }
     if run("sizes") {
         workloads::sizes(&mut rows, reps, scale);
+        limited("sizes");
     }
     let (before, after, n) = workloads::slab_check(scale);
     let report = Report {
