@@ -68,10 +68,17 @@ type Tx = (Publisher<ipc::Service, [u8], ()>, Notifier<ipc::Service>);
 /// A subscriber of byte slices and the listener it sleeps on.
 type Rx = (Subscriber<ipc::Service, [u8], ()>, Listener<ipc::Service>);
 
+/// The publish-subscribe service's port factory (it tells how many ports are attached).
+type Data = iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, [u8], ()>;
+
 /// One iceoryx2 port set in one thread: a node and what it publishes and/or subscribes to.
 struct Ports {
-    tx: Option<Tx>,
-    rx: Option<Rx>,
+    tx: Option<(Tx, Data)>,
+    rx: Option<(Rx, Data)>,
+    /// Subscribers each service has when every endpoint is built.
+    subscribers: usize,
+    /// Whether the other side's ports have been waited for (see [`Ports::connect`]).
+    connected: bool,
     /// Whether the subscriber sleeps on the listener (else it busy-waits).
     sleep: bool,
     /// Kept last: ports are dropped before their node.
@@ -84,7 +91,7 @@ fn services(
     names: &Names,
     subscribers: usize,
 ) -> (
-    iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, [u8], ()>,
+    Data,
     iceoryx2::service::port_factory::event::PortFactory<ipc::Service>,
 ) {
     let data = node
@@ -109,11 +116,7 @@ fn services(
     (data, event)
 }
 
-/// Waits (up to 30 s) until `ready` says the other side's ports exist, so that the ports
-/// connect before the first sample: a subscriber connects to a publisher created after it
-/// only at its next `receive`, and a publisher whose queue to a subscriber not yet connected
-/// is full drops what it sends there (`RetryUntilDelivered` waits only on connected ones).
-/// Without this, a 1 → 2 fan-out lost samples in some runs and its reader waited forever.
+/// Waits (up to 30 s) until `ready` says the other side's ports exist.
 fn await_ports(what: &str, ready: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !ready() {
@@ -149,7 +152,7 @@ impl Ports {
                 .create()
                 .expect("iceoryx2 publisher");
             let notifier = event.notifier_builder().create().expect("notifier");
-            (data, (publisher, notifier))
+            ((publisher, notifier), data)
         });
         let rx = rx.map(|names| {
             let (data, event) = services(&node, names, subscribers);
@@ -159,36 +162,53 @@ impl Ports {
                 .create()
                 .expect("iceoryx2 subscriber");
             let listener = event.listener_builder().create().expect("listener");
-            (data, (subscriber, listener))
-        });
-        // Every port exists before any waits for the other side's (a pair's two threads each
-        // build a publisher and a subscriber).
-        let tx = tx.map(|(data, ports)| {
-            await_ports("subscribers", || {
-                data.dynamic_config().number_of_subscribers() >= subscribers
-            });
-            ports.0.update_connections().expect("iceoryx2 connections");
-            ports
-        });
-        let rx = rx.map(|(data, ports)| {
-            await_ports("publisher", || {
-                data.dynamic_config().number_of_publishers() >= 1
-            });
-            ports.0.update_connections().expect("iceoryx2 connections");
-            ports
+            ((subscriber, listener), data)
         });
         Ports {
             tx,
             rx,
+            subscribers,
+            connected: false,
             sleep,
             _node: node,
         }
+    }
+
+    /// Before the first sample, waits until the other side's ports exist and connects to
+    /// them: a subscriber connects to a publisher created after it only at its next
+    /// `receive`, and a publisher whose queue to a subscriber not yet connected is full drops
+    /// what it sends there (`RetryUntilDelivered` waits only on connected ones). Without
+    /// this, a 1 → 2 fan-out lost samples in some runs and its reader waited forever. It is
+    /// done at first use, not when the ports are built, because some workloads build both
+    /// ends in one thread.
+    fn connect(&mut self) {
+        if self.connected {
+            return;
+        }
+        if let Some(((publisher, _), data)) = &self.tx {
+            await_ports("subscribers", || {
+                data.dynamic_config().number_of_subscribers() >= self.subscribers
+            });
+            publisher
+                .update_connections()
+                .expect("iceoryx2 connections");
+        }
+        if let Some(((subscriber, _), data)) = &self.rx {
+            await_ports("publisher", || {
+                data.dynamic_config().number_of_publishers() >= 1
+            });
+            subscriber
+                .update_connections()
+                .expect("iceoryx2 connections");
+        }
+        self.connected = true;
     }
 }
 
 impl Endpoint for Ports {
     fn send(&mut self, msg: &[u8]) {
-        let (publisher, notifier) = self.tx.as_ref().expect("a publishing endpoint");
+        self.connect();
+        let ((publisher, notifier), _) = self.tx.as_ref().expect("a publishing endpoint");
         let sample = publisher
             .loan_slice_uninit(msg.len())
             .expect("iceoryx2 loan");
@@ -199,7 +219,8 @@ impl Endpoint for Ports {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> usize {
-        let (subscriber, listener) = self.rx.as_ref().expect("a subscribing endpoint");
+        self.connect();
+        let ((subscriber, listener), _) = self.rx.as_ref().expect("a subscribing endpoint");
         loop {
             if let Some(sample) = subscriber.receive().expect("iceoryx2 receive") {
                 // Touch the payload where it lies, as memchan's mapped reader does.
