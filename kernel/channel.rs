@@ -308,13 +308,17 @@ impl Channel {
     }
 
     /// Takes the producer's new records, if any, and wakes the readers for them (under the
-    /// lock: rare, and the woken wait for it only briefly). Returns whether any arrived.
+    /// lock: rare, and the woken wait for it only briefly), and the producer if releases that
+    /// waited for the records made room. Returns whether any arrived.
     fn take_produced(&self, ring: &mut RingGuard<'_>) -> bool {
         if !ring.produced() || !ring.take_produced() {
             return false;
         }
         let wake = Self::wake_readers(ring);
         self.notify_readers(wake);
+        if ring.take_released() {
+            self.writable.notify_all();
+        }
         true
     }
 
@@ -356,16 +360,9 @@ impl Channel {
                 return false;
             }
         }
-        let signal = if ring.take_postponed() {
-            // Records may be published that the producer will ring no doorbell for (it saw
-            // them taken as far as it can tell): look again after a tick.
-            matches!(
-                self.arrived.wait_interruptible_timeout(ring, 1),
-                CondVarTimeoutResult::Signal { .. }
-            )
-        } else {
-            self.arrived.wait_interruptible(ring)
-        };
+        // A take postponed (the producer's tail moving) needs no look after a while: the
+        // producer that moved its tail rings the doorbell after it, seeing `waiters` set.
+        let signal = self.arrived.wait_interruptible(ring);
         ring.waiting.readers = ring.waiting.readers.wrapping_sub(1);
         Self::publish_waiters(ring);
         let w = &mut ring.waiting;
@@ -872,9 +869,6 @@ impl Channel {
             Self::publish_waiters(&mut ring);
             self.take_produced(&mut ring);
         }
-        // Records the producer published may wait for a later take (no doorbell will come for
-        // them): readable, so that the reader's next read takes them.
-        let postponed = ring.produced() && ring.take_postponed();
         let mut mask = 0;
         if self.is_closed() {
             mask |= bindings::POLLHUP;
@@ -885,7 +879,6 @@ impl Channel {
             match ring.next(i) {
                 Ok(Next::Record(..)) => mask |= bindings::POLLIN | bindings::POLLRDNORM,
                 Ok(Next::Overrun) => mask |= bindings::POLLERR | bindings::POLLPRI,
-                Ok(Next::Empty) if postponed => mask |= bindings::POLLIN | bindings::POLLRDNORM,
                 Ok(Next::Empty) => {}
                 Err(_) => mask |= bindings::POLLERR,
             }
@@ -932,6 +925,13 @@ impl Channel {
         let mut st = self.lock().reader_state(slot)?;
         st.size = core::mem::size_of::<abi::ReaderState>() as u32;
         Ok(st)
+    }
+
+    /// For the producer's fdinfo: (faulted, the take just made was postponed), see
+    /// [`Ring::take_postponed`].
+    pub(crate) fn producer_state(&self) -> (bool, bool) {
+        let ring = self.lock();
+        (ring.faulted(), ring.take_postponed())
     }
 
     /// `MEMCHAN_IOC_SEEK`.

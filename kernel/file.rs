@@ -388,6 +388,11 @@ impl MemchanFile {
         seq_print!(m, "memchan_channel:\t{}\n", self.chan.index());
         seq_print!(m, "memchan_policy:\t{}\n", self.chan.policy().name());
         seq_print!(m, "memchan_writer:\t{}\n", u8::from(self.writer));
+        if self.producer.load(Relaxed) != 0 {
+            let (faulted, postponed) = self.chan.producer_state();
+            seq_print!(m, "memchan_producer_fault:\t{}\n", u8::from(faulted));
+            seq_print!(m, "memchan_take_postponed:\t{}\n", u8::from(postponed));
+        }
         if let Some(Ok(st)) = self.slot.map(|s| self.chan.reader_state(s)) {
             seq_print!(m, "memchan_cursor:\t{}\n", st.cursor_seq);
             seq_print!(m, "memchan_lag:\t{}\n", st.lag);

@@ -194,6 +194,18 @@ impl Slot {
         self.cur = to;
         stats.lost = stats.lost.wrapping_add(lost);
     }
+
+    /// Moves this subscriber forward to `to` (at or behind the head), past records its reader
+    /// released without reading them through `read()`: counted as delivered. No-op if the
+    /// cursor is there or beyond already.
+    fn jump_to(&mut self, to: Cursor, stats: &mut Stats) {
+        if to.seq > self.cur.seq {
+            stats.delivered = stats
+                .delivered
+                .wrapping_add(to.seq.wrapping_sub(self.cur.seq));
+            self.cur = to;
+        }
+    }
 }
 
 /// Channel counters.
@@ -288,11 +300,15 @@ pub(crate) struct Ring<S: Storage> {
     /// back (the producer reads nothing through it).
     producer_slot: Option<usize>,
     /// The last take left records the producer had published untaken (its tail kept moving,
-    /// or its head ran on past the take's budget): a waiter must look again soon rather than
-    /// sleep until the doorbell, which the producer may not ring for records it published.
+    /// or its head ran on past the take's budget). They arrive with a later take: at the
+    /// latest at the doorbell the producer rings after it moved its tail (see
+    /// `abi::ProducerControl`).
     postponed: bool,
     /// Some subscriber has a [`Slot::consume_to`] set.
     consumes_pending: bool,
+    /// A take applied a release ([`Slot::consume_to`]) that moved a cursor: under `block`,
+    /// a producer waiting for room must look again ([`Ring::take_released`]).
+    released: bool,
 }
 
 impl<S: Storage> Ring<S> {
@@ -333,6 +349,7 @@ impl<S: Storage> Ring<S> {
             producer_slot: None,
             postponed: false,
             consumes_pending: false,
+            released: false,
         };
         ring.store.publish_tail(start)?;
         ring.store.publish_head(start)?;
@@ -692,7 +709,8 @@ impl<S: Storage> Ring<S> {
         }
         let cur = s.cur;
         match self.header_at(cur) {
-            Ok(h) if self.within_head(cur, h.len) => Ok(Next::Record(h, cur.pos)),
+            // The kernel writes `flags` 0; a record with others was rewritten by a producer.
+            Ok(h) if h.flags == 0 && self.within_head(cur, h.len) => Ok(Next::Record(h, cur.pos)),
             Ok(_) | Err(_) if self.ever_produced => {
                 let head = self.head;
                 let s = self.slots.get_mut(i).ok_or(EINVAL)?;
@@ -765,6 +783,7 @@ impl<S: Storage> Ring<S> {
         let took = self.take_produced();
         self.produced = false;
         self.fault = false;
+        self.postponed = false;
         self.producer_slot = None;
         // Releases beyond the head wait for records no one will publish now.
         for s in self.slots.iter_mut() {
@@ -847,7 +866,13 @@ impl<S: Storage> Ring<S> {
     /// published (without fault): a correct producer moving its tail all along, or one
     /// publishing faster than a take checks. The records arrive with a later take.
     pub(crate) fn take_postponed(&self) -> bool {
-        self.postponed
+        self.produced && self.postponed
+    }
+
+    /// Whether a take applied a release that moved a cursor since the last call (under
+    /// `block`, there may be room for a waiting producer).
+    pub(crate) fn take_released(&mut self) -> bool {
+        core::mem::take(&mut self.released)
     }
 
     /// [`Ring::take_produced`] without the fault handling: tries until one reaches the
@@ -890,9 +915,13 @@ impl<S: Storage> Ring<S> {
     }
 
     /// Applies the releases ([`Slot::consume_to`]) that went beyond the ring's head, as far as
-    /// the records have arrived.
+    /// the records have arrived. A release to or beyond the head moves the cursor there in one
+    /// step; one that falls between walks the records, at most one ring's worth of steps for
+    /// all subscribers together (what is left applies at the next take), so that one hold of
+    /// the lock stays as short as a take, however many readers released.
     fn apply_consumes(&mut self) {
-        let head = self.head.seq;
+        let head = self.head;
+        let mut steps = (self.size / record_size(1)).saturating_add(1);
         let mut pending = false;
         for i in 0..self.slots.len() {
             let Some(s) = self
@@ -902,15 +931,28 @@ impl<S: Storage> Ring<S> {
             else {
                 continue;
             };
-            let upto = s.consume_to.min(head);
-            if s.consume_to > head {
-                pending = true;
+            let before = s.cur.seq;
+            let upto = s.consume_to;
+            if upto >= head.seq {
+                s.jump_to(head, &mut self.stats);
+                if upto == head.seq {
+                    s.consume_to = 0;
+                } else {
+                    pending = true;
+                }
             } else {
-                s.consume_to = 0;
+                // What the reader released and the ring now holds; a record that is not
+                // whole any more (a hostile producer) leaves the cursor where it reached.
+                match self.walk(i, upto, &mut steps) {
+                    Ok(true) | Err(_) => {
+                        if let Some(s) = self.slots.get_mut(i) {
+                            s.consume_to = 0;
+                        }
+                    }
+                    Ok(false) => pending = true,
+                }
             }
-            // What the reader released and the ring now holds; a record that is not whole
-            // any more (a hostile producer) leaves the cursor where it is.
-            let _ = self.consume(i, upto);
+            self.released |= self.slots.get(i).is_some_and(|s| s.cur.seq != before);
         }
         self.consumes_pending = pending;
     }
@@ -934,7 +976,10 @@ impl<S: Storage> Ring<S> {
         if new_head.wrapping_sub(self.head.pos) % u64::from(abi::RECORD_ALIGN) != 0 {
             return Err(EBADMSG);
         }
-        let tail = self.check_tail(tail_pos, new_head)?;
+        let tail = match self.check_tail(tail_pos, new_head) {
+            Err(e) if e == ENODATA => return Ok((0, true)),
+            t => t?,
+        };
         // The ring never spans more than its size: a correct producer raises its tail before
         // it publishes the head that needs it, and the tail was the same after the head.
         if new_head.wrapping_sub(tail.pos) > self.size {
@@ -1006,7 +1051,9 @@ impl<S: Storage> Ring<S> {
     /// the ring's head. `EAGAIN` if the tail moved on while the record was read (a correct
     /// producer raises its tail, then fences, then overwrites: what was read may be a newer
     /// record, or half of one); `EBADMSG` for a position or a record, read while the tail held
-    /// still, that no correct producer publishes. Changes nothing.
+    /// still, that no correct producer publishes; `ENODATA` if the tail is at `new_head` but
+    /// not at the ring's head (the producer discarded all it published and has not published
+    /// since: nothing to take yet). Changes nothing.
     fn check_tail(&self, pos: u64, new_head: u64) -> Result<Cursor> {
         if pos == self.tail.pos {
             return Ok(self.tail);
@@ -1020,8 +1067,10 @@ impl<S: Storage> Ring<S> {
                 // Everything discarded, up to the ring's own head.
                 return Ok(self.head);
             }
-            // Everything discarded: the head's sequence number is not known here yet.
-            return Err(EAGAIN);
+            // Everything the ring did not take discarded, and nothing new published yet (the
+            // head's sequence number is not known): nothing to take until the producer
+            // publishes, and rings the doorbell if readers wait.
+            return Err(ENODATA);
         }
         let mut raw = [0u8; abi::RECORD_HEADER_SIZE as usize];
         self.store.read(pos, &mut raw)?;
@@ -1109,34 +1158,61 @@ impl<S: Storage> Ring<S> {
 
     /// Advances subscriber `i` past every record with a sequence number below `upto` (the
     /// mmap reader's release). `EINVAL` if `upto` is beyond the head, unless a producer may
-    /// have published it (a mapped reader reads the producer's head): then what goes beyond
-    /// is applied as the records are taken. No-op if the cursor is already past it.
-    pub(crate) fn consume(&mut self, i: usize, mut upto: u64) -> Result {
-        if upto > self.head.seq {
-            if !self.produced {
+    /// have published it (a mapped reader reads the producer's head): then the cursor moves
+    /// to the head, and what goes beyond applies as the records are taken. No-op if the
+    /// cursor is already past it.
+    pub(crate) fn consume(&mut self, i: usize, upto: u64) -> Result {
+        let head = self.head;
+        if upto >= head.seq {
+            if upto > head.seq && !self.produced {
                 return Err(EINVAL);
             }
-            let s = self.slot_mut(i)?;
-            s.consume_to = s.consume_to.max(upto);
-            self.consumes_pending = true;
-            upto = self.head.seq;
-        }
-        let mut cur = self.slot(i)?.cur;
-        let mut n = 0u64;
-        while cur.seq < upto {
-            let h = self.header_at(cur)?;
-            if !self.within_head(cur, h.len) {
-                return Err(EBADMSG);
+            let s = self.slots.get_mut(i).filter(|s| s.active).ok_or(EINVAL)?;
+            s.jump_to(head, &mut self.stats);
+            if upto > head.seq {
+                s.consume_to = s.consume_to.max(upto);
+                self.consumes_pending = true;
             }
-            cur = cur.after(h.len);
-            n = n.wrapping_add(1);
+            return Ok(());
+        }
+        let mut steps = u64::MAX;
+        self.walk(i, upto, &mut steps).map(|_| ())
+    }
+
+    /// Walks subscriber `i`'s cursor over the records below sequence number `upto` (below
+    /// the head), at most `steps` of them (counted down). Returns whether it got there;
+    /// `EBADMSG` at a record that is not whole (the cursor stays where the walk reached).
+    fn walk(&mut self, i: usize, upto: u64, steps: &mut u64) -> Result<bool> {
+        let mut cur = self.slot(i)?.cur;
+        let start = cur.seq;
+        let mut res = Ok(true);
+        while cur.seq < upto {
+            if *steps == 0 {
+                res = Ok(false);
+                break;
+            }
+            *steps = steps.saturating_sub(1);
+            match self.header_at(cur) {
+                Ok(h) if self.within_head(cur, h.len) => cur = cur.after(h.len),
+                Ok(_) => {
+                    res = Err(EBADMSG);
+                    break;
+                }
+                Err(e) => {
+                    res = Err(e);
+                    break;
+                }
+            }
         }
         let s = self.slot_mut(i)?;
         if cur.seq > s.cur.seq {
             s.cur = cur;
+            self.stats.delivered = self
+                .stats
+                .delivered
+                .wrapping_add(cur.seq.wrapping_sub(start));
         }
-        self.stats.delivered = self.stats.delivered.wrapping_add(n);
-        Ok(())
+        res
     }
 
     /// Subscriber `i`'s state for `MEMCHAN_IOC_READER` and fdinfo (without `flags`).
@@ -2035,6 +2111,62 @@ mod tests {
         assert_eq!(r.tail(), Cursor { pos: at, seq: 4 });
         assert!(matches!(r.next(s)?, Next::Overrun));
         assert_eq!(r.reader_state(s)?.pending_lost, 3);
+        Ok(())
+    }
+
+    #[test]
+    fn a_tail_at_the_producer_s_head_waits_for_its_next_record() -> Result {
+        let (mut r, s, at) = produced_records(3)?;
+        // Before any was taken, the producer discarded all three (for a record that needs the
+        // room) and holds still: nothing to take yet, and nothing for a waiter to retry.
+        r.store.prod_tail = Cursor { pos: at, seq: 4 };
+        assert!(!r.take_produced());
+        assert!(!r.take_postponed() && !r.faulted());
+        assert_eq!(r.head(), Cursor { pos: 0, seq: 1 });
+        // Its next record arrives, with the three counted as written and lost.
+        r.store.prod_head = produce(&mut r, at, 4, b"y")?;
+        assert!(r.take_produced());
+        assert_eq!(r.tail(), Cursor { pos: at, seq: 4 });
+        assert!(matches!(r.next(s)?, Next::Overrun));
+        assert_eq!(r.reader_state(s)?.pending_lost, 3);
+        assert_eq!(r.stats.messages, 4);
+        Ok(())
+    }
+
+    #[test]
+    fn a_producer_leaving_during_a_postponed_take_leaves_nothing_postponed() -> Result {
+        let (mut r, _s, _at) = produced_records(4)?;
+        plan_tail(&mut r, &[32, 64], 16)?;
+        r.unclaim()?;
+        assert!(!r.take_postponed());
+        Ok(())
+    }
+
+    #[test]
+    fn releases_beyond_the_head_follow_the_records_as_they_arrive() -> Result {
+        let (mut r, s, at) = produced_records(4)?;
+        let t = r.subscribe(0, 0)?;
+        // Before the take: one reader releases everything there will ever be, one the first
+        // two records.
+        r.consume(s, u64::MAX)?;
+        r.consume(t, 3)?;
+        assert!(r.take_produced());
+        assert_eq!(r.reader_state(s)?.cursor_seq, 5);
+        assert_eq!(r.reader_state(s)?.cursor_pos, at);
+        assert_eq!(r.reader_state(t)?.cursor_seq, 3);
+        assert_eq!(r.reader_state(t)?.cursor_pos, 64);
+        assert_eq!(r.stats.delivered, 6);
+        assert!(r.take_released());
+        assert!(!r.take_released());
+        // The release of everything stays with the reader (until it seeks).
+        r.store.prod_head = produce(&mut r, at, 5, b"z")?;
+        assert!(r.take_produced());
+        assert_eq!(r.reader_state(s)?.cursor_seq, 6);
+        assert_eq!(r.reader_state(t)?.cursor_seq, 3);
+        r.seek(s, abi::SEEK_OLDEST)?;
+        r.store.prod_head = produce(&mut r, at + 32, 6, b"w")?;
+        assert!(r.take_produced());
+        assert_eq!(r.reader_state(s)?.cursor_seq, 1);
         Ok(())
     }
 

@@ -239,7 +239,10 @@ pub const CTL_OVERWRITE: u32 = 4;
 /// 4. Wake-up: a full fence (`SeqCst`), then load `RingControl::waiters`; if it is non-zero,
 ///    call [`IOC_DOORBELL`] (argument 0). The kernel sets `waiters` and issues a full fence
 ///    before it looks at `head_pos` one last time and puts a reader to sleep, so either the
-///    producer sees `waiters` set or the kernel sees the new head: no wake-up is lost.
+///    producer sees `waiters` set or the kernel sees the new head: no wake-up is lost. A tail
+///    moved in step 1 needs this step as well (the kernel may have met it moving, see below):
+///    the publish that follows serves; a producer that discards and then does not publish
+///    soon does step 4 on its own.
 ///
 /// The kernel trusts nothing here. It takes the producer's records when a reader, poller or ioctl
 /// needs them (and at every doorbell): it loads `head_pos` once, and accepts the records from its
@@ -247,9 +250,12 @@ pub const CTL_OVERWRITE: u32 = 4;
 /// of 1 to `msg_max`; a tail must lie on a whole record, whose sequence number the kernel takes as
 /// the tail's (`tail_seq` is for readers), in agreement with the positions. A tail that moves while
 /// the kernel checks makes it check again, a shorter stretch each time (up to 8 times); if the tail
-/// never holds still that long, the take is postponed: sleeping readers then look again every tick
-/// and `poll` reports the channel readable (as no doorbell may come for records already published),
-/// and a mapped reader's [`IOC_CONSUME`] beyond the kernel's head applies as the records are taken.
+/// never holds still that long, the take is postponed: the records arrive with a later take, at the
+/// latest at the doorbell of step 4 after that tail move (readers are not woken, and `poll` does
+/// not report them, before). A tail at the producer's head but not at the kernel's (all it
+/// published discarded, nothing published since) is nothing to take yet. A mapped reader's
+/// [`IOC_CONSUME`] beyond the kernel's head moves its cursor to the kernel's head at once and
+/// applies the rest as the records are taken (its records count as delivered).
 /// A reader whose copy the moving tail passed is lapped (to the kernel's head: the lost count may
 /// include records it could still have read). Anything else sets [`CTL_PRODUCER_FAULT`]: the kernel
 /// keeps the records it accepted and refuses the rest until the producer leaves (doorbells fail

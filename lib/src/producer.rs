@@ -274,7 +274,9 @@ impl Producer {
 
     /// Reserves room for a message of `len` bytes (1 to `msg_max`) and returns it, to be
     /// filled in place and published by [`Producer::commit`] (a second reserve replaces an
-    /// uncommitted one). Under `block` it may wait for room.
+    /// uncommitted one). Under `block` it may wait for room. Commit soon: room made by
+    /// discarding old records is announced to waiting readers only by the commit's doorbell
+    /// (see `abi::ProducerControl`, step 4).
     pub fn reserve(&mut self, len: usize) -> Result<&mut [u8]> {
         self.check(len)?;
         if len == 0 {

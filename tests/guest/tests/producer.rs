@@ -336,12 +336,60 @@ impl RawProducer {
     fn at(&self, pos: u64) -> usize {
         4096 + (pos % self.ring) as usize
     }
+
+    /// Writes a record of 8 bytes `fill` with sequence number `seq` at ring position `pos`,
+    /// as a correct producer does (not published); returns the position after it.
+    fn record(&self, pos: u64, seq: u64, fill: u8) -> u64 {
+        let at = self.at(pos);
+        self.put(at, seq);
+        self.put(at + 8, 0);
+        self.put(at + 16, 8);
+        self.put(at + 24, u64::from_ne_bytes([fill; 8]));
+        pos + abi::record_size(8)
+    }
 }
 
 const P_HEAD_POS: usize = std::mem::offset_of!(abi::ProducerControl, head_pos);
 const P_HEAD_SEQ: usize = std::mem::offset_of!(abi::ProducerControl, head_seq);
 const P_TAIL_POS: usize = std::mem::offset_of!(abi::ProducerControl, tail_pos);
 const P_TAIL_SEQ: usize = std::mem::offset_of!(abi::ProducerControl, tail_seq);
+
+#[test]
+fn a_producer_that_discarded_all_it_published_is_not_readable() {
+    require_guest();
+    let c = Chan::new("prod-gone", 16, Policy::Overwrite);
+    let r = open_path(c.node(), OFlags::RDONLY | OFlags::NONBLOCK).unwrap();
+    let p = RawProducer::claim(&c);
+    let (mut pos, mut seq) = (p.word(P_HEAD_POS), p.word(P_HEAD_SEQ));
+    for _ in 0..3 {
+        pos = p.record(pos, seq, b'a');
+        seq += 1;
+    }
+    p.put(P_HEAD_SEQ, seq);
+    p.put(P_HEAD_POS, pos);
+    // Before the kernel took them, the producer discards all three (as for a record that
+    // needs the room) and holds still: nothing is readable, and poll does not say otherwise
+    // (it did once, and a poll loop spun on it for as long as the producer held still).
+    p.put(P_TAIL_SEQ, seq);
+    p.put(P_TAIL_POS, pos);
+    let mut buf = [0u8; 64];
+    for _ in 0..3 {
+        assert!(
+            !revents(&r).contains(PollFlags::IN),
+            "readable with nothing to read"
+        );
+        assert_eq!(rustix::io::read(&r, &mut buf), Err(Errno::AGAIN));
+    }
+    // Its next record arrives, after an overrun of the three.
+    let end = p.record(pos, seq, b'b');
+    p.put(P_HEAD_SEQ, seq + 1);
+    p.put(P_HEAD_POS, end);
+    ioctl(&p.fd, abi::IOC_DOORBELL, 0).unwrap();
+    assert_eq!(rustix::io::read(&r, &mut buf), Err(Errno::PIPE));
+    assert_eq!(rustix::io::read(&r, &mut buf), Ok(8));
+    assert_eq!(&buf[..8], b"bbbbbbbb");
+    assert_eq!(stats(&r).lost, 3);
+}
 
 #[test]
 fn a_hostile_producer_hurts_only_its_own_channel() {
