@@ -311,15 +311,18 @@ impl Channel {
     /// lock: rare, and the woken wait for it only briefly), and the producer if releases that
     /// waited for the records made room. Returns whether any arrived.
     fn take_produced(&self, ring: &mut RingGuard<'_>) -> bool {
-        if !ring.produced() || !ring.take_produced() {
+        if !ring.produced() {
             return false;
         }
-        let wake = Self::wake_readers(ring);
-        self.notify_readers(wake);
+        let took = ring.take_produced();
+        if took {
+            let wake = Self::wake_readers(ring);
+            self.notify_readers(wake);
+        }
         if ring.take_released() {
             self.writable.notify_all();
         }
-        true
+        took
     }
 
     /// Tells the producer whether any reader waits (asleep in `read`, or a polled file).
@@ -352,7 +355,11 @@ impl Channel {
         ring.waiting.readers = ring.waiting.readers.wrapping_add(1);
         if ring.produced() {
             Self::publish_waiters(ring);
-            if ring.take_produced() {
+            let took = ring.take_produced();
+            if ring.take_released() {
+                self.writable.notify_all();
+            }
+            if took {
                 ring.waiting.readers = ring.waiting.readers.wrapping_sub(1);
                 Self::publish_waiters(ring);
                 let wake = Self::wake_readers(ring);
@@ -818,7 +825,7 @@ impl Channel {
         let mut count = 1u64;
         while to.seq < head.seq {
             let h = self.pages.peek_header(to.pos)?;
-            if h.seq != to.seq || h.len > self.cfg.msg_max {
+            if h.seq != to.seq || h.len > self.cfg.msg_max || h.flags != 0 {
                 break;
             }
             let next = to.after(h.len);
@@ -946,13 +953,14 @@ impl Channel {
     /// `MEMCHAN_IOC_CONSUME`.
     pub(crate) fn consume(&self, slot: usize, upto: u64) -> Result {
         let mut ring = self.lock();
-        ring.consume(slot, upto)?;
+        // The cursor may have moved part of the way before an error.
+        let res = ring.consume(slot, upto);
         let wake = writers_waiting(&ring);
         drop(ring);
         if wake {
             self.writable.notify_all();
         }
-        Ok(())
+        res
     }
 
     /// `MEMCHAN_IOC_SET_POLICY`.
@@ -1052,6 +1060,17 @@ impl Channel {
             }
             if ring.room_for(need)? {
                 return Ok(());
+            }
+            if ring.releases_left() {
+                // Readers released records that the last take had no steps left to apply
+                // (see `Ring::apply_consumes`): the producer's own takes apply them, a ring's
+                // worth at a time, with the lock let go in between.
+                if kernel::current!().signal_pending() {
+                    return Err(ERESTARTSYS);
+                }
+                drop(ring);
+                ring = self.lock();
+                continue;
             }
             if nonblock {
                 self.retry_nonblocking(&mut ring, need)?;

@@ -306,6 +306,9 @@ pub(crate) struct Ring<S: Storage> {
     postponed: bool,
     /// Some subscriber has a [`Slot::consume_to`] set.
     consumes_pending: bool,
+    /// The last [`Ring::apply_consumes`] ran out of steps before it applied every release
+    /// it could: the next take goes on, records or not ([`Ring::releases_left`]).
+    walks_left: bool,
     /// A take applied a release ([`Slot::consume_to`]) that moved a cursor: under `block`,
     /// a producer waiting for room must look again ([`Ring::take_released`]).
     released: bool,
@@ -349,6 +352,7 @@ impl<S: Storage> Ring<S> {
             producer_slot: None,
             postponed: false,
             consumes_pending: false,
+            walks_left: false,
             released: false,
         };
         ring.store.publish_tail(start)?;
@@ -700,6 +704,9 @@ impl<S: Storage> Ring<S> {
     /// producer, a record it has rewritten since it was taken (discarded under `overwrite`, or
     /// corrupted) is an overrun to the head: the subscriber loses what it had not read.
     pub(crate) fn next(&mut self, i: usize) -> Result<Next> {
+        if self.walks_left {
+            self.settle(i)?;
+        }
         let s = self.slot(i)?;
         if s.pending_lost > 0 {
             return Ok(Next::Overrun);
@@ -781,6 +788,10 @@ impl<S: Storage> Ring<S> {
     /// into the producer page again, for readers and the next producer.
     pub(crate) fn unclaim(&mut self) -> Result<bool> {
         let took = self.take_produced();
+        // A tail the take did not reach (the producer discarded all it had published, and
+        // maybe began to overwrite the records the ring holds; or it faulted): the ring's
+        // records may be rewritten, payloads included, so none of them is kept.
+        let discarded = !self.store.producer_tail().is_ok_and(|t| t == self.tail.pos);
         self.produced = false;
         self.fault = false;
         self.postponed = false;
@@ -790,11 +801,13 @@ impl<S: Storage> Ring<S> {
             s.consume_to = 0;
         }
         self.consumes_pending = false;
+        self.walks_left = false;
+        self.released = false;
         // No one writes the bytes any more (the producer's mapping is gone): check once that
         // every record from the tail to the head is whole, as the kernel's own writes and
         // discards expect; if one is not, the ring starts over empty at the head (its readers
         // lapped, with exact counts).
-        if !self.records_whole() {
+        if discarded || !self.records_whole() {
             self.tail = self.head;
             self.lap_readers();
         }
@@ -856,10 +869,16 @@ impl<S: Storage> Ring<S> {
             self.fault = true;
             let _ = self.publish_flags();
         }
-        if took && self.consumes_pending {
+        if (took || self.walks_left) && self.consumes_pending {
             self.apply_consumes();
         }
         took
+    }
+
+    /// Whether releases that wait for records already taken are not all applied yet (the
+    /// last take ran out of steps): the next take goes on with them.
+    pub(crate) fn releases_left(&self) -> bool {
+        self.walks_left && self.consumes_pending
     }
 
     /// Whether the last [`Ring::take_produced`] left records untaken that its producer had
@@ -923,6 +942,7 @@ impl<S: Storage> Ring<S> {
         let head = self.head;
         let mut steps = (self.size / record_size(1)).saturating_add(1);
         let mut pending = false;
+        self.walks_left = false;
         for i in 0..self.slots.len() {
             let Some(s) = self
                 .slots
@@ -949,7 +969,10 @@ impl<S: Storage> Ring<S> {
                             s.consume_to = 0;
                         }
                     }
-                    Ok(false) => pending = true,
+                    Ok(false) => {
+                        pending = true;
+                        self.walks_left = true;
+                    }
                 }
             }
             self.released |= self.slots.get(i).is_some_and(|s| s.cur.seq != before);
@@ -1069,7 +1092,10 @@ impl<S: Storage> Ring<S> {
             }
             // Everything the ring did not take discarded, and nothing new published yet (the
             // head's sequence number is not known): nothing to take until the producer
-            // publishes, and rings the doorbell if readers wait.
+            // publishes, and rings the doorbell if readers wait. Only ahead of the ring's head.
+            if (pos.wrapping_sub(self.head.pos) as i64) <= 0 {
+                return Err(EBADMSG);
+            }
             return Err(ENODATA);
         }
         let mut raw = [0u8; abi::RECORD_HEADER_SIZE as usize];
@@ -1177,6 +1203,21 @@ impl<S: Storage> Ring<S> {
         }
         let mut steps = u64::MAX;
         self.walk(i, upto, &mut steps).map(|_| ())
+    }
+
+    /// Applies subscriber `i`'s own release that waits for records already taken (see
+    /// [`Ring::apply_consumes`]) in full, before anything is read through its cursor.
+    fn settle(&mut self, i: usize) -> Result {
+        let upto = self.slot(i)?.consume_to;
+        if upto == 0 || upto >= self.head.seq {
+            return Ok(());
+        }
+        // A record that is not whole (a hostile producer) leaves the cursor on it, for `next`
+        // to find.
+        let mut steps = u64::MAX;
+        let _ = self.walk(i, upto, &mut steps);
+        self.slot_mut(i)?.consume_to = 0;
+        Ok(())
     }
 
     /// Walks subscriber `i`'s cursor over the records below sequence number `upto` (below
@@ -2135,10 +2176,69 @@ mod tests {
 
     #[test]
     fn a_producer_leaving_during_a_postponed_take_leaves_nothing_postponed() -> Result {
-        let (mut r, _s, _at) = produced_records(4)?;
+        let (mut r, s, _at) = produced_records(4)?;
         plan_tail(&mut r, &[32, 64], 16)?;
         r.unclaim()?;
+        // The next producer starts with nothing postponed (its first take not yet made).
+        r.claim(s)?;
         assert!(!r.take_postponed());
+        Ok(())
+    }
+
+    #[test]
+    fn a_producer_leaving_after_discarding_all_it_published_leaves_an_empty_ring() -> Result {
+        let (mut r, s, at) = produced_records(3)?;
+        assert!(r.take_produced());
+        // It publishes three more, then discards all six (and may have begun to overwrite
+        // the three the ring holds), and dies before it publishes anything new.
+        let mut end = at;
+        for seq in 4..=6 {
+            end = produce(&mut r, end, seq, b"x")?;
+        }
+        r.store.prod_head = end;
+        r.store.prod_tail = Cursor { pos: end, seq: 7 };
+        r.unclaim()?;
+        assert_eq!(r.tail(), r.head());
+        assert!(matches!(r.next(s)?, Next::Overrun));
+        assert_eq!(r.reader_state(s)?.pending_lost, 3);
+        Ok(())
+    }
+
+    #[test]
+    fn releases_that_outrun_one_take_s_steps_apply_over_the_next_ones() -> Result {
+        // Eight records in a 256-byte ring: nine steps per take.
+        let (mut r, s, _at) = produced_records(8)?;
+        let t = r.subscribe(0, 0)?;
+        let u = r.subscribe(0, 0)?;
+        for i in [s, t, u] {
+            r.consume(i, 8)?;
+        }
+        assert!(r.take_produced());
+        assert!(r.releases_left());
+        assert_eq!(r.reader_state(s)?.cursor_seq, 8);
+        assert!(r.reader_state(u)?.cursor_seq < 8);
+        // Takes that bring nothing go on with them.
+        r.take_produced();
+        r.take_produced();
+        assert!(!r.releases_left());
+        for i in [s, t, u] {
+            assert_eq!(r.reader_state(i)?.cursor_seq, 8);
+        }
+        assert_eq!(r.stats.delivered, 21);
+        Ok(())
+    }
+
+    #[test]
+    fn a_reader_s_own_release_applies_in_full_before_it_reads() -> Result {
+        let (mut r, s, _at) = produced_records(8)?;
+        let t = r.subscribe(0, 0)?;
+        for i in [s, t] {
+            r.consume(i, 8)?;
+        }
+        assert!(r.take_produced() && r.releases_left());
+        assert!(r.reader_state(t)?.cursor_seq < 8);
+        let mut buf = [0u8; 32];
+        assert_eq!(recv(&mut r, t, &mut buf)?, Some((8, 1)));
         Ok(())
     }
 

@@ -261,8 +261,9 @@ pub const CTL_OVERWRITE: u32 = 4;
 /// keeps the records it accepted and refuses the rest until the producer leaves (doorbells fail
 /// with `EIO`). Sequence numbers thus keep their meaning; timestamps are whatever the producer
 /// wrote. `write()` and [`IOC_SEND_BATCH`] on a claimed channel fail with `EBUSY`. When the
-/// producer leaves, the kernel takes what it had published and carries on from there; a record it
-/// had not published (its owner was killed while writing it) is never seen. A record-mode `read()`
+/// producer leaves, the kernel takes what it had published and carries on from there (had it
+/// discarded everything, the ring starts over empty, its readers lapped); a record it had not
+/// published (its owner was killed while writing it) is never seen. A record-mode `read()`
 /// returns the header the kernel checked; a batch read returns the ring's bytes as they are (a
 /// hostile producer may rewrite a later header after the check), so a batch reader checks each
 /// header against the bytes returned, as the library does.
