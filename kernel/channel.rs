@@ -825,7 +825,7 @@ impl Channel {
         let mut count = 1u64;
         while to.seq < head.seq {
             let h = self.pages.peek_header(to.pos)?;
-            if h.seq != to.seq || h.len > self.cfg.msg_max || h.flags != 0 {
+            if h.seq != to.seq || h.len == 0 || h.len > self.cfg.msg_max || h.flags != 0 {
                 break;
             }
             let next = to.after(h.len);
@@ -1060,17 +1060,6 @@ impl Channel {
             }
             if ring.room_for(need)? {
                 return Ok(());
-            }
-            if ring.releases_left() {
-                // Readers released records that the last take had no steps left to apply
-                // (see `Ring::apply_consumes`): the producer's own takes apply them, a ring's
-                // worth at a time, with the lock let go in between.
-                if kernel::current!().signal_pending() {
-                    return Err(ERESTARTSYS);
-                }
-                drop(ring);
-                ring = self.lock();
-                continue;
             }
             if nonblock {
                 self.retry_nonblocking(&mut ring, need)?;

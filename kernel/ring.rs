@@ -306,9 +306,9 @@ pub(crate) struct Ring<S: Storage> {
     postponed: bool,
     /// Some subscriber has a [`Slot::consume_to`] set.
     consumes_pending: bool,
-    /// The last [`Ring::apply_consumes`] ran out of steps before it applied every release
-    /// it could: the next take goes on, records or not ([`Ring::releases_left`]).
-    walks_left: bool,
+    /// Room for one index per subscriber slot, allocated with the ring: the releases one
+    /// take applies, sorted ([`Ring::apply_consumes`]).
+    order: KVec<u16>,
     /// A take applied a release ([`Slot::consume_to`]) that moved a cursor: under `block`,
     /// a producer waiting for room must look again ([`Ring::take_released`]).
     released: bool,
@@ -327,10 +327,14 @@ impl<S: Storage> Ring<S> {
         if !size.is_power_of_two() || record_size(msg_max) > size {
             return Err(EINVAL);
         }
+        if u16::try_from(max_readers).is_err() {
+            return Err(EINVAL);
+        }
         let mut slots = KVec::with_capacity(max_readers, GFP_KERNEL)?;
         for _ in 0..max_readers {
             slots.push(Slot::default(), GFP_KERNEL)?;
         }
+        let order = KVec::with_capacity(max_readers, GFP_KERNEL)?;
         let start = Cursor { pos: 0, seq: 1 };
         let mut ring = Self {
             store,
@@ -352,7 +356,7 @@ impl<S: Storage> Ring<S> {
             producer_slot: None,
             postponed: false,
             consumes_pending: false,
-            walks_left: false,
+            order,
             released: false,
         };
         ring.store.publish_tail(start)?;
@@ -704,9 +708,6 @@ impl<S: Storage> Ring<S> {
     /// producer, a record it has rewritten since it was taken (discarded under `overwrite`, or
     /// corrupted) is an overrun to the head: the subscriber loses what it had not read.
     pub(crate) fn next(&mut self, i: usize) -> Result<Next> {
-        if self.walks_left {
-            self.settle(i)?;
-        }
         let s = self.slot(i)?;
         if s.pending_lost > 0 {
             return Ok(Next::Overrun);
@@ -801,7 +802,6 @@ impl<S: Storage> Ring<S> {
             s.consume_to = 0;
         }
         self.consumes_pending = false;
-        self.walks_left = false;
         self.released = false;
         // No one writes the bytes any more (the producer's mapping is gone): check once that
         // every record from the tail to the head is whole, as the kernel's own writes and
@@ -869,16 +869,10 @@ impl<S: Storage> Ring<S> {
             self.fault = true;
             let _ = self.publish_flags();
         }
-        if (took || self.walks_left) && self.consumes_pending {
+        if took && self.consumes_pending {
             self.apply_consumes();
         }
         took
-    }
-
-    /// Whether releases that wait for records already taken are not all applied yet (the
-    /// last take ran out of steps): the next take goes on with them.
-    pub(crate) fn releases_left(&self) -> bool {
-        self.walks_left && self.consumes_pending
     }
 
     /// Whether the last [`Ring::take_produced`] left records untaken that its producer had
@@ -935,49 +929,70 @@ impl<S: Storage> Ring<S> {
 
     /// Applies the releases ([`Slot::consume_to`]) that went beyond the ring's head, as far as
     /// the records have arrived. A release to or beyond the head moves the cursor there in one
-    /// step; one that falls between walks the records, at most one ring's worth of steps for
-    /// all subscribers together (what is left applies at the next take), so that one hold of
-    /// the lock stays as short as a take, however many readers released.
+    /// step; those that fall between are sorted by where they end and applied in one walk
+    /// over the records (each is a record boundary on it), so that a take's hold of the lock
+    /// walks the ring at most once more, however many readers released.
     fn apply_consumes(&mut self) {
         let head = self.head;
-        let mut steps = (self.size / record_size(1)).saturating_add(1);
         let mut pending = false;
-        self.walks_left = false;
-        for i in 0..self.slots.len() {
-            let Some(s) = self
-                .slots
-                .get_mut(i)
-                .filter(|s| s.active && s.consume_to != 0)
-            else {
+        self.order.clear();
+        let mut from: Option<Cursor> = None;
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            if !s.active || s.consume_to == 0 {
                 continue;
-            };
+            }
             let before = s.cur.seq;
-            let upto = s.consume_to;
-            if upto >= head.seq {
+            if s.consume_to >= head.seq {
                 s.jump_to(head, &mut self.stats);
-                if upto == head.seq {
+                if s.consume_to == head.seq {
                     s.consume_to = 0;
                 } else {
                     pending = true;
                 }
-            } else {
-                // What the reader released and the ring now holds; a record that is not
-                // whole any more (a hostile producer) leaves the cursor where it reached.
-                match self.walk(i, upto, &mut steps) {
-                    Ok(true) | Err(_) => {
-                        if let Some(s) = self.slots.get_mut(i) {
-                            s.consume_to = 0;
-                        }
-                    }
-                    Ok(false) => {
-                        pending = true;
-                        self.walks_left = true;
+            } else if s.consume_to > s.cur.seq {
+                // Never full: room for every slot. The walk starts at the first cursor.
+                if let Ok(i) = u16::try_from(i) {
+                    if self.order.push_within_capacity(i).is_ok() {
+                        from =
+                            Some(from.map_or(s.cur, |f| if s.cur.seq < f.seq { s.cur } else { f }));
+                        continue;
                     }
                 }
+                s.consume_to = 0;
+            } else {
+                s.consume_to = 0;
             }
-            self.released |= self.slots.get(i).is_some_and(|s| s.cur.seq != before);
+            self.released |= s.cur.seq != before;
         }
         self.consumes_pending = pending;
+        let Some(mut cur) = from else {
+            return;
+        };
+        let slots = &self.slots;
+        self.order
+            .sort_unstable_by_key(|&i| slots.get(usize::from(i)).map_or(0, |s| s.consume_to));
+        for k in 0..self.order.len() {
+            let Some(i) = self.order.get(k).map(|&i| usize::from(i)) else {
+                break;
+            };
+            let upto = self.slots.get(i).map_or(0, |s| s.consume_to);
+            // Up to this release's end (a record that is not whole any more, rewritten by a
+            // hostile producer, stops the walk: what is left stays where it is).
+            while cur.seq < upto {
+                match self.header_at(cur) {
+                    Ok(h) if self.within_head(cur, h.len) => cur = cur.after(h.len),
+                    _ => break,
+                }
+            }
+            if let Some(s) = self.slots.get_mut(i) {
+                s.consume_to = 0;
+                if cur.seq == upto {
+                    let before = s.cur.seq;
+                    s.jump_to(cur, &mut self.stats);
+                    self.released |= s.cur.seq != before;
+                }
+            }
+        }
     }
 
     /// One try of [`Ring::take_records`]: loads the producer's head once, checks its tail, and
@@ -1201,59 +1216,22 @@ impl<S: Storage> Ring<S> {
             }
             return Ok(());
         }
-        let mut steps = u64::MAX;
-        self.walk(i, upto, &mut steps).map(|_| ())
-    }
-
-    /// Applies subscriber `i`'s own release that waits for records already taken (see
-    /// [`Ring::apply_consumes`]) in full, before anything is read through its cursor.
-    fn settle(&mut self, i: usize) -> Result {
-        let upto = self.slot(i)?.consume_to;
-        if upto == 0 || upto >= self.head.seq {
-            return Ok(());
-        }
-        // A record that is not whole (a hostile producer) leaves the cursor on it, for `next`
-        // to find.
-        let mut steps = u64::MAX;
-        let _ = self.walk(i, upto, &mut steps);
-        self.slot_mut(i)?.consume_to = 0;
-        Ok(())
-    }
-
-    /// Walks subscriber `i`'s cursor over the records below sequence number `upto` (below
-    /// the head), at most `steps` of them (counted down). Returns whether it got there;
-    /// `EBADMSG` at a record that is not whole (the cursor stays where the walk reached).
-    fn walk(&mut self, i: usize, upto: u64, steps: &mut u64) -> Result<bool> {
         let mut cur = self.slot(i)?.cur;
-        let start = cur.seq;
-        let mut res = Ok(true);
+        let mut n = 0u64;
         while cur.seq < upto {
-            if *steps == 0 {
-                res = Ok(false);
-                break;
+            let h = self.header_at(cur)?;
+            if !self.within_head(cur, h.len) {
+                return Err(EBADMSG);
             }
-            *steps = steps.saturating_sub(1);
-            match self.header_at(cur) {
-                Ok(h) if self.within_head(cur, h.len) => cur = cur.after(h.len),
-                Ok(_) => {
-                    res = Err(EBADMSG);
-                    break;
-                }
-                Err(e) => {
-                    res = Err(e);
-                    break;
-                }
-            }
+            cur = cur.after(h.len);
+            n = n.wrapping_add(1);
         }
         let s = self.slot_mut(i)?;
         if cur.seq > s.cur.seq {
             s.cur = cur;
-            self.stats.delivered = self
-                .stats
-                .delivered
-                .wrapping_add(cur.seq.wrapping_sub(start));
+            self.stats.delivered = self.stats.delivered.wrapping_add(n);
         }
-        res
+        Ok(())
     }
 
     /// Subscriber `i`'s state for `MEMCHAN_IOC_READER` and fdinfo (without `flags`).
@@ -2205,40 +2183,23 @@ mod tests {
     }
 
     #[test]
-    fn releases_that_outrun_one_take_s_steps_apply_over_the_next_ones() -> Result {
-        // Eight records in a 256-byte ring: nine steps per take.
+    fn releases_between_the_heads_apply_in_one_walk_in_any_order() -> Result {
         let (mut r, s, _at) = produced_records(8)?;
         let t = r.subscribe(0, 0)?;
         let u = r.subscribe(0, 0)?;
-        for i in [s, t, u] {
-            r.consume(i, 8)?;
+        // Released before the take, in no particular order of where they end.
+        for (i, upto) in [(s, 8), (t, 3), (u, 6)] {
+            r.consume(i, upto)?;
         }
         assert!(r.take_produced());
-        assert!(r.releases_left());
-        assert_eq!(r.reader_state(s)?.cursor_seq, 8);
-        assert!(r.reader_state(u)?.cursor_seq < 8);
-        // Takes that bring nothing go on with them.
-        r.take_produced();
-        r.take_produced();
-        assert!(!r.releases_left());
-        for i in [s, t, u] {
-            assert_eq!(r.reader_state(i)?.cursor_seq, 8);
+        for (i, upto) in [(s, 8u64), (t, 3), (u, 6)] {
+            let st = r.reader_state(i)?;
+            assert_eq!((st.cursor_seq, st.cursor_pos), (upto, (upto - 1) * 32));
         }
-        assert_eq!(r.stats.delivered, 21);
-        Ok(())
-    }
-
-    #[test]
-    fn a_reader_s_own_release_applies_in_full_before_it_reads() -> Result {
-        let (mut r, s, _at) = produced_records(8)?;
-        let t = r.subscribe(0, 0)?;
-        for i in [s, t] {
-            r.consume(i, 8)?;
-        }
-        assert!(r.take_produced() && r.releases_left());
-        assert!(r.reader_state(t)?.cursor_seq < 8);
+        assert_eq!(r.stats.delivered, 7 + 2 + 5);
+        assert!(r.take_released());
         let mut buf = [0u8; 32];
-        assert_eq!(recv(&mut r, t, &mut buf)?, Some((8, 1)));
+        assert_eq!(recv(&mut r, t, &mut buf)?, Some((3, 1)));
         Ok(())
     }
 
