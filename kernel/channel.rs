@@ -11,7 +11,8 @@
 //! sleeping for it, and the writer faults it in without the lock and tries again (`file.rs`).
 //! A slow, FUSE- or userfaultfd-backed buffer thus holds up only its own writer: no user keeps
 //! the lock held while it waits for its own memory (nor, through `open`, the misc devices'
-//! global mutex). The longest hold is `consume` walking a ring full of the smallest records.
+//! global mutex). The longest holds walk a ring full of the smallest records: `consume`, and
+//! with a producer a take (its checks, then the releases that waited for it: one walk more).
 //! Allocations happen outside it.
 //!
 //! Reads hold the lock only to find the next message and, afterwards, to move the cursor: the
@@ -953,7 +954,6 @@ impl Channel {
     /// `MEMCHAN_IOC_CONSUME`.
     pub(crate) fn consume(&self, slot: usize, upto: u64) -> Result {
         let mut ring = self.lock();
-        // The cursor may have moved part of the way before an error.
         let res = ring.consume(slot, upto);
         let wake = writers_waiting(&ring);
         drop(ring);

@@ -976,21 +976,20 @@ impl<S: Storage> Ring<S> {
                 break;
             };
             let upto = self.slots.get(i).map_or(0, |s| s.consume_to);
-            // Up to this release's end (a record that is not whole any more, rewritten by a
-            // hostile producer, stops the walk: what is left stays where it is).
+            // Up to this release's end; a record that is not whole any more (rewritten since it
+            // was taken) stops the walk.
             while cur.seq < upto {
                 match self.header_at(cur) {
                     Ok(h) if self.within_head(cur, h.len) => cur = cur.after(h.len),
                     _ => break,
                 }
             }
+            // As far as the records are whole (`next` finds the overrun where they stop).
             if let Some(s) = self.slots.get_mut(i) {
                 s.consume_to = 0;
-                if cur.seq == upto {
-                    let before = s.cur.seq;
-                    s.jump_to(cur, &mut self.stats);
-                    self.released |= s.cur.seq != before;
-                }
+                let before = s.cur.seq;
+                s.jump_to(cur, &mut self.stats);
+                self.released |= s.cur.seq != before;
             }
         }
     }
@@ -1219,10 +1218,21 @@ impl<S: Storage> Ring<S> {
         let mut cur = self.slot(i)?.cur;
         let mut n = 0u64;
         while cur.seq < upto {
-            let h = self.header_at(cur)?;
-            if !self.within_head(cur, h.len) {
+            let whole = match self.header_at(cur) {
+                Ok(h) if self.within_head(cur, h.len) => Some(h),
+                Ok(_) => None,
+                Err(e) if e == EBADMSG => None,
+                Err(e) => return Err(e),
+            };
+            let Some(h) = whole else {
+                // Rewritten since it was taken: a correct producer under `overwrite` raises
+                // its tail and reuses the oldest records at any time. The cursor goes as far
+                // as the records are whole, where `next` finds the overrun.
+                if self.ever_produced {
+                    break;
+                }
                 return Err(EBADMSG);
-            }
+            };
             cur = cur.after(h.len);
             n = n.wrapping_add(1);
         }
@@ -2200,6 +2210,18 @@ mod tests {
         assert!(r.take_released());
         let mut buf = [0u8; 32];
         assert_eq!(recv(&mut r, t, &mut buf)?, Some((3, 1)));
+        Ok(())
+    }
+
+    #[test]
+    fn a_release_that_meets_a_reused_record_stops_there_for_the_overrun() -> Result {
+        let (mut r, s, _at) = produced_records(4)?;
+        assert!(r.take_produced());
+        // Under `overwrite` the producer reuses the second record meanwhile.
+        r.store.write(32, &[0xffu8; 8])?;
+        r.consume(s, 4)?;
+        assert_eq!(r.reader_state(s)?.cursor_seq, 2);
+        assert!(matches!(r.next(s)?, Next::Overrun));
         Ok(())
     }
 

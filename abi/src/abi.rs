@@ -255,15 +255,20 @@ pub const CTL_OVERWRITE: u32 = 4;
 /// not report them, before). A tail at the producer's head but not at the kernel's (all it
 /// published discarded, nothing published since) is nothing to take yet. A mapped reader's
 /// [`IOC_CONSUME`] beyond the kernel's head moves its cursor to the kernel's head at once and
-/// applies the rest as the records are taken (its records count as delivered).
+/// applies the rest as the records are taken (its records count as delivered; a release beyond
+/// all the producer will publish stays in force until the reader seeks). A release that meets a
+/// record rewritten since it was taken (the producer reused it) stops there, and the reader's
+/// next read reports the overrun.
 /// A reader whose copy the moving tail passed is lapped (to the kernel's head: the lost count may
 /// include records it could still have read). Anything else sets [`CTL_PRODUCER_FAULT`]: the kernel
 /// keeps the records it accepted and refuses the rest until the producer leaves (doorbells fail
 /// with `EIO`). Sequence numbers thus keep their meaning; timestamps are whatever the producer
 /// wrote. `write()` and [`IOC_SEND_BATCH`] on a claimed channel fail with `EBUSY`. When the
 /// producer leaves, the kernel takes what it had published and carries on from there (had it
-/// discarded everything, the ring starts over empty, its readers lapped); a record it had not
-/// published (its owner was killed while writing it) is never seen. A record-mode `read()`
+/// discarded everything, the ring starts over empty at the kernel's head, its readers lapped:
+/// the records it never took are not counted, and their sequence numbers, which a mapped reader
+/// may have seen in this page, are given again); a record it had not published (its owner was
+/// killed while writing it) is never seen. A record-mode `read()`
 /// returns the header the kernel checked; a batch read returns the ring's bytes as they are (a
 /// hostile producer may rewrite a later header after the check), so a batch reader checks each
 /// header against the bytes returned, as the library does.
