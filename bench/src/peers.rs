@@ -208,7 +208,10 @@ fn connected(kind: Kind, max: usize, tag: u32) -> (Ready, Ready) {
             let ab = mq(&format!("/memchan-bench-ab-{tag}"), max);
             let ba = mq(&format!("/memchan-bench-ba-{tag}"), max);
             (
-                Box::new(Mq { tx: ab, rx: ba }),
+                Box::new(Mq {
+                    tx: ab.clone(),
+                    rx: ba.clone(),
+                }),
                 Box::new(Mq { tx: ba, rx: ab }),
             )
         }
@@ -444,11 +447,19 @@ impl Endpoint for Packet {
     }
 }
 
-/// POSIX message queue descriptors (libc: rustix has no mq).
-#[derive(Clone, Copy)]
+/// A POSIX message queue descriptor (libc: rustix has no mq), shared by the two endpoints
+/// of a pair and closed when both are gone: an endpoint that finished first and closed a
+/// queue its peer still read made the peer's last `mq_receive` fail with `EBADF`.
 struct MqFd(libc::mqd_t);
 
-fn mq(name: &str, max: usize) -> MqFd {
+impl Drop for MqFd {
+    fn drop(&mut self) {
+        // SAFETY: an open message queue descriptor, owned by this value alone.
+        unsafe { libc::mq_close(self.0) };
+    }
+}
+
+fn mq(name: &str, max: usize) -> Arc<MqFd> {
     let cname = std::ffi::CString::new(name).unwrap();
     // SAFETY: valid C string; the attr and rlimit structs are fully initialised.
     unsafe {
@@ -474,21 +485,13 @@ fn mq(name: &str, max: usize) -> MqFd {
             std::io::Error::last_os_error()
         );
         libc::mq_unlink(cname.as_ptr());
-        MqFd(fd)
+        Arc::new(MqFd(fd))
     }
 }
 
 struct Mq {
-    tx: MqFd,
-    rx: MqFd,
-}
-
-impl Drop for Mq {
-    fn drop(&mut self) {
-        // Each queue is the `tx` of exactly one endpoint: closed once.
-        // SAFETY: `tx` is an open message queue descriptor owned by this pair.
-        unsafe { libc::mq_close(self.tx.0) };
-    }
+    tx: Arc<MqFd>,
+    rx: Arc<MqFd>,
 }
 
 impl Endpoint for Mq {
