@@ -82,7 +82,10 @@ struct Report {
 fn limited(workload: &str) {
     let n = iceoryx::limited_waits();
     if n > 0 {
-        println!("{workload}: {n} iceoryx2 listener wait(s) ended by the 10 ms bound");
+        println!(
+            "{workload}: {n} iceoryx2 listener wait(s) ended by the {:?} bound",
+            iceoryx::WAIT_LIMIT
+        );
     }
 }
 
