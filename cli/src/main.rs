@@ -1,6 +1,7 @@
 //! `memchan`: send, receive and inspect memchan channels from the shell.
 
 mod admin;
+mod bridge;
 mod channel;
 mod inspect;
 mod recv;
@@ -32,6 +33,8 @@ Examples:
   memchan policy 0 overwrite           writers never wait; slow readers lose the oldest
   memchan create telemetry --ring 1M --policy block --mode 660 --group adm
   memchan destroy telemetry            remove it (open files read what is left, then EOF)
+  memchan bridge 0 robot/telemetry --listen tcp/0.0.0.0:7447         publish /dev/memchan
+  memchan bridge 0 robot/telemetry -d in --connect tcp/10.0.0.1:7447  and, elsewhere, receive it
 
 Exit status: 0 success; 2 bad usage; 64 invalid name or setting; 65 message too large;
 69 no such channel (module not loaded?); 73 channel exists or too many; 75 timed out or
@@ -89,6 +92,14 @@ enum Cmd {
         /// The channel's name.
         name: String,
     },
+    /// Bridge a channel to a Zenoh key expression: out publishes its messages, in writes what
+    /// is received into it, both does both (nothing is sent back where it came from).
+    ///
+    /// A block channel publishes with Zenoh's blocking congestion control (writers feel a slow
+    /// network), an overwrite channel with dropping (what is dropped is counted as lost on the
+    /// receiving side). Stats lines (sent, received, lost, rates, peers) go to stdout every
+    /// --interval seconds; SIGINT or SIGTERM stops the bridge cleanly.
+    Bridge(bridge::Args),
     /// Print a shell completion script (e.g. `memchan completions bash > /etc/bash_completion.d/memchan`).
     Completions {
         /// The shell.
@@ -115,14 +126,17 @@ impl From<PolicyArg> for Policy {
 }
 
 /// Exit codes scripts can rely on (from sysexits.h).
-fn exit_code(err: &Error) -> u8 {
+pub(crate) fn exit_code(err: &Error) -> u8 {
     match err {
         Error::InvalidName { .. } | Error::InvalidSetting { .. } => 64, // EX_USAGE
         Error::MessageTooLarge { .. } => 65,                            // EX_DATAERR
-        Error::DeviceMissing { .. } | Error::NotAChannel { .. } | Error::NoConfigfs { .. } => 69, // EX_UNAVAILABLE
-        Error::Exists { .. } | Error::TooManyChannels => 73, // EX_CANTCREAT
-        Error::TimedOut | Error::Busy { .. } => 75,          // EX_TEMPFAIL
-        Error::PermissionDenied { .. } => 77,                // EX_NOPERM
+        Error::DeviceMissing { .. }
+        | Error::Removed { .. }
+        | Error::NotAChannel { .. }
+        | Error::NoConfigfs { .. } => 69, // EX_UNAVAILABLE
+        Error::Exists { .. } | Error::TooManyChannels => 73,            // EX_CANTCREAT
+        Error::TimedOut | Error::Busy { .. } => 75,                     // EX_TEMPFAIL
+        Error::PermissionDenied { .. } => 77,                           // EX_NOPERM
         _ => 1,
     }
 }
@@ -130,6 +144,7 @@ fn exit_code(err: &Error) -> u8 {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
+        Cmd::Bridge(args) => return bridge::main(&args),
         Cmd::Send { channel, messages } => send::run(&channel::path(&channel), &messages),
         Cmd::Recv(args) => recv::run(&args),
         Cmd::Info { channel } => inspect::info(channel.as_deref()),

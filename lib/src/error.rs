@@ -118,6 +118,12 @@ pub enum Error {
         /// The channel.
         path: PathBuf,
     },
+    /// The channel was destroyed while open: everything it held has been read (end of file).
+    #[error("{}: the channel was removed (everything it held has been read)", path.display())]
+    Removed {
+        /// The channel.
+        path: PathBuf,
+    },
     /// The module's limit on named channels (64) is reached.
     #[error("too many named channels (the module allows 64): destroy one first")]
     TooManyChannels,
@@ -163,6 +169,7 @@ impl Error {
     pub fn errno(&self) -> Option<Errno> {
         Some(match self {
             Self::DeviceMissing { .. } => Errno::NOENT,
+            Self::Removed { .. } => Errno::NODEV,
             Self::PermissionDenied { .. } => Errno::ACCESS,
             Self::NotAChannel { .. } => Errno::NOTTY,
             Self::WouldBlock => Errno::AGAIN,

@@ -172,6 +172,12 @@ impl Receiver {
         }
         loop {
             match rustix::io::read(&self.handle.fd, &mut self.buf) {
+                // End of file: a destroyed channel, read to its end.
+                Ok(0) => {
+                    return Err(Error::Removed {
+                        path: self.handle.path.clone(),
+                    })
+                }
                 Ok(n) => {
                     self.cur = 0;
                     self.len = n;

@@ -5,7 +5,7 @@ use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
 use memchan::{channel_path, Error, MappedReceiver, Policy, Receiver, Seek, Sender};
-use memchan_guest_tests::require_guest;
+use memchan_guest_tests::{require_guest, TestChannel, PATIENCE};
 
 /// Sets a channel's policy for the test and restores the module default (overwrite) after.
 struct PolicyGuard(Sender);
@@ -404,4 +404,20 @@ fn send_batch_sends_many_messages_in_few_calls() {
         Err(Error::MessageTooLarge { len: 5000, .. })
     ));
     assert!(matches!(rx.try_recv(), Err(Error::WouldBlock)));
+}
+
+#[test]
+fn a_removed_channel_ends_receiving_with_a_clear_error() {
+    require_guest();
+    let ch = TestChannel::new("removed", &[]);
+    let mut rx = Receiver::open(&ch.path).unwrap();
+    Sender::open(&ch.path).unwrap().send(b"last words").unwrap();
+    drop(ch);
+    // What it held is still read, then the end of file says the channel is gone (it used to
+    // be reported as a corrupt record).
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap().payload, b"last words");
+    match rx.recv_timeout(PATIENCE) {
+        Err(Error::Removed { path }) => assert!(path.ends_with("memchan-removed")),
+        other => panic!("expected Removed, got {other:?}"),
+    }
 }
