@@ -12,6 +12,8 @@
 //! - [`Producer`]: send with no system call per message, writing the ring in place
 //!   (`reserve`/`commit`, `send`, `send_batch`).
 //! - `tokio::AsyncReceiver` (feature `tokio`): `async fn recv` and a `Stream`.
+//! - `bridge::Bridge` (feature `zenoh`): a channel bridged to a Zenoh key expression, in, out
+//!   or both ways, with sequence numbers and loss counts across the network.
 //! - [`named`]: create and remove named channels (`/dev/memchan-<name>`) at run time.
 //! - [`query`]: a channel's settings and counters, read from sysfs without opening it.
 //!
@@ -34,6 +36,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "zenoh")]
+pub mod bridge;
 mod error;
 mod handle;
 mod mapped;

@@ -35,6 +35,10 @@ const HOST_PACKAGES: &[&str] = &[
 /// PyPI packages installed into the tools venv (pinned to versions seen working).
 const PIP_PACKAGES: &[&str] = &["libclang==18.1.1", "virtme-ng==1.42"];
 
+/// PyPI packages only the guest tests use (kept out of the build keys): Zenoh's Python binding,
+/// for the bridge's interoperability test. Same version as the `zenoh` crate.
+const TEST_PIP_PACKAGES: &[&str] = &["eclipse-zenoh==1.10.2"];
+
 /// Oldest kernel series memchan supports.
 const MIN_SERIES: (u32, u32) = (7, 3);
 
@@ -455,6 +459,29 @@ pub fn nextest() -> Result<PathBuf> {
     )?;
     std::fs::write(&stamp, NEXTEST_VERSION)?;
     Ok(bin)
+}
+
+/// The tools venv's Python, with [`TEST_PIP_PACKAGES`] installed (what the guest tests call
+/// `$MEMCHAN_PYTHON`).
+pub fn test_python() -> Result<PathBuf> {
+    let venv = cache::venv();
+    let python = venv.join("bin/python3");
+    let stamp = venv.join("test-packages.done");
+    let want = TEST_PIP_PACKAGES.join(" ");
+    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+        return Ok(python);
+    }
+    python_tools()?;
+    run::logged(
+        &format!("installing {want} from PyPI (for the guest tests)"),
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet"])
+            .args(TEST_PIP_PACKAGES),
+        &run::log_path("setup-pip-test"),
+        "Check that pypi.org is reachable.",
+    )?;
+    std::fs::write(&stamp, &want)?;
+    Ok(python)
 }
 
 /// A Python venv with libclang (>= 17, for the kernel's bindgen) and virtme-ng.

@@ -95,7 +95,7 @@ fn write_script(dir: &Path, built: &Built, body: &str) -> Result<PathBuf> {
     let text = format!(
         "#!/bin/sh\n\
          export MEMCHAN_GUEST=1 MEMCHAN_KO='{ko}' MEMCHAN_SCRATCH='{scratch}' MEMCHAN_FLAVOR={flavor}\n\
-         export MEMCHAN_CLI='{cli}'\n\
+         export MEMCHAN_CLI='{cli}' MEMCHAN_PYTHON='{python}'\n\
          export PATH=\"$PATH:/usr/sbin:/sbin\"\n\
          cd '{repo}' || exit 125\n\
          echo \"[guest] Linux $(uname -r), $(nproc) CPUs; loading memchan.ko\"\n\
@@ -109,6 +109,7 @@ fn write_script(dir: &Path, built: &Built, body: &str) -> Result<PathBuf> {
         ko = built.ko.display(),
         repo = cache::repo().display(),
         cli = cache::target_dir().join("debug/memchan").display(),
+        python = setup::test_python()?.display(),
         scratch = dir.join("scratch").display(),
         body = body_path.display(),
         flavor = if built.kernel.debug {

@@ -1,0 +1,475 @@
+//! `memchan bridge` over Zenoh: two network namespaces joined by a veth pair stand in for two
+//! machines (nothing leaves the guest), each with its own channel and bridge.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use memchan::{Receiver, Sender};
+use memchan_guest_tests::{require_guest, sh, skip, TestChannel};
+use serde_json::Value;
+
+/// The namespaces, their addresses, and the endpoint the first one listens on.
+const NS_A: &str = "mcbA";
+const NS_B: &str = "mcbB";
+const ADDR_A: &str = "10.77.0.1";
+const ADDR_B: &str = "10.77.0.2";
+/// How long a bridged message may take, connection set-up included (software emulation).
+const SLOW: Duration = Duration::from_secs(60);
+
+fn endpoint(addr: &str) -> String {
+    format!("tcp/{addr}:7447")
+}
+
+/// Two namespaces joined by veth, removed when dropped.
+struct Net;
+
+impl Net {
+    /// Sets them up, or reports the test skipped (a kernel without network namespaces or veth).
+    fn new(test: &str) -> Option<Self> {
+        sh(&format!(
+            "ip netns del {NS_A} 2>/dev/null; ip netns del {NS_B} 2>/dev/null; true"
+        ));
+        let up = sh(&format!(
+            "set -e; ip netns add {NS_A}; ip netns add {NS_B}; \
+             ip link add vA netns {NS_A} type veth peer name vB netns {NS_B}; \
+             ip -n {NS_A} addr add {ADDR_A}/24 dev vA; ip -n {NS_B} addr add {ADDR_B}/24 dev vB; \
+             for n in {NS_A} {NS_B}; do ip -n $n link set lo up; done; \
+             ip -n {NS_A} link set vA up; ip -n {NS_B} link set vB up"
+        ));
+        if up != 0 {
+            sh(&format!(
+                "ip netns del {NS_A} 2>/dev/null; ip netns del {NS_B} 2>/dev/null; true"
+            ));
+            skip(
+                test,
+                "this kernel cannot make network namespaces joined by veth",
+            );
+            return None;
+        }
+        Some(Self)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        sh(&format!("ip netns del {NS_A}; ip netns del {NS_B}"));
+    }
+}
+
+fn cli() -> String {
+    std::env::var("MEMCHAN_CLI").expect("MEMCHAN_CLI set by xtask")
+}
+
+/// A `memchan bridge` running in a namespace, its JSON stats lines collected.
+struct Bridge {
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+    last: Option<Value>,
+}
+
+impl Bridge {
+    fn start(ns: &str, channel: &str, key: &str, args: &[&str]) -> Self {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, &cli(), "bridge", channel, key])
+            .args(args)
+            .args(["--format", "json", "--interval", "0.2"])
+            .args(["--cfg", "scouting/multicast/enabled=false"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start memchan bridge");
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line).expect("a JSON stats line");
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            last: None,
+        }
+    }
+
+    /// Waits until the bridge reports at least `n` Zenoh peers.
+    fn wait_peers(&mut self, n: u64) {
+        let deadline = Instant::now() + SLOW;
+        while Instant::now() < deadline {
+            if let Ok(v) = self.lines.recv_timeout(Duration::from_secs(1)) {
+                let peers = v["peers"].as_u64().unwrap_or(0);
+                self.last = Some(v);
+                if peers >= n {
+                    return;
+                }
+            }
+            assert!(self.child.try_wait().unwrap().is_none(), "bridge exited");
+        }
+        panic!(
+            "the bridge did not see {n} peer(s) within {SLOW:?}: {:?}",
+            self.last
+        );
+    }
+
+    /// SIGTERM, a clean exit, and the final stats line.
+    fn stop(mut self) -> Value {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "bridge exit status after SIGTERM: {status}"
+        );
+        let last = self
+            .lines
+            .iter()
+            .last()
+            .or(self.last.take())
+            .expect("stats lines");
+        assert_eq!(last["final"], true, "last line is the final one: {last}");
+        last
+    }
+
+    /// SIGKILL, as a crash.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Bridge {
+    /// A failed test leaves no bridge behind (it would hold its channel open).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends probes on `tx` until one arrives at every receiver, then drains them: the bridges
+/// are connected and their subscriptions known.
+fn until_flowing(tx: &Sender, rxs: &mut [&mut Receiver]) {
+    let deadline = Instant::now() + SLOW;
+    let mut seen = vec![false; rxs.len()];
+    while seen.contains(&false) {
+        assert!(
+            Instant::now() < deadline,
+            "no message crossed within {SLOW:?}"
+        );
+        tx.send(b"probe").unwrap();
+        for (rx, seen) in rxs.iter_mut().zip(seen.iter_mut()) {
+            while rx.recv_timeout(Duration::from_millis(200)).is_ok() {
+                *seen = true;
+            }
+        }
+    }
+    for rx in rxs.iter_mut() {
+        while rx.recv_timeout(Duration::from_millis(500)).is_ok() {}
+    }
+}
+
+#[test]
+fn messages_cross_whole_and_in_order() {
+    require_guest();
+    let Some(_net) = Net::new("messages_cross_whole_and_in_order") else {
+        return;
+    };
+    let a = TestChannel::new("bra", &[("policy", "block")]);
+    let b = TestChannel::new("brb", &[("policy", "block")]);
+    let mut out = Bridge::start(
+        NS_A,
+        &a.path,
+        "demo/order",
+        &["--listen", &endpoint(ADDR_A)],
+    );
+    let mut inb = Bridge::start(
+        NS_B,
+        &b.path,
+        "demo/order",
+        &["-d", "in", "--connect", &endpoint(ADDR_A)],
+    );
+    out.wait_peers(1);
+    inb.wait_peers(1);
+    let tx = Sender::open(&a.path).unwrap();
+    let mut rx = Receiver::open(&b.path).unwrap();
+    until_flowing(&tx, &mut [&mut rx]);
+    // Sizes from 1 byte to the channel's largest, each message a pattern of its own index.
+    let sizes = [1usize, 7, 64, 1000, 4000, 4096];
+    let msgs: Vec<Vec<u8>> = (0..300usize)
+        .map(|i| {
+            let len = sizes[i % sizes.len()];
+            (0..len).map(|k| (i + k) as u8).collect()
+        })
+        .collect();
+    for m in &msgs {
+        tx.send(m).unwrap();
+    }
+    for (i, m) in msgs.iter().enumerate() {
+        let got = rx
+            .recv_timeout(SLOW)
+            .unwrap_or_else(|e| panic!("message {i}: {e}"));
+        assert_eq!(got.payload, &m[..], "message {i} whole and in order");
+    }
+    let (o, i) = (out.stop(), inb.stop());
+    assert_eq!(i["lost"], 0, "{i}");
+    assert_eq!(i["streams"], 1, "{i}");
+    assert!(o["sent"].as_u64().unwrap() >= 300, "{o}");
+    assert!(i["received"].as_u64().unwrap() >= 300, "{i}");
+}
+
+#[test]
+fn both_ways_on_one_key_loops_nothing() {
+    require_guest();
+    let Some(_net) = Net::new("both_ways_on_one_key_loops_nothing") else {
+        return;
+    };
+    let chans = [
+        TestChannel::new("bxa", &[]),
+        TestChannel::new("bxb", &[]),
+        TestChannel::new("bxc", &[]),
+    ];
+    let (ea, eb) = (endpoint(ADDR_A), endpoint(ADDR_B));
+    // Three bridges on one key: one in A, two in B (a full mesh of peers).
+    let mut bridges = [
+        Bridge::start(
+            NS_A,
+            &chans[0].path,
+            "demo/mesh",
+            &["-d", "both", "--listen", &ea],
+        ),
+        Bridge::start(
+            NS_B,
+            &chans[1].path,
+            "demo/mesh",
+            &["-d", "both", "--listen", &eb, "--connect", &ea],
+        ),
+        Bridge::start(
+            NS_B,
+            &chans[2].path,
+            "demo/mesh",
+            &["-d", "both", "--connect", &ea, "--connect", &eb],
+        ),
+    ];
+    for b in &mut bridges {
+        b.wait_peers(2);
+    }
+    let txs: Vec<Sender> = chans
+        .iter()
+        .map(|c| Sender::open(&c.path).unwrap())
+        .collect();
+    let mut rxs: Vec<Receiver> = chans
+        .iter()
+        .map(|c| Receiver::open(&c.path).unwrap())
+        .collect();
+    for (i, tx) in txs.iter().enumerate() {
+        let (before, rest) = rxs.split_at_mut(i);
+        let (_, after) = rest.split_first_mut().unwrap();
+        let mut others: Vec<&mut Receiver> = before.iter_mut().chain(after.iter_mut()).collect();
+        until_flowing(tx, &mut others);
+    }
+    // Anything still looping would keep the counts moving.
+    std::thread::sleep(Duration::from_secs(2));
+    let count = |i: usize| txs[i].stats().unwrap().messages;
+    let base: Vec<u64> = (0..3).map(count).collect();
+    for (i, tx) in txs.iter().enumerate() {
+        for k in 0..30 {
+            tx.send(format!("from {i}: {k}").as_bytes()).unwrap();
+        }
+    }
+    let deadline = Instant::now() + SLOW;
+    while (0..3).any(|i| count(i) < base[i] + 90) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    for (i, base) in base.iter().enumerate() {
+        assert_eq!(
+            count(i) - base,
+            90,
+            "channel {i}: its own 30 and the others' 60, nothing twice"
+        );
+    }
+    for b in bridges {
+        let s = b.stop();
+        assert_eq!(s["lost"], 0, "{s}");
+    }
+}
+
+#[test]
+fn a_restarted_bridge_is_survived_and_its_gap_reported() {
+    require_guest();
+    let Some(_net) = Net::new("a_restarted_bridge_is_survived_and_its_gap_reported") else {
+        return;
+    };
+    let a = TestChannel::new("bra", &[("policy", "overwrite")]);
+    let b = TestChannel::new("brb", &[]);
+    let ea = endpoint(ADDR_A);
+    let listen = ["--listen", ea.as_str()];
+    let mut out = Bridge::start(NS_A, &a.path, "demo/restart", &listen);
+    let mut inb = Bridge::start(
+        NS_B,
+        &b.path,
+        "demo/restart",
+        &["-d", "in", "--connect", &ea],
+    );
+    out.wait_peers(1);
+    inb.wait_peers(1);
+    let tx = Sender::open(&a.path).unwrap();
+    let mut rx = Receiver::open(&b.path).unwrap();
+    until_flowing(&tx, &mut [&mut rx]);
+    // A steady stream; the publishing bridge crashes after a second and is back a second later.
+    let writer = {
+        let path = a.path.clone();
+        std::thread::spawn(move || {
+            let tx = Sender::open(&path).unwrap();
+            for i in 0..1500u32 {
+                tx.send(format!("m{i}").as_bytes()).unwrap();
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    out.kill();
+    std::thread::sleep(Duration::from_secs(1));
+    let out = Bridge::start(NS_A, &a.path, "demo/restart", &listen);
+    writer.join().unwrap();
+    // Until the last message: every index once, increasing; the gaps are what was missed.
+    let (mut prev, mut gaps) = (None::<u64>, 0u64);
+    loop {
+        let m = rx
+            .recv_timeout(SLOW)
+            .expect("the stream goes on after the restart");
+        let text = std::str::from_utf8(m.payload).unwrap();
+        let i: u64 = text.strip_prefix('m').unwrap().parse().unwrap();
+        if let Some(p) = prev {
+            assert!(i > p, "in order: {i} after {p}");
+            gaps += i - p - 1;
+        }
+        prev = Some(i);
+        if i == 1499 {
+            break;
+        }
+    }
+    let (_, s) = (out.stop(), inb.stop());
+    assert!(gaps > 0, "the restart lost messages");
+    assert_eq!(
+        s["lost"].as_u64(),
+        Some(gaps),
+        "the loss is reported exactly: {s}"
+    );
+}
+
+#[test]
+fn a_python_zenoh_subscriber_gets_messages_and_sequence_numbers() {
+    require_guest();
+    let test = "a_python_zenoh_subscriber_gets_messages_and_sequence_numbers";
+    let Ok(python) = std::env::var("MEMCHAN_PYTHON") else {
+        return skip(test, "MEMCHAN_PYTHON (with eclipse-zenoh) not set");
+    };
+    let Some(_net) = Net::new(test) else {
+        return;
+    };
+    let a = TestChannel::new("bra", &[]);
+    let ea = endpoint(ADDR_A);
+    let mut out = Bridge::start(NS_A, &a.path, "demo/py", &["--listen", &ea]);
+    let script = format!(
+        r#"
+import json, struct, sys, zenoh
+conf = zenoh.Config()
+conf.insert_json5("connect/endpoints", '["{ea}"]')
+conf.insert_json5("scouting/multicast/enabled", "false")
+with zenoh.open(conf) as s:
+    sub = s.declare_subscriber("demo/py")
+    got = 0
+    for sample in sub:
+        magic, _, origin, stream, seq, ts, skipped = struct.unpack("<4sIQQQQQ", sample.attachment.to_bytes())
+        payload = sample.payload.to_bytes().decode()
+        print(json.dumps({{"payload": payload, "seq": seq, "magic": magic.decode()}}), flush=True)
+        if payload != "probe":
+            got += 1
+        if got == 20:
+            break
+"#
+    );
+    let mut py = Command::new("ip")
+        .args(["netns", "exec", NS_B, &python, "-c", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    out.wait_peers(1);
+    let (ltx, lines) = mpsc::channel();
+    let stdout = py.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = ltx.send(serde_json::from_str::<Value>(&line).expect("JSON from Python"));
+        }
+    });
+    let tx = Sender::open(&a.path).unwrap();
+    let mut seqs = Receiver::open(&a.path).unwrap();
+    let deadline = Instant::now() + SLOW;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "Python got nothing within {SLOW:?}"
+        );
+        tx.send(b"probe").unwrap();
+        if lines.recv_timeout(Duration::from_millis(300)).is_ok() {
+            break;
+        }
+    }
+    while seqs.try_recv().is_ok() {}
+    let mut want = Vec::new();
+    for k in 0..20 {
+        tx.send(format!("hello {k}").as_bytes()).unwrap();
+        let m = seqs.recv_timeout(SLOW).unwrap();
+        want.push((String::from_utf8(m.payload.to_vec()).unwrap(), m.seq));
+    }
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let v = lines
+            .recv_timeout(SLOW)
+            .expect("Python prints every message");
+        assert_eq!(v["magic"], "mcb1");
+        let payload = v["payload"].as_str().unwrap().to_string();
+        if payload != "probe" {
+            got.push((payload, v["seq"].as_u64().unwrap()));
+        }
+    }
+    assert_eq!(got, want, "payloads and the channel's sequence numbers");
+    assert!(py.wait().unwrap().success());
+    out.stop();
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(cli())
+        .args(args)
+        .output()
+        .expect("run memchan")
+}
+
+#[test]
+fn bad_channels_keys_and_endpoints_are_clear_errors() {
+    require_guest();
+    let cases: [(&[&str], i32, &str); 4] = [
+        (
+            &["bridge", "no-such-channel", "demo/x"],
+            69,
+            "no such channel",
+        ),
+        (&["bridge", "0", "demo/**"], 64, "without wildcards"),
+        (&["bridge", "0", "demo//x"], 64, "invalid key expression"),
+        (
+            &["bridge", "0", "demo/x", "--listen", "nonsense"],
+            64,
+            "invalid endpoint",
+        ),
+    ];
+    for (args, code, text) in cases {
+        let o = run(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(text), "{args:?}: {err}");
+    }
+}
