@@ -139,7 +139,7 @@ fn run(args: &Args) -> Result<(), BridgeError> {
             }
         );
     }
-    let interval = Duration::try_from_secs_f64(args.interval.max(0.1)).unwrap_or(Duration::MAX);
+    let interval = Duration::from_secs_f64(args.interval.clamp(0.1, 86_400.0));
     let start = Instant::now();
     let mut last = (start, BridgeStats::default());
     let mut next = start + interval;
@@ -221,6 +221,7 @@ fn print_stats(
             "foreign": s1.foreign,
             "too_large": s1.too_large,
             "streams": s1.streams,
+            "own": s1.own,
         })
         .to_string(),
         Format::Text => {

@@ -109,7 +109,14 @@ fn write_script(dir: &Path, built: &Built, body: &str) -> Result<PathBuf> {
         ko = built.ko.display(),
         repo = cache::repo().display(),
         cli = cache::target_dir().join("debug/memchan").display(),
-        python = setup::test_python()?.display(),
+        // Without it (PyPI unreachable), the Python interoperability test reports a skip.
+        python = setup::test_python().map_or_else(
+            |e| {
+                eprintln!("warning: no Python with eclipse-zenoh for the guest tests: {e:#}");
+                String::new()
+            },
+            |p| p.display().to_string()
+        ),
         scratch = dir.join("scratch").display(),
         body = body_path.display(),
         flavor = if built.kernel.debug {

@@ -62,8 +62,9 @@ fn endpoints(list: &[String]) -> Result<String, BridgeError> {
 }
 
 impl ZenohOptions {
-    /// The Zenoh configuration these options make.
-    pub fn to_config(&self) -> Result<zenoh::Config, BridgeError> {
+    /// The Zenoh configuration these options make, receiving samples of at most `max_sample`
+    /// bytes if given (settings still win).
+    pub fn to_config(&self, max_sample: Option<usize>) -> Result<zenoh::Config, BridgeError> {
         let mut config = match &self.config_file {
             Some(path) => zenoh::Config::from_file(path)
                 .map_err(|e| BridgeError::Config(format!("{}: {e}", path.display())))?,
@@ -74,6 +75,13 @@ impl ZenohOptions {
                 .insert_json5(key, value)
                 .map_err(|e| BridgeError::Config(format!("{key} = {value}: {e}")))
         };
+        if let Some(max) = max_sample {
+            set(
+                &mut config,
+                "transport/link/rx/max_message_size",
+                &max.to_string(),
+            )?;
+        }
         if let Some(mode) = self.mode {
             set(&mut config, "mode", &format!("\"{}\"", mode.name()))?;
         }
@@ -102,20 +110,20 @@ mod tests {
             settings: vec![("scouting/multicast/enabled".into(), "false".into())],
             ..Default::default()
         };
-        let config = ok.to_config().expect("valid options");
+        let config = ok.to_config(Some(8192)).expect("valid options");
         assert_eq!(config.get_json("mode").ok().as_deref(), Some("\"client\""));
         let bad = ZenohOptions {
             listen: vec!["no-protocol".into()],
             ..Default::default()
         };
         assert!(matches!(
-            bad.to_config(),
+            bad.to_config(None),
             Err(BridgeError::Endpoint { endpoint, .. }) if endpoint == "no-protocol"
         ));
         let bad = ZenohOptions {
             settings: vec![("no/such/setting".into(), "1".into())],
             ..Default::default()
         };
-        assert!(matches!(bad.to_config(), Err(BridgeError::Config(_))));
+        assert!(matches!(bad.to_config(None), Err(BridgeError::Config(_))));
     }
 }

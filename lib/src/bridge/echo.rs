@@ -56,7 +56,8 @@ pub(crate) struct EchoFilter {
 struct Inner {
     writes: VecDeque<Write>,
     next_id: u64,
-    /// Most writes kept: as many as the ring can hold records (older ones were overwritten).
+    /// Most writes kept: as many records as the ring and the reader's buffer can hold (older
+    /// ones were overwritten before the reader got them).
     cap: usize,
 }
 
@@ -65,7 +66,8 @@ struct Inner {
 pub(crate) struct Pending(u64);
 
 impl EchoFilter {
-    /// A filter for a channel whose ring holds at most `cap` records.
+    /// A filter for a reader that can have at most `cap` records to meet (in the ring and in
+    /// its own buffer).
     pub(crate) fn new(cap: usize) -> Self {
         Self {
             inner: Mutex::new(Inner {
@@ -101,7 +103,8 @@ impl EchoFilter {
     /// Notes that the write ended (written or failed) at monotonic time `now`.
     pub(crate) fn end(&self, pending: Pending, now: Duration) {
         let mut g = self.lock();
-        if let Some(w) = g.writes.iter_mut().find(|w| w.id == pending.0) {
+        // The write just begun is at the back (one writer thread).
+        if let Some(w) = g.writes.iter_mut().rev().find(|w| w.id == pending.0) {
             w.end = Some(now);
         }
     }
@@ -111,8 +114,14 @@ impl EchoFilter {
     /// longer be met (records come in timestamp order) and are forgotten too.
     pub(crate) fn is_echo(&self, timestamp: Duration, digest: Digest) -> bool {
         let mut g = self.lock();
-        g.writes
-            .retain(|w| w.end.is_none_or(|end| end >= timestamp));
+        // Writes end in order (one writer thread), so the passed ones are at the front.
+        while g
+            .writes
+            .front()
+            .is_some_and(|w| w.end.is_some_and(|end| end < timestamp))
+        {
+            g.writes.pop_front();
+        }
         let hit = g
             .writes
             .iter()

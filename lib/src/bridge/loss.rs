@@ -11,6 +11,9 @@ const STREAMS_MAX: usize = 1024;
 #[derive(Clone, Copy, Debug)]
 struct Last {
     seq: u64,
+    /// The publishing bridge run, and its running total of skips.
+    origin: u64,
+    skipped: u64,
     /// Order of last use, for evicting the stalest stream.
     used: u64,
 }
@@ -43,11 +46,19 @@ impl LossTracker {
         self.clock = self.clock.wrapping_add(1);
         let now = Last {
             seq: a.seq,
+            origin: a.origin,
+            skipped: a.skipped,
             used: self.clock,
         };
         let seen = match self.streams.get(&a.stream) {
             Some(last) if a.seq > last.seq => {
-                let expected = last.seq.saturating_add(1).saturating_add(a.skipped);
+                // Skips since the last sample: the difference of the running totals, or all of
+                // a new bridge run's (it started after the last sample's run ended).
+                let skipped = match a.origin == last.origin {
+                    true => a.skipped.saturating_sub(last.skipped),
+                    false => a.skipped,
+                };
+                let expected = last.seq.saturating_add(1).saturating_add(skipped);
                 Seen::Next {
                     lost: a.seq.saturating_sub(expected),
                 }
@@ -86,8 +97,12 @@ mod tests {
     use super::*;
 
     fn att(stream: u64, seq: u64, skipped: u64) -> Attachment {
+        att_from(1, stream, seq, skipped)
+    }
+
+    fn att_from(origin: u64, stream: u64, seq: u64, skipped: u64) -> Attachment {
         Attachment {
-            origin: 1,
+            origin,
             stream,
             seq,
             timestamp_ns: 0,
@@ -101,13 +116,19 @@ mod tests {
         assert_eq!(t.observe(&att(7, 10, 0)), Seen::First);
         assert_eq!(t.observe(&att(7, 11, 0)), Seen::Next { lost: 0 });
         assert_eq!(t.observe(&att(7, 15, 0)), Seen::Next { lost: 3 });
-        // Two messages the source bridge wrote itself, then this one: nothing lost.
+        // Two messages the source bridge wrote itself (its total of skips goes to 2), then
+        // this one: nothing lost.
         assert_eq!(t.observe(&att(7, 18, 2)), Seen::Next { lost: 0 });
+        // One more skip, and the sample after it lost on the way: one message lost, not two.
+        assert_eq!(t.observe(&att(7, 21, 3)), Seen::Next { lost: 1 });
+        // The bridge restarted (new origin, skips counted afresh): of 22..=25, one skipped and
+        // three lost.
+        assert_eq!(t.observe(&att_from(2, 7, 26, 1)), Seen::Next { lost: 3 });
         // Another stream is followed on its own.
         assert_eq!(t.observe(&att(8, 1, 0)), Seen::First);
         // The source started over.
-        assert_eq!(t.observe(&att(7, 1, 0)), Seen::First);
-        assert_eq!(t.observe(&att(7, 2, 0)), Seen::Next { lost: 0 });
+        assert_eq!(t.observe(&att_from(2, 7, 1, 1)), Seen::First);
+        assert_eq!(t.observe(&att_from(2, 7, 2, 1)), Seen::Next { lost: 0 });
     }
 
     #[test]

@@ -169,6 +169,9 @@ pub struct BridgeStats {
     pub too_large: u64,
     /// Source channels heard from.
     pub streams: u64,
+    /// Samples that carry this bridge's own origin (its publications, come back through a
+    /// router, or forged): never written.
+    pub own: u64,
 }
 
 /// The counters, shared with the bridge's threads.
@@ -184,10 +187,12 @@ struct Counters {
     foreign: AtomicU64,
     too_large: AtomicU64,
     streams: AtomicU64,
+    own: AtomicU64,
 }
 
+/// Adds to a counter, saturating (a forged sequence number cannot wrap `lost` around).
 fn add(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Relaxed);
+    let _ = c.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_add(n)));
 }
 
 fn bytes(n: usize) -> u64 {
@@ -207,6 +212,7 @@ impl Counters {
             foreign: self.foreign.load(Relaxed),
             too_large: self.too_large.load(Relaxed),
             streams: self.streams.load(Relaxed),
+            own: self.own.load(Relaxed),
         }
     }
 }
@@ -284,9 +290,9 @@ impl Bridge {
                 "a bridge that publishes (out, both) needs a key without wildcards".into(),
             ));
         }
-        let config = opts.zenoh.to_config()?;
-        // The channel before the session: a missing channel is reported before anything
-        // touches the network.
+        opts.zenoh.to_config(None)?; // checked before the channel is opened
+                                     // The channel before the session: a missing channel is reported before anything
+                                     // touches the network.
         let rx = match opts.direction.out() {
             true => Some(Receiver::open(&opts.channel)?),
             false => None,
@@ -300,13 +306,21 @@ impl Bridge {
             (None, Some(tx)) => tx.info()?,
             (None, None) => return Err(bad_key("no direction".into())),
         };
-        let records = info.ring_bytes / memchan_abi::record_size(1).max(1);
+        // Records the reader can have to meet: the ring's and its batch buffer's.
+        let held = info
+            .ring_bytes
+            .saturating_add(bytes(crate::BATCH_BYTES.max(info.msg_max)));
+        let records = held / memchan_abi::record_size(1).max(1);
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             counters: Counters::default(),
             echo: EchoFilter::new(usize::try_from(records).unwrap_or(usize::MAX)),
             origin: random_u64(),
         });
+        // Zenoh accepts 1 GiB messages by default; a sample larger than the channel takes is
+        // never written, so it is not received either (an attachment and headers fit in 4 KiB).
+        let max_sample = info.msg_max.saturating_add(4096);
+        let config = opts.zenoh.to_config(Some(max_sample))?;
         let session = zenoh::open(config)
             .wait()
             .map_err(zenoh_err("open session"))?;
@@ -384,7 +398,12 @@ impl Bridge {
         self.shared.stop.store(true, Relaxed);
         let mut result = Ok(());
         for t in self.threads.drain(..) {
-            let r = t.join().unwrap_or(Ok(()));
+            let r = t.join().unwrap_or_else(|_| {
+                Err(BridgeError::Zenoh {
+                    op: "bridge thread",
+                    reason: "panicked".into(),
+                })
+            });
             if result.is_ok() {
                 result = r;
             }
@@ -439,7 +458,6 @@ fn publish(
             .attachment(ZBytes::from(attachment.encode().to_vec()))
             .wait()
             .map_err(zenoh_err("publish"))?;
-        skipped = 0;
         add(&c.sent, 1);
         add(&c.sent_bytes, bytes(msg.payload.len()));
     }
@@ -466,7 +484,10 @@ fn deliver(
             .and_then(|a| Attachment::decode(&a.to_bytes()))
         {
             // Ours, back through a router: never written again.
-            Some(a) if a.origin == shared.origin => continue,
+            Some(a) if a.origin == shared.origin => {
+                add(&c.own, 1);
+                continue;
+            }
             Some(a) => {
                 if let Seen::Next { lost } = loss.observe(&a) {
                     add(&c.lost, lost);
@@ -478,6 +499,10 @@ fn deliver(
         let payload = sample.payload().to_bytes();
         if payload.len() > tx.max_message() {
             add(&c.too_large, 1);
+            continue;
+        }
+        if payload.is_empty() {
+            // A channel stores nothing for an empty write.
             continue;
         }
         let pending = echoes.then(|| shared.echo.begin(Digest::of(&payload), monotonic()));

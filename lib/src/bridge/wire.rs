@@ -10,7 +10,7 @@
 //! | 16     | `u64` stream   | the source channel (same across bridge restarts on one boot)  |
 //! | 24     | `u64` seq      | the message's sequence number in the source channel           |
 //! | 32     | `u64` time     | when it was written: source's `CLOCK_MONOTONIC`, nanoseconds  |
-//! | 40     | `u64` skipped  | messages since the previous sample the bridge did not forward |
+//! | 40     | `u64` skipped  | messages this bridge run has not forwarded so far, in total   |
 //!
 //! In Python: `struct.unpack("<4sIQQQQQ", bytes(sample.attachment))`. Samples without it
 //! (from any Zenoh publisher) are bridged too, with no sequence checks.
@@ -31,8 +31,9 @@ pub struct Attachment {
     pub seq: u64,
     /// Source `CLOCK_MONOTONIC` time of the write, in nanoseconds.
     pub timestamp_ns: u64,
-    /// Messages of the source channel right before this one that were deliberately not
-    /// forwarded (those the bridge itself wrote there, received from Zenoh).
+    /// Messages of the source channel this bridge run deliberately did not forward so far
+    /// (those it wrote there itself, received from Zenoh): a running total, so that a lost
+    /// sample does not take its skips with it.
     pub skipped: u64,
 }
 
