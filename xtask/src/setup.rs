@@ -472,16 +472,29 @@ pub fn test_python() -> Result<PathBuf> {
         return Ok(python);
     }
     python_tools()?;
+    pip_install(
+        TEST_PIP_PACKAGES,
+        "(for the guest tests)",
+        &stamp,
+        "setup-pip-test",
+    )?;
+    Ok(python)
+}
+
+/// `pip install`s `packages` into the venv (logged to `log`), then writes their list to
+/// `stamp`, which says they are there.
+fn pip_install(packages: &[&str], why: &str, stamp: &Path, log: &str) -> Result<()> {
+    let want = packages.join(" ");
     run::logged(
-        &format!("installing {want} from PyPI (for the guest tests)"),
-        Command::new(venv.join("bin/pip"))
+        &format!("installing {want} from PyPI {why}"),
+        Command::new(cache::venv().join("bin/pip"))
             .args(["install", "--quiet"])
-            .args(TEST_PIP_PACKAGES),
-        &run::log_path("setup-pip-test"),
+            .args(packages),
+        &run::log_path(log),
         "Check that pypi.org is reachable.",
     )?;
-    std::fs::write(&stamp, &want)?;
-    Ok(python)
+    std::fs::write(stamp, want)?;
+    Ok(())
 }
 
 /// A Python venv with libclang (>= 17, for the kernel's bindgen) and virtme-ng.
@@ -500,14 +513,6 @@ fn python_tools() -> Result<PathBuf> {
             "Install python3-venv.",
         )?;
     }
-    run::logged(
-        &format!("installing {want} from PyPI"),
-        Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet"])
-            .args(PIP_PACKAGES),
-        &run::log_path("setup-pip"),
-        "Check that pypi.org is reachable.",
-    )?;
-    std::fs::write(&stamp, &want)?;
+    pip_install(PIP_PACKAGES, "(libclang, virtme-ng)", &stamp, "setup-pip")?;
     cache::libclang_dir()
 }
