@@ -5,6 +5,7 @@
 //! into the markdown table and charts under `bench/results/`.
 
 mod iceoryx;
+mod network;
 mod peers;
 mod workloads;
 
@@ -13,7 +14,7 @@ use serde::Serialize;
 /// One measured value of one transport, repeated.
 #[derive(Serialize)]
 pub struct Row {
-    /// Workload: "latency", "throughput", "fanout", "size".
+    /// Workload: "latency", "throughput", "fanout", "one thread", "size", "network".
     pub group: &'static str,
     /// What was measured, e.g. "p50", "msgs/s", "writer ns/msg".
     pub metric: &'static str,
@@ -90,6 +91,14 @@ fn limited(workload: &str) {
 }
 
 fn main() {
+    // Helper processes of the network workload, started by it in a network namespace.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["--zenoh-source", endpoint] => return network::source(endpoint),
+        ["--zenoh-sink", endpoint] => return network::sink(endpoint),
+        [] => {}
+        _ => panic!("usage: memchan-bench [--zenoh-source EP | --zenoh-sink EP] (see main.rs)"),
+    }
     let reps: usize = std::env::var("MEMCHAN_BENCH_REPS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -135,6 +144,9 @@ fn main() {
     if run("sizes") {
         workloads::sizes(&mut rows, reps, scale);
         limited("sizes");
+    }
+    if run("network") {
+        network::network(&mut rows, reps, scale);
     }
     let (before, after, n) = workloads::slab_check(scale);
     let report = Report {

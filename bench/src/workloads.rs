@@ -9,7 +9,7 @@ use crate::peers::{self, Kind};
 use crate::Row;
 
 /// Largest message used (the module is reloaded to accept it).
-const MAX: usize = 65536;
+pub const MAX: usize = 65536;
 
 /// Reloads the module for benchmarking: block policy (lossless, like the peers), 4 MiB rings,
 /// 64 KiB messages; raises the POSIX mq message size limit.
@@ -89,7 +89,7 @@ fn selected(name: &str) -> bool {
     }
 }
 
-fn iters(base: usize, scale: f64) -> usize {
+pub fn iters(base: usize, scale: f64) -> usize {
     ((base as f64 * scale) as usize).max(10)
 }
 
@@ -99,7 +99,11 @@ fn iters(base: usize, scale: f64) -> usize {
 /// all of a case's repetitions would share one phase of the drift, and the first case would
 /// pay the warm-up; interleaved, every case sees every phase. Returns each case's results, in
 /// the order of `cases`.
-fn rounds<C: Copy, T>(cases: &[C], reps: usize, mut measure: impl FnMut(C) -> T) -> Vec<Vec<T>> {
+pub fn rounds<C: Copy, T>(
+    cases: &[C],
+    reps: usize,
+    mut measure: impl FnMut(C) -> T,
+) -> Vec<Vec<T>> {
     for &c in cases {
         let _ = measure(c);
     }

@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: memchan against its peers in one guest run, reported as ratios.
 //!
-//! Builds `memchan-bench` (release) and the module, runs the benchmark in a guest of the
+//! Builds `memchan-bench` and the `memchan` tool (release) and the module, runs the benchmark in a guest of the
 //! benchmark kernel (the test kernel without lockdep and debug checks, 2 vCPUs), and writes `bench/results/<date>.json` (raw, every repetition) and
 //! `bench/results/<date>.md` (the tables), and copies the tables to `bench/results/latest.md`.
 //! Absolute numbers under software emulation mean little; ratios within one run do.
@@ -19,7 +19,8 @@ use crate::{cache, module, run, vm, KernelOpts};
 
 /// `cargo xtask bench`.
 pub fn run(opts: &KernelOpts, reps: u32, scale: f64, profile: bool) -> Result<i32> {
-    run::stage("building memchan-bench (release)");
+    // The `memchan` tool too: the network workload bridges channels with `memchan bridge`.
+    run::stage("building memchan-bench and memchan (release)");
     run::checked(
         Command::new("cargo")
             .args([
@@ -28,10 +29,13 @@ pub fn run(opts: &KernelOpts, reps: u32, scale: f64, profile: bool) -> Result<i3
                 "--release",
                 "--package",
                 "memchan-bench",
+                "--package",
+                "memchan-cli",
             ])
             .current_dir(cache::repo()),
     )?;
     let exe = cache::target_dir().join("release/memchan-bench");
+    let cli = cache::target_dir().join("release/memchan");
     // The benchmark flavor (no lockdep and friends) unless a tree was given.
     let opts = KernelOpts {
         perf: opts.kdir.is_none() && !opts.debug,
@@ -39,7 +43,10 @@ pub fn run(opts: &KernelOpts, reps: u32, scale: f64, profile: bool) -> Result<i3
     };
     let built = module::ensure(&opts)?;
     // The experiment filters (see bench/src/main.rs) travel into the guest explicitly.
-    let mut env = format!("MEMCHAN_BENCH_REPS={reps} MEMCHAN_BENCH_SCALE={scale}");
+    let mut env = format!(
+        "MEMCHAN_BENCH_REPS={reps} MEMCHAN_BENCH_SCALE={scale} MEMCHAN_BENCH_CLI={}",
+        vm::shell_quote(&cli.to_string_lossy())
+    );
     let mut partial = false;
     for var in ["MEMCHAN_BENCH_ONLY", "MEMCHAN_BENCH_TRANSPORTS"] {
         if let Ok(v) = std::env::var(var) {

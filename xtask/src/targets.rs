@@ -40,6 +40,9 @@ const ONE_PER_PUBLISH: [&str; 5] = [
     "memchan producer + mmap (poll)",
     "memchan producer + mmap (busy)",
 ];
+/// Two channels bridged by `memchan bridge` over a veth link, and Zenoh alone on that link.
+const BRIDGED: &str = "memchan bridge (veth)";
+const ZENOH: &str = "zenoh pub/sub (veth)";
 /// iceoryx2, busy-waiting and sleeping on events.
 const ICEORYX2: [&str; 2] = ["iceoryx2 (busy)", "iceoryx2 events"];
 
@@ -325,6 +328,33 @@ pub fn section(report: &Value) -> Result<String> {
     if let Some((m, s)) = against_iceoryx2("fanout", "deliveries/s", &fan_paths, 64, 8) {
         line("fan-out deliveries/s at 8 readers ≥ iceoryx2".into(), m, s)?;
     }
+    // The bridge's own cost over a network link: its path is Zenoh's plus a channel at each
+    // end and two more processes, which should add little to a TCP hop.
+    for (metric, lower, goal, what) in [
+        ("p50 ns", true, 2.0, "one-way p50 ≤ 2×"),
+        ("msgs/s", false, 0.5, "throughput ≥ 0.5×"),
+    ] {
+        for size in [64, 1024] {
+            let (Some(m), Some(z)) = (
+                rows.values("network", metric, BRIDGED, size, 1),
+                rows.values("network", metric, ZENOH, size, 1),
+            ) else {
+                continue;
+            };
+            let z = median(&z);
+            let (status, best) = judge(&m, goal * z, lower);
+            line(
+                format!("{size} B bridged over veth: {what} Zenoh pub/sub alone"),
+                format!(
+                    "{:.2}× ({:.0} vs {z:.0}{})",
+                    median(&m) / z,
+                    median(&m),
+                    best_note(status, best, z)
+                ),
+                status,
+            )?;
+        }
+    }
     if let (Some(before), Some(after), Some(n)) = (
         report["slab_kib_before"].as_f64(),
         report["slab_kib_after"].as_f64(),
@@ -349,7 +379,7 @@ pub fn section(report: &Value) -> Result<String> {
 mod tests {
     use serde_json::json;
 
-    use super::section;
+    use super::{section, BRIDGED, ZENOH};
 
     /// A row: group, metric, transport, size, readers, repetitions.
     type Row<'a> = (&'a str, &'a str, &'a str, u64, u64, Vec<f64>);
@@ -630,5 +660,23 @@ mod tests {
         assert!(l.ends_with("| within noise |"), "{l}");
         let l = line(&md, "at 8 readers ≥ iceoryx2");
         assert!(l.contains("0.80×") && l.ends_with("| missed |"), "{l}");
+    }
+
+    #[test]
+    fn the_bridge_is_judged_against_zenoh_alone() {
+        let md = section(&report(&[
+            ("network", "p50 ns", BRIDGED, 64, 1, reps(300.0, 5.0)),
+            ("network", "p50 ns", ZENOH, 64, 1, reps(200.0, 5.0)),
+            ("network", "msgs/s", BRIDGED, 1024, 1, reps(40.0, 1.0)),
+            ("network", "msgs/s", ZENOH, 1024, 1, reps(100.0, 1.0)),
+        ]))
+        .unwrap();
+        let l = line(&md, "64 B bridged over veth: one-way p50 ≤ 2×");
+        assert!(
+            l.contains("1.50× (300 vs 200)") && l.ends_with("| met |"),
+            "{l}"
+        );
+        let l = line(&md, "1024 B bridged over veth: throughput ≥ 0.5×");
+        assert!(l.contains("0.40×") && l.ends_with("| missed |"), "{l}");
     }
 }
