@@ -168,8 +168,9 @@ fn vng(built: &Built, dir: &Path) -> Command {
 /// A boot that fails before the guest script starts (memchan not loaded yet) is tried once
 /// more, saying so: under software emulation the guest kernel has been seen to hang for good
 /// while switching clocksources, and the KASAN kernel once reported a bad access in an
-/// interrupt taken during early CPU setup, before any module. Neither is memchan's doing; a
-/// second such failure fails the run.
+/// interrupt taken during early CPU setup, before any module; Debian's kernel once oopsed on an
+/// `int3` of boot-time code patching. None is memchan's doing; a second such failure fails the
+/// run.
 pub fn boot(built: &Built, body: &str, timeout: Duration) -> Result<Outcome> {
     match boot_once(built, body, timeout)? {
         Attempt::Ran(outcome) => Ok(outcome),
@@ -194,8 +195,9 @@ pub fn boot(built: &Built, body: &str, timeout: Duration) -> Result<Outcome> {
 /// How long a guest may take from QEMU's start to the guest script's first line.
 const BOOT_LIMIT: Duration = Duration::from_secs(240);
 
-/// The first line the guest script prints (see [`write_script`]).
-const SCRIPT_STARTED: &str = "[guest] Linux ";
+/// How the first line of a guest script starts (see [`write_script`]; the install check's
+/// script too).
+pub const SCRIPT_STARTED: &str = "[guest] Linux ";
 
 /// One boot: it ran the script, or it failed before (why, and its console log).
 enum Attempt {
