@@ -94,7 +94,20 @@ pub fn main(args: &Args) -> ExitCode {
     }
 }
 
+/// Zenoh's own log (its connections, leases, routing), to standard error, when `RUST_LOG` asks
+/// for it (`RUST_LOG=zenoh=debug`): standard output carries the stats lines.
+fn zenoh_log() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_thread_names(true)
+            .init();
+    }
+}
+
 fn run(args: &Args) -> Result<(), BridgeError> {
+    zenoh_log();
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
