@@ -412,6 +412,9 @@ pub fn network(rows: &mut Vec<Row>, reps: usize, scale: f64) {
         println!("network: skipped (no MEMCHAN_BENCH_CLI: run by cargo xtask bench)");
         return;
     };
+    // The earlier workloads left this thread pinned to CPU 0; the bridges and helpers started
+    // from it would all share that CPU.
+    crate::workloads::unpin();
     let Some(_net) = Net::new() else {
         println!("network: skipped (this kernel cannot make network namespaces joined by veth)");
         return;

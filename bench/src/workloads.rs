@@ -46,6 +46,16 @@ fn pin(cpu: usize) {
     let _ = rustix::thread::sched_setaffinity(None, &set);
 }
 
+/// Lets the calling thread (and what it starts) run on every CPU again: the workloads pin
+/// the main thread, and processes started from it inherit the mask.
+pub fn unpin() {
+    let mut set = rustix::thread::CpuSet::new();
+    for cpu in 0..cpus() {
+        set.set(cpu);
+    }
+    let _ = rustix::thread::sched_setaffinity(None, &set);
+}
+
 /// Pins fan-out reader `r` to a CPU other than the writer's (CPU 0), round robin, where
 /// there is more than one: a reader sharing the writer's CPU would make the writer's CPU
 /// time include that reader's context switches (and, under QEMU's software emulation, the
