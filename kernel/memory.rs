@@ -141,6 +141,18 @@ impl RingMemory {
         Ok((copied, ok))
     }
 
+    /// The page frame number of the page at byte offset `off` (page aligned) of the
+    /// allocation, for a mapping that refers to the page by its frame (`Pages::map_producer`).
+    pub(crate) fn pfn(&self, off: usize) -> Result<usize> {
+        if off % PAGE_SIZE != 0 {
+            return Err(EINVAL);
+        }
+        let p = self.at(off, PAGE_SIZE)?;
+        // SAFETY: `p` is page aligned and within the live `vmalloc` allocation `self` owns
+        // (checked by `at`), so `vmalloc_to_pfn` finds the page mapped there.
+        Ok(unsafe { bindings::vmalloc_to_pfn(p.cast()) })
+    }
+
     /// The pages of the allocation, in order.
     pub(crate) fn pages(&self) -> VmallocPageIter<'_> {
         // SAFETY: `base` is the page-aligned start of a `Vmalloc` allocation of `len` bytes,

@@ -15,6 +15,7 @@
 
 use kernel::{
     bindings,
+    error::to_result,
     iov::IovIterDest,
     mm::virt::VmaNew,
     page::PAGE_SIZE,
@@ -210,7 +211,12 @@ impl Pages {
     /// `EINVAL` unless it is shared (a private copy would publish nothing) and exactly that
     /// long; `EPERM` for an executable one. The mapping is not inherited across `fork`
     /// (`VM_DONTCOPY`: the claim belongs to the file, the mapping to the process that made
-    /// it), cannot grow, cannot become executable, and its pages cannot be pinned (`VM_IO`).
+    /// it), cannot grow, and cannot become executable. Its pages are mapped by their frames
+    /// (`remap_pfn_range`: `VM_PFNMAP | VM_IO`, special page table entries), so that no
+    /// `get_user_pages`, fast or slow (`O_DIRECT`, `vmsplice`, io_uring buffers), can take a
+    /// reference to them: once the mapping is gone, nothing the producer started can write
+    /// the ring any more, which is what ending the claim relies on (`Ring::unclaim`). A
+    /// mapping of normal pages (`vm_insert_page`) with `VM_IO` stops only the slow path.
     pub(crate) fn map_producer(&self, vma: &VmaNew) -> Result {
         if vma.executable() {
             return Err(EPERM);
@@ -225,10 +231,26 @@ impl Pages {
         }
         vma.set_dontexpand();
         vma.set_dontcopy();
-        // `VM_IO`: no `get_user_pages` (io_uring buffers, O_DIRECT) can pin the pages for
-        // writing beyond the claim, and `MADV_DOFORK` cannot undo `VM_DONTCOPY`.
-        vma.set_io();
-        self.insert(vma, PRODUCER / PAGE_SIZE)
+        let end = DATA.wrapping_add(self.size as usize);
+        let all = (PRODUCER..end).step_by(PAGE_SIZE);
+        let data = (DATA..end).step_by(PAGE_SIZE);
+        let mut addr = vma.start();
+        for off in Iterator::chain(all, data) {
+            let pfn = self.mem.pfn(off)?;
+            let raw = vma.as_ptr();
+            // SAFETY: in the driver's `mmap` hook (`VmaNew`'s invariant) the mmap lock is held
+            // for writing and the VMA is not visible yet. `addr` is page aligned and its page
+            // lies within the VMA (its length is exactly the pages mapped, checked above), and
+            // nothing is mapped there yet (each page once, in order). The VMA is shared, so
+            // not copy-on-write, and has no `VM_MIXEDMAP`. `pfn` is a page of this channel's
+            // memory, which outlives the VMA (`vm_file` holds the file, which holds the
+            // channel); the entry is special and takes no page reference.
+            to_result(unsafe {
+                bindings::remap_pfn_range(raw, addr, pfn, PAGE_SIZE, (*raw).vm_page_prot)
+            })?;
+            addr = addr.checked_add(PAGE_SIZE).ok_or(EINVAL)?;
+        }
+        Ok(())
     }
 
     /// Inserts the memory's pages into `vma` from page `first` on, then the data pages again.

@@ -3,7 +3,7 @@
 //! sleepers are woken through the doorbell, both policies hold, and a hostile producer can
 //! hurt nothing but its own channel's messages.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -519,4 +519,36 @@ fn a_record_never_published_is_never_seen() {
     next.send(b"next").unwrap();
     assert_eq!(recv(&r).unwrap(), b"next");
     assert_eq!(recv(&r), Err(Errno::AGAIN));
+}
+
+#[test]
+fn no_pin_of_the_producer_mapping_can_outlive_the_claim() {
+    require_guest();
+    let c = Chan::new("prod-pin", 16, Policy::Overwrite);
+    let p = RawProducer::claim(&c);
+    // `vmsplice` takes references to the pages behind the buffer (fast GUP, which ignores
+    // `VM_IO`) and keeps them in the pipe after the mapping and the claim are gone: through
+    // them, a former producer could read (and, with a pin for writing such as O_DIRECT's,
+    // write) the ring after `unclaim`. Pages mapped by frame refuse every such reference.
+    let mut fds = [0; 2];
+    // SAFETY: a plain pipe(2) into a local array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the pipe's two ends, just created and owned by nobody else.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    for off in [0, 4096] {
+        let iov = libc::iovec {
+            // SAFETY: within our mapping.
+            iov_base: unsafe { p.map.ptr.add(off) }.cast(),
+            iov_len: 4096,
+        };
+        // SAFETY: one valid iovec over our own mapping.
+        let n = unsafe { libc::vmsplice(wr.as_raw_fd(), &iov, 1, 0) };
+        let e = std::io::Error::last_os_error();
+        assert_eq!(
+            (n, e.raw_os_error()),
+            (-1, Some(libc::EFAULT)),
+            "vmsplice of the producer mapping at {off} was accepted"
+        );
+    }
+    drop((rd, wr, p));
 }
