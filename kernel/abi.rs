@@ -42,4 +42,6 @@ const _: () = {
     assert!(IOC_RECORD_MODE == _IO(m, 6));
     assert!(IOC_CONSUME == _IOW::<u64>(m, 7));
     assert!(IOC_SEND_BATCH == _IOW::<SendBatch>(m, 8));
+    assert!(IOC_PRODUCER == _IO(m, 9));
+    assert!(IOC_DOORBELL == _IO(m, 10));
 };

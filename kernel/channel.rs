@@ -11,9 +11,10 @@
 //! sleeping for it, and the writer faults it in without the lock and tries again (`file.rs`).
 //! A slow, FUSE- or userfaultfd-backed buffer thus holds up only its own writer: no user keeps
 //! the lock held while it waits for its own memory (nor, through `open`, the misc devices'
-//! global mutex). The longest holds walk a ring full of the smallest records: `consume`, and
-//! with a producer a take (its checks, then the releases that waited for it: one walk more).
-//! Allocations happen outside it.
+//! global mutex). No hold walks the ring: a release (`consume`) walks at most
+//! [`ring::CONSUME_STEP`] records per hold and a producer's take [`ring::TAKE_MAX`], with the
+//! lock dropped between holds; `open()` (under the misc devices' global mutex) does not take
+//! the lock at all (it takes a seat, [`Seats`]). Allocations happen outside it.
 //!
 //! Reads hold the lock only to find the next message and, afterwards, to move the cursor: the
 //! copy to userspace runs without it, straight from the ring (one copy; the records of a batch
@@ -60,12 +61,15 @@ use kernel::{
     new_condvar,
     new_mutex,
     new_poll_condvar,
+    new_spinlock,
     page::PAGE_SIZE,
     prelude::*,
     sync::{
         atomic::{
+            Acquire,
             Atomic,
-            Relaxed, //
+            Relaxed,
+            Release, //
         },
         lock::{
             mutex::MutexBackend,
@@ -78,7 +82,8 @@ use kernel::{
         Arc,
         CondVar,
         CondVarTimeoutResult,
-        Mutex, //
+        Mutex,
+        SpinLock, //
     },
     time::{
         msecs_to_jiffies,
@@ -103,6 +108,7 @@ use crate::{
         Ring,
         Waiting, //
     },
+    seats::Seats,
 };
 
 /// Validated parameters of a channel.
@@ -228,6 +234,13 @@ pub(crate) struct Channel {
     writable: PollCondVar,
     /// Set (under the ring lock) once the channel has been removed; see [`Channel::close`].
     closed: Atomic<u32>,
+    /// Who holds the channel open: subscriber seats and writers, taken at `open()` without
+    /// the ring lock.
+    #[pin]
+    seats: SpinLock<Seats>,
+    /// Seats were taken that the ring has not activated yet (set under the seats' lock, read
+    /// at every ring lock hold; see [`Channel::ring_lock`]).
+    joining: Atomic<u32>,
     /// Under `block`, the longest a writer waits for room before the slowest readers are
     /// dropped to an overrun, in milliseconds (0: as long as it takes).
     stall_ms: Atomic<u32>,
@@ -275,6 +288,7 @@ impl Channel {
     /// Creates a channel with a zeroed ring.
     pub(crate) fn new(cfg: ChannelConfig) -> Result<Arc<Self>> {
         let (pages, store) = Pages::new(cfg.ring_bytes)?;
+        let seats = Seats::new(cfg.max_readers)?;
         let ring = Ring::new(
             store,
             cfg.ring_bytes,
@@ -291,6 +305,8 @@ impl Channel {
                 readable <- new_poll_condvar!("memchan::readable"),
                 writable <- new_poll_condvar!("memchan::writable"),
                 closed: Atomic::new(0),
+                seats <- new_spinlock!(seats, "memchan::seats"),
+                joining: Atomic::new(0),
                 stall_ms: Atomic::new(cfg.stall_ms),
                 readers_per_user: Atomic::new(cfg.readers_per_user),
                 policy_now: Atomic::new(cfg.policy.to_abi()),
@@ -299,12 +315,53 @@ impl Channel {
         )
     }
 
+    /// Locks the ring, after activating the subscribers that opened since the last hold
+    /// ([`Seats`]): every lock hold goes through here.
+    fn ring_lock(&self) -> RingGuard<'_> {
+        let mut ring = self.ring.lock();
+        self.seat_joined(&mut ring);
+        ring
+    }
+
+    /// Activates the subscribers that opened since the ring last looked, at the head: at the
+    /// start of every lock hold, [`Channel::ring_lock`]'s and those a wait on a condition
+    /// variable begins when it takes the lock back.
+    fn seat_joined(&self, ring: &mut RingGuard<'_>) {
+        if self.joining.load(Acquire) != 0 {
+            let mut seats = self.seats.lock();
+            self.joining.store(0, Relaxed);
+            seats.take_joined(|i| {
+                // Free in the ring: the seat was free until the ring saw it taken.
+                let _ = ring.subscribe_at(i);
+            });
+        }
+    }
+
     /// Locks the ring, after taking what its producer (if it has one) published since, and
     /// waking the readers for it ([`Ring::take_produced`]): every operation sees the records
-    /// published before it began.
+    /// published before it began, up to [`ring::TAKE_MAX`] of them (the rest with the next
+    /// operation, or [`Channel::lock_all`]).
     fn lock(&self) -> RingGuard<'_> {
-        let mut ring = self.ring.lock();
+        let mut ring = self.ring_lock();
         self.take_produced(&mut ring);
+        ring
+    }
+
+    /// [`Channel::lock`], taking everything the producer published: hold after hold (the lock
+    /// dropped between them), up to a whole ring's worth (what a correct producer may have
+    /// published since the last take); beyond that (a producer publishing as fast as it is
+    /// taken), the rest arrives with a later take. For its doorbell, its leaving and the
+    /// channel's removal; other operations take one hold's worth ([`ring::TAKE_MAX`]) each,
+    /// so that a producer publishing all along costs each of them a bounded amount, and a
+    /// reader that finds nothing takes again before it sleeps.
+    fn lock_all(&self) -> RingGuard<'_> {
+        let mut ring = self.lock();
+        let mut holds = self.cfg.ring_bytes / abi::record_size(1) / ring::TAKE_MAX + 2;
+        while ring.take_more() && holds > 0 && !self.is_closed() {
+            holds -= 1;
+            drop(ring);
+            ring = self.lock();
+        }
         ring
     }
 
@@ -312,7 +369,9 @@ impl Channel {
     /// lock: rare, and the woken wait for it only briefly), and the producer if releases that
     /// waited for the records made room. Returns whether any arrived.
     fn take_produced(&self, ring: &mut RingGuard<'_>) -> bool {
-        if !ring.produced() {
+        // Once removed, nothing more arrives (`close` took what there was): a reader that got
+        // end of file never gets more.
+        if !ring.produced() || self.is_closed() {
             return false;
         }
         let took = ring.take_produced();
@@ -336,9 +395,14 @@ impl Channel {
     /// files see afterwards).
     pub(crate) fn close(&self) {
         // Set under the lock: a waiter checks the flag under the lock before it sleeps, and the
-        // condition variables release the lock only once the waiter is queued.
-        let ring = self.ring.lock();
+        // condition variables release the lock only once the waiter is queued. What a producer
+        // published until now is taken first; nothing after.
+        let ring = self.lock_all();
+        let mut seats = self.seats.lock();
         self.closed.store(1, Relaxed);
+        // No file attaches after it.
+        seats.close();
+        drop(seats);
         drop(ring);
         self.arrived.notify_all();
         self.readable.notify_all();
@@ -371,6 +435,7 @@ impl Channel {
         // A take postponed (the producer's tail moving) needs no look after a while: the
         // producer that moved its tail rings the doorbell after it, seeing `waiters` set.
         let signal = self.arrived.wait_interruptible(ring);
+        self.seat_joined(ring);
         ring.waiting.readers = ring.waiting.readers.wrapping_sub(1);
         Self::publish_waiters(ring);
         let w = &mut ring.waiting;
@@ -473,6 +538,8 @@ impl Channel {
                 CondVarTimeoutResult::Signal { .. }
             ),
         };
+        // The lock is taken back: whoever opened meanwhile receives what this writer writes.
+        self.seat_joined(ring);
         ring.waiting.writers = ring.waiting.writers.wrapping_sub(1);
         if signal {
             return Err(ERESTARTSYS);
@@ -484,7 +551,7 @@ impl Channel {
     pub(crate) fn set_stall_ms(&self, ms: u32) {
         // Under the lock, as `close` sets its flag: a writer reads the limit under the lock
         // before it sleeps, so it either sees the new one or is queued for this wake-up.
-        let ring = self.ring.lock();
+        let ring = self.ring_lock();
         self.stall_ms.store(ms, Relaxed);
         drop(ring);
         // Writers waiting without a limit start counting now.
@@ -504,8 +571,7 @@ impl Channel {
 
     /// Whether no file has the channel open (no subscriber and no writer).
     pub(crate) fn is_idle(&self) -> bool {
-        let ring = self.ring.lock();
-        ring.subscribers() == 0 && ring.writers == 0
+        self.seats.lock().idle()
     }
 
     /// Largest message.
@@ -521,38 +587,43 @@ impl Channel {
     /// Registers a file that user `uid` opens: a subscriber slot if it reads (`ENOSPC` if
     /// none is free, or the user has its share already), a writer count if it writes.
     /// `ENODEV` once the channel is closed (an open racing the removal of its node).
+    ///
+    /// Runs in `open()`, under the misc devices' global mutex: it takes only the seats'
+    /// spinlock, never the ring lock (see [`Seats`]); the ring activates the slot at the start
+    /// of its next lock hold, positioned at the head then.
     pub(crate) fn attach(&self, read: bool, write: bool, uid: u32) -> Result<Option<usize>> {
         let per_user = self.readers_per_user.load(Relaxed) as usize;
-        let mut ring = self.ring.lock();
-        // `close` sets the flag under this lock: no file attaches after it.
-        if self.is_closed() {
-            return Err(ENODEV);
-        }
-        let slot = if read {
-            Some(ring.subscribe(uid, per_user)?)
-        } else {
-            None
-        };
-        if write {
-            ring.writers = ring.writers.wrapping_add(1);
+        let mut seats = self.seats.lock();
+        let slot = seats.take(read, write, uid, per_user)?;
+        if seats.any_joined() {
+            self.joining.store(1, Release);
         }
         Ok(slot)
     }
 
+    /// Undoes [`Channel::attach`] for a file whose `open()` failed after it: under the misc
+    /// devices' global mutex, so without the ring lock if the ring has not seen the seat yet
+    /// (else as [`Channel::detach`]).
+    pub(crate) fn unattach(&self, slot: Option<usize>, write: bool) {
+        if !self.seats.lock().cancel(slot, write) {
+            self.detach(slot, write, false);
+        }
+    }
+
     /// Unregisters a closing file (`polled` if it was ever polled, see [`Channel::poll`]).
     pub(crate) fn detach(&self, slot: Option<usize>, write: bool, polled: bool) {
-        let mut ring = self.ring.lock();
+        // The ring lets go of the slot first (activating it first if it never was), then the
+        // seat is free for the next opener.
+        let mut ring = self.ring_lock();
         if let Some(i) = slot {
             ring.unsubscribe(i);
-        }
-        if write {
-            ring.writers = ring.writers.wrapping_sub(1);
         }
         if polled {
             ring.waiting.pollers = ring.waiting.pollers.wrapping_sub(1);
             Self::publish_waiters(&mut ring);
         }
         drop(ring);
+        self.seats.lock().give_back(slot, write);
         // A slow subscriber leaving may make room for blocked writers.
         self.writable.notify_all();
     }
@@ -567,7 +638,7 @@ impl Channel {
         fill: &mut dyn FnMut(&mut RingSpan<'_>) -> Result,
         nonblock: bool,
     ) -> Result<u64> {
-        let mut ring = self.ring.lock();
+        let mut ring = self.ring_lock();
         let mut counted = false;
         let seq = loop {
             if self.is_closed() {
@@ -613,7 +684,7 @@ impl Channel {
         let run = ring::batch_run(buf, self.cfg.msg_max);
         let mut at = 0usize;
         if run > 0 {
-            let mut ring = self.ring.lock();
+            let mut ring = self.ring_lock();
             if self.is_closed() {
                 return Err(ENODEV);
             }
@@ -640,7 +711,7 @@ impl Channel {
     /// [`Channel::send_batch`] record by record, from offset `start` of `buf` (0: nothing sent
     /// yet), under one hold of the ring lock (released only while waiting for room).
     fn send_records(&self, buf: &mut [u8], start: usize, nonblock: bool) -> Result<usize> {
-        let mut ring = self.ring.lock();
+        let mut ring = self.ring_lock();
         let mut at = start;
         let mut counted = false;
         let result = loop {
@@ -824,13 +895,13 @@ impl Channel {
             return Err(EMSGSIZE);
         }
         let mut count = 1u64;
-        while to.seq < head.seq {
+        while ring::ahead(to.seq, head.seq) < 0 {
             let h = self.pages.peek_header(to.pos)?;
             if h.seq != to.seq || h.len == 0 || h.len > self.cfg.msg_max || h.flags != 0 {
                 break;
             }
             let next = to.after(h.len);
-            if next.pos.wrapping_sub(from.pos) > limit || next.pos > head.pos {
+            if next.pos.wrapping_sub(from.pos) > limit || ring::ahead(next.pos, head.pos) > 0 {
                 break;
             }
             to = next;
@@ -908,7 +979,7 @@ impl Channel {
             head_seq: ring.head().seq,
             oldest_seq: ring.tail().seq,
             subscribers: ring.subscribers(),
-            writers: ring.writers,
+            writers: self.seats.lock().writers(),
             mmap_bytes: self.pages.mmap_bytes(),
         }
     }
@@ -942,30 +1013,54 @@ impl Channel {
         (ring.faulted(), ring.take_postponed())
     }
 
-    /// `MEMCHAN_IOC_SEEK`.
+    /// `MEMCHAN_IOC_SEEK`. Wakes only whom the move can unblock: a move back gives the
+    /// file's readers records to read (its sleepers and pollers are on the shared queues,
+    /// woken if anyone waits there); a move forward may give writers of a `block` channel
+    /// room.
     pub(crate) fn seek(&self, slot: usize, whence: u32) -> Result {
-        self.lock().seek(slot, whence)?;
-        self.arrived.notify_all();
-        self.readable.notify_all();
-        self.writable.notify_all();
+        let mut ring = self.lock();
+        let before = ring.reader_state(slot)?.cursor_seq;
+        ring.seek(slot, whence)?;
+        let after = ring.reader_state(slot)?.cursor_seq;
+        let moved = ring::ahead(after, before);
+        let w = ring.waiting;
+        let readers = moved < 0 && (w.readers > 0 || w.pollers > 0);
+        let writers = moved > 0 && ring.policy() == Policy::Block && writers_waiting(&ring);
+        drop(ring);
+        if readers {
+            self.arrived.notify_all();
+            self.readable.notify_all();
+        }
+        if writers {
+            self.writable.notify_all();
+        }
         Ok(())
     }
 
-    /// `MEMCHAN_IOC_CONSUME`.
+    /// `MEMCHAN_IOC_CONSUME`: in steps of at most [`ring::CONSUME_STEP`] records, with the
+    /// lock dropped between them, so that a release of a whole ring holds up no one.
     pub(crate) fn consume(&self, slot: usize, upto: u64) -> Result {
-        let mut ring = self.lock();
-        let res = ring.consume(slot, upto);
-        let wake = writers_waiting(&ring);
-        drop(ring);
-        if wake {
-            self.writable.notify_all();
+        loop {
+            let mut ring = self.lock();
+            let res = ring.consume(slot, upto);
+            let wake = writers_waiting(&ring);
+            drop(ring);
+            if wake {
+                self.writable.notify_all();
+            }
+            if res? {
+                return Ok(());
+            }
+            if kernel::current!().signal_pending() {
+                // The cursor moved as far as it got: a restart goes on from there.
+                return Err(ERESTARTSYS);
+            }
         }
-        res
     }
 
     /// `MEMCHAN_IOC_SET_POLICY`.
     pub(crate) fn set_policy(&self, policy: Policy) {
-        let mut ring = self.ring.lock();
+        let mut ring = self.ring_lock();
         let _ = ring.set_policy(policy);
         self.policy_now.store(policy.to_abi(), Relaxed);
         drop(ring);
@@ -1021,15 +1116,14 @@ impl Channel {
     /// The producer's file is released (its last descriptor closed, its mappings gone): takes
     /// what it published and lets the next one claim the channel.
     pub(crate) fn unclaim(&self) {
-        let mut ring = self.ring.lock();
-        let took = ring.unclaim().unwrap_or(false);
-        let wake = if took {
-            Self::wake_readers(&mut ring)
-        } else {
-            ReadWake::default()
-        };
+        // Takes what the producer published, in holds of bounded work.
+        let mut ring = self.lock_all();
+        let _ = ring.unclaim(!self.is_closed());
         drop(ring);
-        self.notify_readers(wake);
+        // The last records arrived, or the readers were lapped (the ring started over): either
+        // is news for every waiter, edge-triggered pollers included.
+        self.arrived.notify_all();
+        self.readable.notify_all();
         self.writable.notify_all();
     }
 
@@ -1040,9 +1134,12 @@ impl Channel {
     /// `EAGAIN` if `nonblock` and there is no room; `EMSGSIZE` if there never can be;
     /// `ERESTARTSYS` on a signal; `ENODEV` once the channel is removed.
     pub(crate) fn doorbell(&self, need: u64, nonblock: bool) -> Result {
-        let mut ring = self.lock();
+        let mut ring = self.lock_all();
         if !ring.produced() {
             return Err(EPERM);
+        }
+        if self.is_closed() {
+            return Err(ENODEV);
         }
         if ring.faulted() {
             return Err(EIO);

@@ -230,7 +230,7 @@ impl MemchanFile {
             }),
             GFP_KERNEL_ACCOUNT,
         );
-        me.inspect_err(|_| chan.detach(slot, write, false))
+        me.inspect_err(|_| chan.unattach(slot, write))
     }
 
     /// `read()`: one message (or, in record mode, record or batch) into `iov`.

@@ -16,9 +16,11 @@
 //! - [`access`]: who may open a channel and change its policy;
 //! - [`observe`]: every channel's settings and counters in sysfs;
 //! - [`channel`]: one channel: locking, waiting, waking, and the operations files perform;
-//! - [`ring`]: the broadcast ring: records, subscriber cursors, overflow policy (pure logic,
-//!   KUnit-tested);
+//! - [`seats`]: who holds a channel open (subscriber seats, writers), taken at `open()` without
+//!   the ring lock;
 //! - [`pages`]: the pages behind a ring and how they are mapped into userspace;
+//! - [`ring`]: the broadcast ring: records, subscriber cursors, overflow policy, and the
+//!   producer take protocol (`ring/take.rs`) (pure logic, KUnit-tested in `ring/tests.rs`);
 //! - [`memory`]: the channel's memory and the raw, bounds-checked accesses to it;
 //! - [`abi`]: the ABI shared with userspace (`abi/src/abi.rs`, also the `memchan-abi` crate).
 //!
@@ -37,6 +39,7 @@ mod named;
 mod observe;
 mod pages;
 mod ring;
+mod seats;
 
 use kernel::{
     configfs,

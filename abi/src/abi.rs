@@ -259,7 +259,10 @@ pub const CTL_OVERWRITE: u32 = 4;
 /// all the producer will publish stays in force until the reader seeks). A release that meets a
 /// record rewritten since it was taken (the producer reused it) stops there, and the reader's
 /// next read reports the overrun.
-/// A reader whose copy the moving tail passed is lapped (to the kernel's head: the lost count may
+/// Under `block`, the kernel keeps its own writes behind the slowest reader, but it cannot stop
+/// a producer that ignores `room_pos` from overwriting records readers have not read: they then
+/// see an overrun with an exact count, as under `overwrite`; `block` is lossless with a correct
+/// producer only. A reader whose copy the moving tail passed is lapped (to the kernel's head: the lost count may
 /// include records it could still have read). Anything else sets [`CTL_PRODUCER_FAULT`]: the kernel
 /// keeps the records it accepted and refuses the rest until the producer leaves (doorbells fail
 /// with `EIO`). Sequence numbers thus keep their meaning; timestamps are whatever the producer
@@ -417,8 +420,8 @@ pub const IOC_READER: u32 = ioc(IOC_READ, NR_READER, core::mem::size_of::<Reader
 pub const IOC_SEEK: u32 = ioc(IOC_NONE, NR_SEEK, 0);
 /// Set the channel's overflow policy: argument (by value) [`POLICY_BLOCK`] or
 /// [`POLICY_OVERWRITE`]. Needs a file opened for writing by the channel's owner (a named
-/// channel's `uid`, or the owner of a load-time channel's node) or with `CAP_SYS_ADMIN`;
-/// `EPERM` otherwise.
+/// channel's `uid`; a load-time channel has no owner but root, whoever owns its node) or with
+/// `CAP_SYS_ADMIN`; `EPERM` otherwise.
 pub const IOC_SET_POLICY: u32 = ioc(IOC_NONE, NR_SET_POLICY, 0);
 /// Record mode, by value: [`RECORD_MODE_OFF`], [`RECORD_MODE_ON`] or [`RECORD_MODE_BATCH`].
 pub const IOC_RECORD_MODE: u32 = ioc(IOC_NONE, NR_RECORD_MODE, 0);
@@ -434,7 +437,9 @@ pub const RECORD_MODE_ON: u32 = 1;
 /// A batch stops before a pending overrun, which the next `read()` reports.
 pub const RECORD_MODE_BATCH: u32 = 2;
 /// Advance this reader's cursor past every message with a sequence number below the `u64`
-/// the argument points to (the mmap reader's "release"): frees room in `block` mode.
+/// the argument points to (the mmap reader's "release"): frees room in `block` mode. Sequence
+/// numbers wrap: "below" is serial-number order (RFC 1982), so a value more than 2^63 ahead of
+/// the cursor counts as behind it (a no-op).
 pub const IOC_CONSUME: u32 = ioc(IOC_WRITE, NR_CONSUME, core::mem::size_of::<u64>());
 
 /// Sends several messages with one call: the argument points to a [`SendBatch`], whose buffer

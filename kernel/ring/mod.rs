@@ -7,11 +7,13 @@
 //! method under its ring lock. The producer-mapped mode, where a producer writes the records
 //! itself and the ring takes them, is [`take`].
 //!
-//! Positions are byte offsets counted since the ring was created (`u64`, never wrapping in
-//! practice; wrapping arithmetic keeps overflow checks quiet); a position maps to storage
-//! offset `pos % size`. The ring holds the records between `tail` (oldest retained) and `head`
-//! (where the next one goes). A record is a [`RecordHeader`], the payload and zero padding to
-//! [`abi::RECORD_ALIGN`].
+//! Positions are byte offsets counted since the ring was created, and sequence numbers count
+//! records; both are `u64` with wrapping arithmetic and are compared only through [`ahead`]
+//! (serial-number arithmetic, RFC 1982), never with `<`: a producer may move both by large
+//! jumps (see [`take`]), so they may wrap, and every comparison must hold across the wrap. A
+//! position maps to storage offset `pos % size`. The ring holds the records between `tail`
+//! (oldest retained) and `head` (where the next one goes). A record is a [`RecordHeader`], the
+//! payload and zero padding to [`abi::RECORD_ALIGN`].
 
 use kernel::prelude::*;
 
@@ -28,6 +30,19 @@ mod take;
 mod tests;
 
 use take::Producer;
+pub(crate) use take::TAKE_MAX;
+
+/// Records one [`Ring::consume`] walks at most under one hold of the ring lock: a release of a
+/// whole ring of the smallest records is done in steps, with the lock dropped between them.
+pub(crate) const CONSUME_STEP: u64 = 256;
+
+/// How far `a` is ahead of `b` (negative: behind), for sequence numbers and positions, which
+/// wrap: the order holds as long as the two are less than 2^63 apart, which every pair of values
+/// the ring compares is (the head moves by at most [`take::JUMP_MAX`] at a time, and every
+/// cursor is kept between the tail and the head).
+pub(crate) fn ahead(a: u64, b: u64) -> i64 {
+    a.wrapping_sub(b) as i64
+}
 
 /// Where records live: the channel's pages, or a buffer in tests.
 pub(crate) trait Storage {
@@ -164,18 +179,20 @@ pub(crate) fn batch_run(buf: &mut [u8], msg_max: u32) -> usize {
 struct Slot {
     /// Whether an open file owns this slot.
     active: bool,
-    /// The user id of the file's opener (for the per-user limit).
-    uid: u32,
     /// The next record this subscriber receives.
     cur: Cursor,
     /// Messages lost to overwrites, in total.
     lost: u64,
     /// Messages lost in overruns not yet reported by `EPIPE`.
     pending_lost: u64,
-    /// A release (`MEMCHAN_IOC_CONSUME`) up to this sequence number beyond the ring's head, if
-    /// not 0: the mmap reader read records its producer published that were not taken yet (a
-    /// take postponed, see [`Ring::take_postponed`]); applied as they are taken.
-    consume_to: u64,
+    /// An overrun is pending (reported by the next `EPIPE`): a flag of its own, not
+    /// `pending_lost != 0`, which a producer's jumps could bring round to 0 (its counts
+    /// saturate).
+    overrun: bool,
+    /// A release (`MEMCHAN_IOC_CONSUME`) up to this sequence number beyond the ring's head:
+    /// the mmap reader read records its producer published that were not taken yet (a take
+    /// postponed, see [`Ring::take_postponed`]); applied as they are taken.
+    consume_to: Option<u64>,
 }
 
 impl Slot {
@@ -185,20 +202,21 @@ impl Slot {
     /// reads, which extends the same overrun).
     fn overrun_to(&mut self, to: Cursor, stats: &mut Stats) {
         let lost = to.seq.wrapping_sub(self.cur.seq);
-        if self.pending_lost == 0 {
+        if !self.overrun {
             stats.overruns = stats.overruns.wrapping_add(1);
         }
-        self.lost = self.lost.wrapping_add(lost);
-        self.pending_lost = self.pending_lost.wrapping_add(lost);
+        self.overrun = true;
+        self.lost = self.lost.saturating_add(lost);
+        self.pending_lost = self.pending_lost.saturating_add(lost);
         self.cur = to;
-        stats.lost = stats.lost.wrapping_add(lost);
+        stats.lost = stats.lost.saturating_add(lost);
     }
 
     /// Moves this subscriber forward to `to` (at or behind the head), past records its reader
     /// released without reading them through `read()`: counted as delivered. No-op if the
     /// cursor is there or beyond already.
     fn jump_to(&mut self, to: Cursor, stats: &mut Stats) {
-        if to.seq > self.cur.seq {
+        if ahead(to.seq, self.cur.seq) > 0 {
             stats.delivered = stats
                 .delivered
                 .wrapping_add(to.seq.wrapping_sub(self.cur.seq));
@@ -278,8 +296,6 @@ pub(crate) struct Ring<S: Storage> {
     low: Cursor,
     /// Active slots.
     subscribers: u32,
-    /// Open files with write access.
-    pub(crate) writers: u32,
     /// Counters.
     pub(crate) stats: Stats,
     /// Who may need a wake-up.
@@ -323,7 +339,6 @@ impl<S: Storage> Ring<S> {
             slots,
             low: start,
             subscribers: 0,
-            writers: 0,
             stats: Stats::default(),
             waiting: Waiting::default(),
             stalled_since: None,
@@ -360,41 +375,23 @@ impl<S: Storage> Ring<S> {
         self.subscribers
     }
 
-    /// Adds a subscriber for user `uid` positioned at the head (it receives messages written
-    /// from now on). `ENOSPC` when every slot is taken, or when `uid` already has `per_user`
-    /// of them (0: no such limit).
-    pub(crate) fn subscribe(&mut self, uid: u32, per_user: usize) -> Result<usize> {
-        if per_user > 0
-            && self
-                .slots
-                .iter()
-                .filter(|s| s.active && s.uid == uid)
-                .count()
-                >= per_user
-        {
-            return Err(ENOSPC);
-        }
+    /// Makes slot `i`, which the channel gave out to an opening file (its seats, `seats.rs`),
+    /// a subscriber positioned at the head: it receives messages written from now on.
+    /// `EINVAL` if there is no such slot or it is active.
+    pub(crate) fn subscribe_at(&mut self, i: usize) -> Result {
         let head = self.head;
-        let (i, slot) = self
-            .slots
-            .iter_mut()
-            .enumerate()
-            .find(|(_, s)| !s.active)
-            .ok_or(ENOSPC)?;
+        let slot = self.slots.get_mut(i).filter(|s| !s.active).ok_or(EINVAL)?;
         *slot = Slot {
             active: true,
-            uid,
             cur: head,
-            lost: 0,
-            pending_lost: 0,
-            consume_to: 0,
+            ..Slot::default()
         };
         if self.subscribers == 0 {
             // No cursor constrained the bound: start it at the only one.
             self.low = head;
         }
         self.subscribers = self.subscribers.wrapping_add(1);
-        Ok(i)
+        Ok(())
     }
 
     /// Removes subscriber `i`.
@@ -419,20 +416,22 @@ impl<S: Storage> Ring<S> {
 
     /// Lowers the bound [`Ring::low`] to `at` if `at` is before it (a cursor moved back).
     fn lower_bound(&mut self, at: Cursor) {
-        if at.seq < self.low.seq {
+        if ahead(at.seq, self.low.seq) < 0 {
             self.low = at;
         }
     }
 
-    /// Recomputes [`Ring::low`] exactly: the slowest active cursor (the head if none).
+    /// Recomputes [`Ring::low`] exactly: the slowest active cursor, the one furthest behind the
+    /// head (the head if none).
     fn rescan(&mut self) {
+        let head = self.head;
         self.low = self
             .slots
             .iter()
             .filter(|s| s.active)
             .map(|s| s.cur)
-            .min_by_key(|c| c.seq)
-            .unwrap_or(self.head);
+            .max_by_key(|c| head.seq.wrapping_sub(c.seq))
+            .unwrap_or(head);
     }
 
     /// Whether `bytes` more bytes of records fit before `at`'s unread data.
@@ -584,7 +583,10 @@ impl<S: Storage> Ring<S> {
     }
 
     /// Discards the oldest records until `rsize` more bytes fit (lapping the readers still on
-    /// them).
+    /// them). A record that is not whole where the walk meets it (a former producer's bytes:
+    /// it may have rewritten anything before it left) ends the ring's contents: the ring starts
+    /// over empty at the head, as [`Ring::unclaim`] does, its readers lapped with exact counts,
+    /// so that nothing a producer leaves behind locks the writers out.
     fn discard_for(&mut self, rsize: u64) -> Result {
         let old_tail = self.tail;
         while self
@@ -594,8 +596,17 @@ impl<S: Storage> Ring<S> {
             .saturating_add(rsize)
             > self.size
         {
-            let h = self.header_at(self.tail)?;
-            self.tail = self.tail.after(h.len);
+            match self.header_at(self.tail) {
+                Ok(h) if self.tail.seq != self.head.seq && self.within_head(self.tail, h.len) => {
+                    self.tail = self.tail.after(h.len);
+                }
+                Ok(_) | Err(_) if self.prod.ever => {
+                    self.tail = self.head;
+                    break;
+                }
+                Ok(_) => return Err(EIO),
+                Err(e) => return Err(e),
+            }
         }
         if self.tail != old_tail {
             self.store.publish_tail(self.tail)?;
@@ -656,12 +667,12 @@ impl<S: Storage> Ring<S> {
     /// Scans the slots only if the cached bound says a cursor may be behind the tail.
     fn lap_readers(&mut self) {
         let tail = self.tail;
-        if self.subscribers == 0 || self.low.seq >= tail.seq {
+        if self.subscribers == 0 || ahead(self.low.seq, tail.seq) >= 0 {
             return;
         }
         let producer = self.prod.slot;
         for (i, s) in self.slots.iter_mut().enumerate().filter(|(_, s)| s.active) {
-            if s.cur.seq >= tail.seq {
+            if ahead(s.cur.seq, tail.seq) >= 0 {
                 continue;
             }
             if Some(i) == producer {
@@ -679,10 +690,15 @@ impl<S: Storage> Ring<S> {
     /// corrupted) is an overrun to the head: the subscriber loses what it had not read.
     pub(crate) fn next(&mut self, i: usize) -> Result<Next> {
         let s = self.slot(i)?;
-        if s.pending_lost > 0 {
+        if s.overrun {
             return Ok(Next::Overrun);
         }
         if s.cur.seq == self.head.seq {
+            if s.cur.pos != self.head.pos {
+                // Records a former producer rewrote ended short of the head: nothing is between.
+                let head = self.head;
+                self.slot_mut(i)?.cur = head;
+            }
             return Ok(Next::Empty);
         }
         let cur = s.cur;
@@ -697,6 +713,16 @@ impl<S: Storage> Ring<S> {
             }
             Ok(_) => Err(EIO),
             Err(e) => Err(e),
+        }
+    }
+
+    /// `at`, or the head if `at` has its sequence number: a walk over records a former producer
+    /// rewrote may end there short of the head's position, and a cursor must never sit there.
+    fn settled(&self, at: Cursor) -> Cursor {
+        if at.seq == self.head.seq {
+            self.head
+        } else {
+            at
         }
     }
 
@@ -733,7 +759,9 @@ impl<S: Storage> Ring<S> {
 
     /// Clears subscriber `i`'s pending overrun once it has been reported.
     pub(crate) fn clear_overrun(&mut self, i: usize) -> Result {
-        self.slot_mut(i)?.pending_lost = 0;
+        let s = self.slot_mut(i)?;
+        s.pending_lost = 0;
+        s.overrun = false;
         Ok(())
     }
 
@@ -756,8 +784,9 @@ impl<S: Storage> Ring<S> {
         let passed =
             self.prod.claimed && (self.store.producer_tail()?.wrapping_sub(from.pos) as i64) > 0;
         let (tail, head) = (self.tail, self.head);
+        let to = self.settled(to);
         let s = self.slots.get_mut(i).filter(|s| s.active).ok_or(EINVAL)?;
-        if s.cur != from || s.pending_lost != 0 || tail.seq > from.seq {
+        if s.cur != from || s.overrun || ahead(tail.seq, from.seq) > 0 {
             return Ok(false);
         }
         if passed {
@@ -779,7 +808,8 @@ impl<S: Storage> Ring<S> {
         let s = self.slot_mut(i)?;
         s.cur = to;
         s.pending_lost = 0;
-        s.consume_to = 0;
+        s.overrun = false;
+        s.consume_to = None;
         self.lower_bound(to);
         if self.prod.claimed {
             // `room_pos` must never be ahead of the slowest reader.
@@ -790,27 +820,42 @@ impl<S: Storage> Ring<S> {
     }
 
     /// Advances subscriber `i` past every record with a sequence number below `upto` (the
-    /// mmap reader's release). `EINVAL` if `upto` is beyond the head, unless a producer may
-    /// have published it (a mapped reader reads the producer's head): then the cursor moves
-    /// to the head, and what goes beyond applies as the records are taken. No-op if the
-    /// cursor is already past it.
-    pub(crate) fn consume(&mut self, i: usize, upto: u64) -> Result {
+    /// mmap reader's release), walking at most [`CONSUME_STEP`] records: returns whether it got
+    /// there; if not, the cursor moved as far as it walked and the caller drops the lock and
+    /// calls again (no hold of the lock walks the ring). `EINVAL` if `upto` is beyond the head,
+    /// unless a producer may have published it (a mapped reader reads the producer's head):
+    /// then the cursor moves to the head, and what goes beyond applies as the records are
+    /// taken. No-op if the cursor is already past it.
+    pub(crate) fn consume(&mut self, i: usize, upto: u64) -> Result<bool> {
         let head = self.head;
-        if upto >= head.seq {
-            if upto > head.seq && !self.prod.claimed {
+        // Behind the cursor (or so far ahead that it reads as behind: serial-number order).
+        if ahead(upto, self.slot(i)?.cur.seq) <= 0 {
+            return Ok(true);
+        }
+        if ahead(upto, head.seq) >= 0 {
+            let beyond = ahead(upto, head.seq) > 0;
+            if beyond && !self.prod.claimed {
                 return Err(EINVAL);
             }
             let s = self.slots.get_mut(i).filter(|s| s.active).ok_or(EINVAL)?;
             s.jump_to(head, &mut self.stats);
-            if upto > head.seq {
-                s.consume_to = s.consume_to.max(upto);
+            if beyond {
+                s.consume_to = Some(match s.consume_to {
+                    Some(to) if ahead(to, upto) > 0 => to,
+                    _ => upto,
+                });
                 self.prod.consumes_pending = true;
             }
-            return Ok(());
+            return Ok(true);
         }
         let mut cur = self.slot(i)?.cur;
         let mut n = 0u64;
-        while cur.seq < upto {
+        let mut done = true;
+        while ahead(cur.seq, upto) < 0 && ahead(cur.seq, head.seq) < 0 {
+            if n >= CONSUME_STEP {
+                done = false;
+                break;
+            }
             let whole = match self.header_at(cur) {
                 Ok(h) if self.within_head(cur, h.len) => Some(h),
                 Ok(_) => None,
@@ -829,12 +874,13 @@ impl<S: Storage> Ring<S> {
             cur = cur.after(h.len);
             n = n.wrapping_add(1);
         }
+        let cur = self.settled(cur);
         let s = self.slot_mut(i)?;
-        if cur.seq > s.cur.seq {
+        if n > 0 && ahead(cur.seq, s.cur.seq) > 0 {
             s.cur = cur;
             self.stats.delivered = self.stats.delivered.wrapping_add(n);
         }
-        Ok(())
+        Ok(done)
     }
 
     /// Subscriber `i`'s state for `MEMCHAN_IOC_READER` and fdinfo (without `flags`).
@@ -842,12 +888,7 @@ impl<S: Storage> Ring<S> {
         let s = self.slot(i)?;
         Ok(abi::ReaderState {
             size: 0,
-            flags: abi::READER_SUBSCRIBER
-                | if s.pending_lost > 0 {
-                    abi::READER_OVERRUN
-                } else {
-                    0
-                },
+            flags: abi::READER_SUBSCRIBER | if s.overrun { abi::READER_OVERRUN } else { 0 },
             cursor_seq: s.cur.seq,
             cursor_pos: s.cur.pos,
             lag: self.head.seq.wrapping_sub(s.cur.seq),

@@ -10,12 +10,16 @@
 use kernel::prelude::*;
 
 use super::{
+    ahead,
     record_size,
     Cursor,
     Ring,
     Storage, //
 };
-use crate::abi;
+use crate::abi::{
+    self,
+    RecordHeader, //
+};
 
 /// Most records one try of taking a producer's records checks before it commits them: a try
 /// that meets the producer's tail moving starts over, and halves this for the next one (a
@@ -25,10 +29,23 @@ pub(crate) const TAKE_MAX: u64 = 1024;
 /// Tries of one take that may meet the producer's tail moving before the take is postponed.
 const TAKE_TRIES: u32 = 8;
 
+/// The furthest one take may move the ring's head: 2^62 bytes (and so at most 2^57 sequence
+/// numbers, one per [`record_size`]`(1)` bytes). A correct producer may lap the ring any number
+/// of times between two takes (under `overwrite`, with no reader to take its records), so a
+/// jump is not bounded by the ring's size; but no take may move the head so far that the
+/// ring's values stop being comparable: with this bound, every cursor, the tail and the head
+/// stay within 2^63 of each other, where [`ahead`] orders them, across the wrap of `u64`.
+pub(crate) const JUMP_MAX: u64 = 1 << 62;
+
+/// Most records [`Ring::kept_from`] walks when a producer leaves, under the lock: the records
+/// from the tail (or else the slowest reader) to the head are kept only if there are at most
+/// this many.
+const LEAVE_CHECK_MAX: u64 = 16 * TAKE_MAX;
+
 /// Sorts `v` by `key`, ascending, in place: a heapsort, with no allocation and, unlike the
 /// sorts of `core`, no panic path (objtool flags the one in `core`'s quicksort in a module
 /// built by Debian's toolchain).
-fn sort_by_key(v: &mut [u16], key: impl Fn(u16) -> u64) {
+pub(super) fn sort_by_key(v: &mut [u16], key: impl Fn(u16) -> u64) {
     let k = |v: &[u16], i: usize| v.get(i).map_or(0, |&x| key(x));
     let swap = |v: &mut [u16], a: usize, b: usize| {
         if let (Some(&x), Some(&y)) = (v.get(a), v.get(b)) {
@@ -92,6 +109,13 @@ pub(super) struct Producer {
     /// Room for one index per subscriber slot, allocated with the ring: the releases one
     /// take applies, sorted ([`Ring::apply_consumes`]).
     pub(super) order: KVec<u16>,
+    /// The last take stopped at its budget for one hold of the lock ([`TAKE_MAX`] records
+    /// taken, or as many walked for releases) with more to do: the caller drops the lock and
+    /// takes again ([`Ring::take_more`]).
+    pub(super) more: bool,
+    /// A release beyond the head was left short by the walk's budget (see
+    /// [`Ring::apply_consumes`]): the next take applies it even if no record arrives.
+    pub(super) consumes_short: bool,
     /// A take applied a release ([`Slot::consume_to`]) that moved a cursor: under `block`,
     /// a producer waiting for room must look again ([`Ring::take_released`]).
     pub(super) released: bool,
@@ -108,13 +132,14 @@ impl Producer {
             postponed: false,
             consumes_pending: false,
             order,
+            more: false,
+            consumes_short: false,
             released: false,
         }
     }
 }
 
 impl<S: Storage> Ring<S> {
-
     /// Whether a producer has claimed the ring.
     pub(crate) fn produced(&self) -> bool {
         self.prod.claimed
@@ -130,6 +155,7 @@ impl<S: Storage> Ring<S> {
         let s = self.slot_mut(slot)?;
         s.cur = head;
         s.pending_lost = 0;
+        s.overrun = false;
         self.rescan();
         self.store.publish_room(self.low.pos)?;
         self.prod.slot = Some(slot);
@@ -139,10 +165,11 @@ impl<S: Storage> Ring<S> {
         self.publish_flags()
     }
 
-    /// The producer left: takes what it had published, then mirrors the ring's head and tail
-    /// into the producer page again, for readers and the next producer.
-    pub(crate) fn unclaim(&mut self) -> Result<bool> {
-        let took = self.take_produced();
+    /// The producer left: takes what it had published (if `take`: not once the channel is
+    /// removed), then mirrors the ring's head and tail into the producer page again, for
+    /// readers and the next producer.
+    pub(crate) fn unclaim(&mut self, take: bool) -> Result<bool> {
+        let took = take && self.take_produced();
         // A tail the take did not reach (the producer discarded all it had published, and
         // maybe began to overwrite the records the ring holds; or it faulted): the ring's
         // records may be rewritten, payloads included, so none of them is kept.
@@ -151,19 +178,25 @@ impl<S: Storage> Ring<S> {
         self.prod.fault = false;
         self.prod.postponed = false;
         self.prod.slot = None;
+        self.prod.more = false;
         // Releases beyond the head wait for records no one will publish now.
         for s in self.slots.iter_mut() {
-            s.consume_to = 0;
+            s.consume_to = None;
         }
         self.prod.consumes_pending = false;
+        self.prod.consumes_short = false;
         self.prod.released = false;
-        // No one writes the bytes any more (the producer's mapping is gone): check once that
-        // every record from the tail to the head is whole, as the kernel's own writes and
-        // discards expect; if one is not, the ring starts over empty at the head (its readers
-        // lapped, with exact counts).
-        if discarded || !self.records_whole() {
-            self.tail = self.head;
-            self.lap_readers();
+        // No one writes the bytes any more: the producer's mapping is gone, and no pin of its
+        // pages can outlive it (`Pages::map_producer`). Its records, and where the readers
+        // stand in them, are checked once, in a walk of bounded length ([`Ring::kept_from`]);
+        // where that fails, the ring starts over empty at the head (its readers lapped, with
+        // exact counts).
+        match (!discarded).then(|| self.kept_from()).flatten() {
+            Some(from) => self.tail = from,
+            None => {
+                self.tail = self.head;
+                self.lap_readers();
+            }
         }
         self.publish_flags()?;
         self.store.publish_tail(self.tail)?;
@@ -171,17 +204,64 @@ impl<S: Storage> Ring<S> {
         Ok(took)
     }
 
-    /// Whether the records from the tail to the head are all whole and numbered in order (one
-    /// pass, at most one step per [`record_size`]`(1)` bytes of the ring).
-    fn records_whole(&self) -> bool {
-        let mut cur = self.tail;
-        while cur.seq != self.head.seq {
-            match self.header_at(cur) {
-                Ok(h) if self.within_head(cur, h.len) && h.flags == 0 => cur = cur.after(h.len),
-                _ => return false,
+    /// Where the ring can keep a former producer's records from, checked: the tail, or if the
+    /// walk from there would be longer than [`LEAVE_CHECK_MAX`] records, the slowest reader's
+    /// cursor (older records go; no reader needs them). Every record from there to the head is
+    /// whole, numbered in order and ends where the next begins, the last at the head, and every
+    /// reader's cursor lies on one of their boundaries (a producer may have rewritten the
+    /// records a reader was in the middle of, so that the cursor points at bytes of its
+    /// choice). `None` if not (or if even that walk is too long).
+    fn kept_from(&mut self) -> Option<Cursor> {
+        let head = self.head;
+        // The readers, slowest first.
+        self.prod.order.clear();
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.active {
+                let i = u16::try_from(i).ok()?;
+                self.prod.order.push_within_capacity(i).ok()?;
             }
         }
-        cur.pos == self.head.pos
+        let slots = &self.slots;
+        sort_by_key(&mut self.prod.order, |i| {
+            slots.get(usize::from(i)).map_or(0, |s| {
+                u64::MAX.wrapping_sub(head.seq.wrapping_sub(s.cur.seq))
+            })
+        });
+        let slowest = match self.prod.order.first() {
+            Some(&i) => self.slots.get(usize::from(i))?.cur,
+            None => head,
+        };
+        // Never behind the tail (a cursor that is must be lapped).
+        if ahead(slowest.seq, self.tail.seq) < 0 || ahead(head.seq, slowest.seq) < 0 {
+            return None;
+        }
+        let from = if head.seq.wrapping_sub(self.tail.seq) <= LEAVE_CHECK_MAX {
+            self.tail
+        } else if head.seq.wrapping_sub(slowest.seq) <= LEAVE_CHECK_MAX {
+            slowest
+        } else {
+            return None;
+        };
+        let (mut cur, mut k) = (from, 0usize);
+        loop {
+            while let Some(&i) = self.prod.order.get(k) {
+                let at = self.slots.get(usize::from(i))?.cur;
+                if at.seq != cur.seq {
+                    break;
+                }
+                if at.pos != cur.pos {
+                    return None;
+                }
+                k = k.wrapping_add(1);
+            }
+            if cur.seq == head.seq {
+                return (cur.pos == head.pos && k == self.prod.order.len()).then_some(from);
+            }
+            match self.header_at(cur) {
+                Ok(h) if h.flags == 0 && self.within_head(cur, h.len) => cur = cur.after(h.len),
+                _ => return None,
+            }
+        }
     }
 
     /// Whether the producer published something invalid (see [`Ring::take_produced`]).
@@ -210,23 +290,32 @@ impl<S: Storage> Ring<S> {
     /// `abi::ProducerControl`): validates its tail and head, and every record between the
     /// ring's head and the producer's, each read once; publishes them as the ring's. Returns
     /// whether any arrived. Something invalid sets the fault: nothing more is taken from this
-    /// producer. Bounded: at most one ring's worth of records, and [`TAKE_TRIES`] tries that
-    /// meet the tail moving; if either runs out, the take is postponed
-    /// ([`Ring::take_postponed`]).
+    /// producer. Bounded: at most [`TAKE_MAX`] records (then [`Ring::take_more`] says so, and
+    /// the caller takes again after dropping the lock), and [`TAKE_TRIES`] tries that meet the
+    /// tail moving (then the take is postponed, [`Ring::take_postponed`]).
     pub(crate) fn take_produced(&mut self) -> bool {
         self.prod.postponed = false;
+        self.prod.more = false;
         if !self.prod.claimed || self.prod.fault {
             return false;
         }
         let mut took = false;
         if self.take_records(&mut took).is_err() {
             self.prod.fault = true;
+            self.prod.more = false;
             let _ = self.publish_flags();
         }
-        if took && self.prod.consumes_pending {
+        if self.prod.consumes_pending && (took || self.prod.consumes_short) {
+            self.prod.consumes_short = false;
             self.apply_consumes();
         }
         took
+    }
+
+    /// Whether the last [`Ring::take_produced`] stopped at its budget for one hold of the lock
+    /// with more to take or to apply: the caller drops the lock and takes again.
+    pub(crate) fn take_more(&self) -> bool {
+        self.prod.claimed && self.prod.more
     }
 
     /// Whether the last [`Ring::take_produced`] left records untaken that its producer had
@@ -250,8 +339,8 @@ impl<S: Storage> Ring<S> {
     /// Sets `took` if any record arrived. `EBADMSG` only for what no correct producer
     /// publishes.
     fn take_records(&mut self, took: &mut bool) -> Result {
-        // Records in a full ring, and one: a correct producer's head is never further ahead.
-        let mut budget = (self.size / record_size(1)).saturating_add(1);
+        // One hold's worth: what is left is taken in the next hold ([`Ring::take_more`]).
+        let mut budget = TAKE_MAX;
         let mut cap = TAKE_MAX;
         let mut missed = 0u32;
         while budget > 0 {
@@ -265,6 +354,10 @@ impl<S: Storage> Ring<S> {
                         break;
                     }
                     budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        self.prod.more = true;
+                        return Ok(());
+                    }
                     cap = cap.saturating_mul(2).min(TAKE_MAX);
                 }
                 Err(e) if e == EAGAIN => {
@@ -284,37 +377,44 @@ impl<S: Storage> Ring<S> {
     /// Applies the releases ([`Slot::consume_to`]) that went beyond the ring's head, as far as
     /// the records have arrived. A release to or beyond the head moves the cursor there in one
     /// step; those that fall between are sorted by where they end and applied in one walk
-    /// over the records (each is a record boundary on it), so that a take's hold of the lock
-    /// walks the ring at most once more, however many readers released.
+    /// over the records (each is a record boundary on it), of at most [`TAKE_MAX`] records: a
+    /// release the walk did not reach moves as far as it got and stays pending
+    /// ([`Ring::take_more`]), so that no hold of the lock walks the ring, however many readers
+    /// released.
     fn apply_consumes(&mut self) {
         let head = self.head;
         let mut pending = false;
         self.prod.order.clear();
         let mut from: Option<Cursor> = None;
         for (i, s) in self.slots.iter_mut().enumerate() {
-            if !s.active || s.consume_to == 0 {
+            let Some(to) = s.consume_to.filter(|_| s.active) else {
                 continue;
-            }
+            };
             let before = s.cur.seq;
-            if s.consume_to >= head.seq {
+            if ahead(to, head.seq) >= 0 {
                 s.jump_to(head, &mut self.stats);
-                if s.consume_to == head.seq {
-                    s.consume_to = 0;
+                if to == head.seq {
+                    s.consume_to = None;
                 } else {
                     pending = true;
                 }
-            } else if s.consume_to > s.cur.seq {
+            } else if ahead(to, s.cur.seq) > 0 {
                 // Never full: room for every slot. The walk starts at the first cursor.
                 if let Ok(i) = u16::try_from(i) {
                     if self.prod.order.push_within_capacity(i).is_ok() {
-                        from =
-                            Some(from.map_or(s.cur, |f| if s.cur.seq < f.seq { s.cur } else { f }));
+                        from = Some(from.map_or(s.cur, |f| {
+                            if ahead(s.cur.seq, f.seq) < 0 {
+                                s.cur
+                            } else {
+                                f
+                            }
+                        }));
                         continue;
                     }
                 }
-                s.consume_to = 0;
+                s.consume_to = None;
             } else {
-                s.consume_to = 0;
+                s.consume_to = None;
             }
             self.prod.released |= s.cur.seq != before;
         }
@@ -323,28 +423,53 @@ impl<S: Storage> Ring<S> {
             return;
         };
         let slots = &self.slots;
+        // By where each ends, counted from the walk's start (all end ahead of it).
         sort_by_key(&mut self.prod.order, |i| {
-            slots.get(usize::from(i)).map_or(0, |s| s.consume_to)
+            slots
+                .get(usize::from(i))
+                .and_then(|s| s.consume_to)
+                .map_or(0, |to| to.wrapping_sub(cur.seq))
         });
+        let mut steps = 0u64;
         for k in 0..self.prod.order.len() {
             let Some(i) = self.prod.order.get(k).map(|&i| usize::from(i)) else {
                 break;
             };
-            let upto = self.slots.get(i).map_or(0, |s| s.consume_to);
+            let Some(upto) = self.slots.get(i).and_then(|s| s.consume_to) else {
+                continue;
+            };
             // Up to this release's end; a record that is not whole any more (rewritten since it
             // was taken) stops the walk.
-            while cur.seq < upto {
+            let mut stopped = false;
+            while ahead(cur.seq, upto) < 0 {
+                if steps >= TAKE_MAX {
+                    break;
+                }
                 match self.header_at(cur) {
                     Ok(h) if self.within_head(cur, h.len) => cur = cur.after(h.len),
-                    _ => break,
+                    _ => {
+                        stopped = true;
+                        break;
+                    }
                 }
+                steps = steps.wrapping_add(1);
             }
-            // As far as the records are whole (`next` finds the overrun where they stop).
+            // As far as the records are whole (`next` finds the overrun where they stop); a
+            // release the budget cut short stays, for the next hold of the lock.
+            let short = !stopped && ahead(cur.seq, upto) < 0;
+            cur = self.settled(cur);
             if let Some(s) = self.slots.get_mut(i) {
-                s.consume_to = 0;
+                if !short {
+                    s.consume_to = None;
+                }
                 let before = s.cur.seq;
                 s.jump_to(cur, &mut self.stats);
                 self.prod.released |= s.cur.seq != before;
+            }
+            if short {
+                self.prod.consumes_pending = true;
+                self.prod.consumes_short = true;
+                self.prod.more = true;
             }
         }
     }
@@ -365,7 +490,9 @@ impl<S: Storage> Ring<S> {
         if self.store.producer_tail()? != tail_pos {
             return Err(EAGAIN);
         }
-        if new_head.wrapping_sub(self.head.pos) % u64::from(abi::RECORD_ALIGN) != 0 {
+        // Aligned, and never behind the ring's head nor further ahead than a jump may go.
+        let jump = new_head.wrapping_sub(self.head.pos);
+        if jump % u64::from(abi::RECORD_ALIGN) != 0 || jump > JUMP_MAX {
             return Err(EBADMSG);
         }
         let tail = match self.check_tail(tail_pos, new_head) {
@@ -378,7 +505,7 @@ impl<S: Storage> Ring<S> {
             return Err(EBADMSG);
         }
         // If the producer lapped the ring's head, its records now start at its tail.
-        let start = if tail.seq > self.head.seq {
+        let start = if ahead(tail.seq, self.head.seq) > 0 {
             tail
         } else {
             self.head

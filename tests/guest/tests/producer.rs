@@ -552,3 +552,67 @@ fn no_pin_of_the_producer_mapping_can_outlive_the_claim() {
     }
     drop((rd, wr, p));
 }
+
+#[test]
+fn a_producer_driving_the_numbers_to_the_wrap_leaves_a_working_channel() {
+    require_guest();
+    let c = Chan::new("prod-wrap", 4, Policy::Block);
+    let p = RawProducer::claim(&c);
+    // Each doorbell, the producer discards everything and publishes one record as far ahead
+    // as a take accepts (positions 2^62 on, sequence numbers one per 32 bytes of them: one
+    // record of one byte), until the next sequence number is 50 short of 2^64.
+    let target = u64::MAX - 49;
+    let most = (1u64 << 62) / 32 - 1;
+    let mut doorbells = 0;
+    loop {
+        let (pos, seq) = (p.word(P_HEAD_POS), p.word(P_HEAD_SEQ));
+        if seq == target {
+            break;
+        }
+        let d = target.wrapping_sub(seq).min(most) - 1;
+        let (tail_pos, tail_seq) = (pos.wrapping_add(32 * d), seq.wrapping_add(d));
+        let head = p.record(tail_pos, tail_seq, b'j');
+        p.put(P_TAIL_SEQ, tail_seq);
+        p.put(P_TAIL_POS, tail_pos);
+        p.put(P_HEAD_SEQ, tail_seq.wrapping_add(1));
+        p.put(P_HEAD_POS, head);
+        ioctl(&p.fd, abi::IOC_DOORBELL, 0).expect("a jump a take accepts");
+        doorbells += 1;
+        assert!(doorbells < 200);
+    }
+    drop(p);
+    // Ordinary traffic across the wrap, under `block`: `slow` reads nothing, so the writer
+    // must stop when the ring is full of what it has not read.
+    let w = open_path(c.node(), OFlags::WRONLY | OFlags::NONBLOCK).unwrap();
+    let fast = open_path(c.node(), OFlags::RDONLY | OFlags::NONBLOCK).unwrap();
+    let slow = open_path(c.node(), OFlags::RDONLY | OFlags::NONBLOCK).unwrap();
+    ioctl(&fast, abi::IOC_RECORD_MODE, abi::RECORD_MODE_ON as usize).unwrap();
+    ioctl(&slow, abi::IOC_RECORD_MODE, abi::RECORD_MODE_ON as usize).unwrap();
+    let capacity = 4096 / abi::record_size(8);
+    for k in 0..capacity {
+        send(&w, &k.to_ne_bytes()).unwrap();
+        let (h, body) = memchan_guest_tests::recv_record(&fast).unwrap();
+        assert_eq!(
+            (h.seq, body),
+            (target.wrapping_add(k), k.to_ne_bytes().to_vec())
+        );
+    }
+    assert_eq!(send(&w, b"one more"), Err(Errno::AGAIN));
+    for k in 0..capacity {
+        let (h, body) = memchan_guest_tests::recv_record(&slow).unwrap();
+        assert_eq!(
+            (h.seq, body),
+            (target.wrapping_add(k), k.to_ne_bytes().to_vec())
+        );
+    }
+    assert_eq!(recv(&slow), Err(Errno::AGAIN));
+    assert_eq!(memchan_guest_tests::reader(&slow).lost, 0);
+    // And `overwrite` laps `slow` across it with an exact count.
+    memchan_guest_tests::set_policy(&w, abi::POLICY_OVERWRITE);
+    for k in 0..capacity + 3 {
+        send(&w, &k.to_ne_bytes()).unwrap();
+        memchan_guest_tests::recv_record(&fast).unwrap();
+    }
+    assert_eq!(recv(&slow), Err(Errno::PIPE));
+    assert_eq!(memchan_guest_tests::reader(&slow).lost, 3);
+}
