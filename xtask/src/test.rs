@@ -231,13 +231,19 @@ fn kernel_format() -> Result<()> {
     )
     .context("the module's formatting differs: run the rustfmt command above without --check")?;
     let mut long = Vec::new();
-    for entry in std::fs::read_dir(&dir)? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "rs") {
-            let text = std::fs::read_to_string(&path)?;
-            for (i, line) in text.lines().enumerate() {
-                if line.chars().count() > 100 {
-                    long.push(format!("{}:{}", path.display(), i + 1));
+    // The crate's files, in `kernel/` and its module directories (`kernel/ring/`).
+    let mut dirs = vec![dir];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path)?;
+                for (i, line) in text.lines().enumerate() {
+                    if line.chars().count() > 100 {
+                        long.push(format!("{}:{}", path.display(), i + 1));
+                    }
                 }
             }
         }
