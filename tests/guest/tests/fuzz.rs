@@ -237,7 +237,7 @@ fn op(
         fds.get(rng.usize(0..fds.len().max(1)))
             .map_or(-1, |f| f.as_raw_fd())
     };
-    match rng.u8(0..25) {
+    match rng.u8(0..26) {
         0 | 1 => {
             // At most 64 descriptors: a full table makes room by closing one, so that the set
             // keeps changing over a long run.
@@ -634,6 +634,7 @@ fn op(
             flip(rng, arena);
             ("flip", 0)
         }
+        24 => hostile_producer(rng),
         _ => {
             // Keep the channels flowing: back to overwrite on some writable fd.
             if let Some(f) = fds
@@ -645,6 +646,72 @@ fn op(
             ("reset", 0)
         }
     }
+}
+
+/// A hostile producer: claims a channel, then publishes a few rounds of forged headers, tails
+/// and heads (jumps as far as a take accepts, past it, backwards, anywhere), each with a
+/// doorbell, while the channel's other users go on; then leaves (the claim ends under load).
+fn hostile_producer(rng: &mut fastrand::Rng) -> (&'static str, i32) {
+    let path = *rng.choice(&PATHS).unwrap();
+    let Ok(fd) = open_path(path, OFlags::RDWR | OFlags::NONBLOCK) else {
+        return ("producer", last_errno().raw_os_error());
+    };
+    if let Err(e) = ioctl(&fd, abi::IOC_PRODUCER, 0) {
+        return ("producer", e.raw_os_error());
+    }
+    let i = info(&fd);
+    let Ok(map) = RingMap::new(
+        &fd,
+        i.mmap_bytes as usize - 4096,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_SHARED,
+        abi::MMAP_PRODUCER_OFFSET as i64,
+    ) else {
+        return ("producer", last_errno().raw_os_error());
+    };
+    let ring = i.ring_bytes;
+    let put = |off: usize, v: u64| {
+        if off + 8 <= map.len {
+            // SAFETY: in bounds and 8-byte aligned (callers align), our own writable mapping.
+            unsafe { std::ptr::write_volatile(map.ptr.add(off).cast::<u64>(), v) };
+        }
+    };
+    let at = |pos: u64| 4096 + (pos % ring) as usize;
+    let (head_pos, head_seq, tail_pos, tail_seq) = (0, 8, 16, 24);
+    let mut result = 0;
+    for _ in 0..rng.u8(1..6) {
+        let (pos, seq) = (map.u64_at(head_pos), map.u64_at(head_seq));
+        // A record at a chosen distance, as dense as positions allow or anything.
+        let d = match rng.u8(0..5) {
+            0 => (1u64 << 62) / 32 - 2,
+            1 => (1u64 << 62) / 32 + rng.u64(0..4),
+            2 => rng.u64(0..4 * ring) / 32,
+            3 => rng.u64(..) / 32,
+            _ => 0,
+        };
+        let (p, s) = (pos.wrapping_add(32 * d), seq.wrapping_add(d));
+        let len = if rng.u8(0..4) == 0 {
+            rng.u32(..)
+        } else {
+            rng.u32(1..64)
+        };
+        put(at(p), if rng.u8(0..8) == 0 { rng.u64(..) } else { s });
+        put(at(p) + 16, u64::from(len));
+        for _ in 0..rng.u8(0..4) {
+            put((4096 + rng.u64(0..2 * ring) as usize) & !7, rng.u64(..));
+        }
+        if rng.bool() {
+            put(tail_seq, s);
+            put(tail_pos, if rng.u8(0..8) == 0 { rng.u64(..) } else { p });
+        }
+        put(head_seq, s.wrapping_add(1));
+        put(head_pos, p.wrapping_add(abi::record_size(len.min(1 << 20))));
+        result = errno_code(ioctl(&fd, abi::IOC_DOORBELL, 0));
+    }
+    // Leaves, while the others may still be reading and writing.
+    drop(map);
+    drop(fd);
+    ("producer", result)
 }
 
 extern "C" fn on_alarm(_: libc::c_int) {}
