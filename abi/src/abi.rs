@@ -267,11 +267,14 @@ pub const CTL_OVERWRITE: u32 = 4;
 /// keeps the records it accepted and refuses the rest until the producer leaves (doorbells fail
 /// with `EIO`). Sequence numbers thus keep their meaning; timestamps are whatever the producer
 /// wrote. `write()` and [`IOC_SEND_BATCH`] on a claimed channel fail with `EBUSY`. When the
-/// producer leaves, the kernel takes what it had published and carries on from there (had it
-/// discarded everything, the ring starts over empty at the kernel's head, its readers lapped:
-/// the records it never took are not counted, and their sequence numbers, which a mapped reader
-/// may have seen in this page, are given again); a record it had not published (its owner was
-/// killed while writing it) is never seen. A record-mode `read()`
+/// producer leaves, the kernel takes what it had published and carries on from there: it checks
+/// the records once more, from the tail (or, if there are more than 16384, from the slowest
+/// reader: older ones are dropped), and that every reader's cursor lies on one of them; if that
+/// fails, or the producer had discarded everything, the ring starts over empty at the kernel's
+/// head, its readers lapped (the records it never took are not counted, and their sequence
+/// numbers, which a mapped reader may have seen in this page, are given again). A record it had
+/// not published (its owner was killed while writing it) is never seen. One take moves the head
+/// by at most 2^62 bytes; a producer that jumps further faults. A record-mode `read()`
 /// returns the header the kernel checked; a batch read returns the ring's bytes as they are (a
 /// hostile producer may rewrite a later header after the check), so a batch reader checks each
 /// header against the bytes returned, as the library does.
