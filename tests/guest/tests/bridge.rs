@@ -116,6 +116,16 @@ impl Bridge {
         );
     }
 
+    /// The latest stats line's `lost` (the lines so far read).
+    fn lost_now(&mut self) -> u64 {
+        while let Ok(v) = self.lines.try_recv() {
+            self.last = Some(v);
+        }
+        self.last
+            .as_ref()
+            .map_or(0, |v| v["lost"].as_u64().unwrap_or(0))
+    }
+
     /// SIGTERM, a clean exit, and the final stats line.
     fn stop(mut self) -> Value {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
@@ -316,6 +326,10 @@ fn both_ways_on_one_key_loops_nothing() {
         }
         base = now;
     }
+    // Probes sent while the routes were still forming may have gone to some peers and not
+    // others: a receiving bridge counts that as a gap in the sender's stream. What is measured
+    // is from here on.
+    let lost_before: Vec<u64> = bridges.iter_mut().map(Bridge::lost_now).collect();
     for (i, tx) in txs.iter().enumerate() {
         for k in 0..30 {
             tx.send(format!("from {i}: {k}").as_bytes()).unwrap();
@@ -333,9 +347,9 @@ fn both_ways_on_one_key_loops_nothing() {
             "channel {i}: its own 30 and the others' 60, nothing twice"
         );
     }
-    for b in bridges {
+    for (b, before) in bridges.into_iter().zip(lost_before) {
         let s = b.stop();
-        assert_eq!(s["lost"], 0, "{s}");
+        assert_eq!(s["lost"].as_u64(), Some(before), "lost once flowing: {s}");
     }
 }
 
