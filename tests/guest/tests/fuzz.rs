@@ -634,7 +634,9 @@ fn op(
             flip(rng, arena);
             ("flip", 0)
         }
-        24 => hostile_producer(rng),
+        // Not nested: a producer may rewrite any byte of the ring while it has it, so a
+        // mapped reader's held record (op 21) in another thread could change unreported.
+        24 if !ctx.nested => hostile_producer(rng),
         _ => {
             // Keep the channels flowing: back to overwrite on some writable fd.
             if let Some(f) = fds
