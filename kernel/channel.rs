@@ -11,10 +11,12 @@
 //! sleeping for it, and the writer faults it in without the lock and tries again (`file.rs`).
 //! A slow, FUSE- or userfaultfd-backed buffer thus holds up only its own writer: no user keeps
 //! the lock held while it waits for its own memory (nor, through `open`, the misc devices'
-//! global mutex). No hold walks the ring: a release (`consume`) walks at most
-//! [`ring::CONSUME_STEP`] records per hold and a producer's take [`ring::TAKE_MAX`], with the
-//! lock dropped between holds; `open()` (under the misc devices' global mutex) does not take
-//! the lock at all (it takes a seat, [`Seats`]). Allocations happen outside it.
+//! global mutex). No hold's work grows with the ring: a release (`consume`) walks at most
+//! [`ring::CONSUME_STEP`] records per hold and a producer's take [`ring::TAKE_MAX`] (plus as
+//! many in tries that met its tail moving, and the releases waiting for them), with the lock
+//! dropped between holds; a producer's leaving checks at most 16384 records. `open()` (under
+//! the misc devices' global mutex) does not take the lock at all (it takes a seat,
+//! [`Seats`]). Allocations happen outside it.
 //!
 //! Reads hold the lock only to find the next message and, afterwards, to move the cursor: the
 //! copy to userspace runs without it, straight from the ring (one copy; the records of a batch
@@ -374,7 +376,7 @@ impl Channel {
         if !ring.produced() || self.is_closed() {
             return false;
         }
-        let took = ring.take_produced();
+        let took = self.take_for_all(ring);
         if took {
             let wake = Self::wake_readers(ring);
             self.notify_readers(wake);
@@ -383,6 +385,16 @@ impl Channel {
             self.writable.notify_all();
         }
         took
+    }
+
+    /// [`Ring::take_produced`], for every subscriber whose `open()` returned before the records
+    /// were published: the producer's head is loaded (acquire) before the seats are looked at
+    /// again, so a record published after such an `open()` (which took its seat, then
+    /// returned) has its subscriber activated before the take can commit it.
+    fn take_for_all(&self, ring: &mut RingGuard<'_>) -> bool {
+        ring.look_at_producer();
+        self.seat_joined(ring);
+        ring.take_produced()
     }
 
     /// Tells the producer whether any reader waits (asleep in `read`, or a polled file).
@@ -420,7 +432,7 @@ impl Channel {
         ring.waiting.readers = ring.waiting.readers.wrapping_add(1);
         if ring.produced() {
             Self::publish_waiters(ring);
-            let took = ring.take_produced();
+            let took = self.take_for_all(ring);
             if ring.take_released() {
                 self.writable.notify_all();
             }
@@ -1118,6 +1130,8 @@ impl Channel {
     pub(crate) fn unclaim(&self) {
         // Takes what the producer published, in holds of bounded work.
         let mut ring = self.lock_all();
+        ring.look_at_producer();
+        self.seat_joined(&mut ring);
         let _ = ring.unclaim(!self.is_closed());
         drop(ring);
         // The last records arrived, or the readers were lapped (the ring started over): either

@@ -140,6 +140,13 @@ impl Producer {
 }
 
 impl<S: Storage> Ring<S> {
+    /// Loads the producer's head (with acquire ordering), for nothing but its ordering: a
+    /// record it published is visible to whatever the caller loads after this (see
+    /// `Channel::take_produced`).
+    pub(crate) fn look_at_producer(&self) {
+        let _ = self.store.producer_head();
+    }
+
     /// Whether a producer has claimed the ring.
     pub(crate) fn produced(&self) -> bool {
         self.prod.claimed

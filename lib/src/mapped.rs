@@ -285,7 +285,9 @@ impl MappedReceiver {
         }
         if !self.in_place {
             let st = sys::reader(rx.fd.as_fd()).map_err(os("reader state"))?;
-            if st.flags & abi::READER_OVERRUN != 0 || st.cursor_seq < self.next_seq {
+            // Serial-number order: sequence numbers wrap (a producer may drive them there).
+            let behind = (st.cursor_seq.wrapping_sub(self.next_seq) as i64) < 0;
+            if st.flags & abi::READER_OVERRUN != 0 || behind {
                 sys::seek(rx.fd.as_fd(), abi::SEEK_OLDEST).map_err(os("seek"))?;
                 sys::consume(rx.fd.as_fd(), self.next_seq).map_err(os("consume"))?;
             }
