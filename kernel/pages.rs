@@ -245,9 +245,10 @@ impl Pages {
             // not copy-on-write, and has no `VM_MIXEDMAP`. `pfn` is a page of this channel's
             // memory, which outlives the VMA (`vm_file` holds the file, which holds the
             // channel); the entry is special and takes no page reference.
-            to_result(unsafe {
+            let err = unsafe {
                 bindings::remap_pfn_range(raw, addr, pfn, PAGE_SIZE, (*raw).vm_page_prot)
-            })?;
+            };
+            to_result(err)?;
             addr = addr.checked_add(PAGE_SIZE).ok_or(EINVAL)?;
         }
         Ok(())

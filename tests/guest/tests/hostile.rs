@@ -315,12 +315,7 @@ fn a_writer_stuck_in_a_userfaultfd_fault_holds_up_nobody_else() {
     // meanwhile, and the page is replaced before it gets it.
     let r = open_path(&ch.path, RD).unwrap();
     let filler = open_path(&ch.path, OFlags::WRONLY | OFlags::NONBLOCK).unwrap();
-    let mut batch = Vec::new();
-    while batch.len() < abi::SEND_BATCH_MAX as usize {
-        let mut rec = vec![0u8; abi::record_size(8) as usize];
-        rec[16..20].copy_from_slice(&8u32.to_ne_bytes());
-        batch.extend(rec);
-    }
+    let batch = small_records_batch();
     let req = abi::SendBatch {
         data: batch.as_ptr() as u64,
         len: batch.len() as u64,
@@ -677,14 +672,20 @@ fn rmdir_removes_the_channel_even_while_an_attribute_file_is_open() {
     drop(again);
 }
 
-/// Fills the channel behind `w` (16 MiB) with records of 8 bytes, 32 bytes each.
-fn fill_with_small_records(w: &OwnedFd, bytes: usize) {
+/// A `SEND_BATCH` buffer full of records of 8 bytes (32 bytes each, payload zero).
+fn small_records_batch() -> Vec<u8> {
     let mut batch = Vec::new();
     while batch.len() < abi::SEND_BATCH_MAX as usize {
         let mut rec = vec![0u8; abi::record_size(8) as usize];
         rec[16..20].copy_from_slice(&8u32.to_ne_bytes());
         batch.extend(rec);
     }
+    batch
+}
+
+/// Fills the channel behind `w` with `bytes` of records of 8 bytes, 32 bytes each.
+fn fill_with_small_records(w: &OwnedFd, bytes: usize) {
+    let batch = small_records_batch();
     let req = abi::SendBatch {
         data: batch.as_ptr() as u64,
         len: batch.len() as u64,
