@@ -613,15 +613,6 @@ impl Channel {
         Ok(slot)
     }
 
-    /// Undoes [`Channel::attach`] for a file whose `open()` failed after it: under the misc
-    /// devices' global mutex, so without the ring lock if the ring has not seen the seat yet
-    /// (else as [`Channel::detach`]).
-    pub(crate) fn unattach(&self, slot: Option<usize>, write: bool) {
-        if !self.seats.lock().cancel(slot, write) {
-            self.detach(slot, write, false);
-        }
-    }
-
     /// Unregisters a closing file (`polled` if it was ever polled, see [`Channel::poll`]).
     pub(crate) fn detach(&self, slot: Option<usize>, write: bool, polled: bool) {
         // The ring lets go of the slot first (activating it first if it never was), then the
@@ -821,8 +812,8 @@ impl Channel {
     /// copy never holds up the writer or the other readers. The cursor moves only if it is
     /// still where the copy started and nothing copied was discarded meanwhile
     /// ([`Ring::commit_range`]); otherwise the read starts over (another reader of the same
-    /// file took the message, a seek moved the cursor, or the ring lapped it, which the next
-    /// round reports).
+    /// file took the message, a seek moved the cursor, the ring lapped it, which the next
+    /// round reports, or a producer claimed or left the ring).
     pub(crate) fn read(
         &self,
         slot: usize,
@@ -836,7 +827,7 @@ impl Channel {
             let Some((h, pos)) = self.wait_next(&mut ring, slot, nonblock)? else {
                 return Ok(Delivered::End);
             };
-            let head = ring.head();
+            let (head, claims) = (ring.head(), ring.claims());
             drop(ring);
             let from = Cursor { pos, seq: h.seq };
             let len = h.len as usize;
@@ -869,7 +860,7 @@ impl Channel {
                     return Ok(false);
                 }
                 let mut ring = self.lock();
-                let moved = ring.commit_range(slot, from, to, count)?;
+                let moved = ring.commit_range(slot, from, to, count, claims)?;
                 let wake = moved && ring.policy() == Policy::Block && writers_waiting(&ring);
                 drop(ring);
                 if wake {
@@ -884,8 +875,10 @@ impl Channel {
             {
                 (_, true) => return Ok(Delivered::Bytes(bytes)),
                 (copied, false) if copied != bytes => return Err(EFAULT),
-                // Someone or something moved the cursor meanwhile: start over (each round
-                // finds the cursor moved or an overrun, so this ends; a signal ends it too).
+                // Someone or something moved the cursor, or a producer came or went,
+                // meanwhile: start over (each round finds the cursor moved, an overrun or the
+                // claim as it is now, so this ends unless the others keep racing it; a signal
+                // ends it too).
                 _ => {
                     if kernel::current!().signal_pending() {
                         return Err(ERESTARTSYS);
@@ -1025,18 +1018,19 @@ impl Channel {
         (ring.faulted(), ring.take_postponed())
     }
 
-    /// `MEMCHAN_IOC_SEEK`. Wakes only whom the move can unblock: a move back gives the
-    /// file's readers records to read (its sleepers and pollers are on the shared queues,
-    /// woken if anyone waits there); a move forward may give writers of a `block` channel
-    /// room.
+    /// `MEMCHAN_IOC_SEEK`. Wakes only whom the move can unblock: a move back, or a cleared
+    /// overrun (`POLLERR` becomes `POLLIN` for an edge-triggered poller), gives the file's
+    /// readers records to read (its sleepers and pollers are on the shared queues, woken if
+    /// anyone waits there); a move forward may give writers of a `block` channel room.
     pub(crate) fn seek(&self, slot: usize, whence: u32) -> Result {
         let mut ring = self.lock();
-        let before = ring.reader_state(slot)?.cursor_seq;
+        let before = ring.reader_state(slot)?;
         ring.seek(slot, whence)?;
         let after = ring.reader_state(slot)?.cursor_seq;
-        let moved = ring::ahead(after, before);
+        let moved = ring::ahead(after, before.cursor_seq);
+        let cleared = before.flags & abi::READER_OVERRUN != 0;
         let w = ring.waiting;
-        let readers = moved < 0 && (w.readers > 0 || w.pollers > 0);
+        let readers = (moved < 0 || cleared) && (w.readers > 0 || w.pollers > 0);
         let writers = moved > 0 && ring.policy() == Policy::Block && writers_waiting(&ring);
         drop(ring);
         if readers {

@@ -322,11 +322,13 @@ struct SyncFops(bindings::file_operations);
 // function pointers and a pointer to this module, which are safe to share between threads.
 unsafe impl Sync for SyncFops {}
 
-/// The `MiscDevice`-generated file operations of [`MemchanFile`] plus `poll`. Its `owner` is
-/// this module (7.3's `MiscdeviceVTable` sets it), so every open file pins the module:
-/// `rmmod` fails while one is open (the `zz_rmmod_refused_while_open...` test).
+/// The `MiscDevice`-generated file operations of [`MemchanFile`] plus `poll` and, set here
+/// rather than left to the generated table (which sets it on 7.3 only), the `owner`: every
+/// open file pins the module, so `rmmod` fails while one is open (the
+/// `zz_rmmod_refused_while_open...` test).
 static FOPS: SyncFops = SyncFops(bindings::file_operations {
     poll: Some(memchan_poll),
+    owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
     // SAFETY: `into_raw` returns a `miscdevice` whose `fops` points to the `'static` constant
     // vtable the `MiscDevice` machinery builds for `MemchanFile`; reading it at compile time
     // copies that table.

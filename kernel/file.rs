@@ -69,8 +69,9 @@ use crate::{
 pub(crate) struct MemchanFile {
     /// The channel this file was opened on.
     chan: Arc<Channel>,
-    /// Subscriber slot, if opened with read access.
-    slot: Option<usize>,
+    /// Its seat (`seats.rs`), which is its subscriber slot in the ring, if opened with read
+    /// access.
+    seat: Option<usize>,
     /// Whether opened with write access.
     writer: bool,
     /// Whether the opener owned the channel (`ChannelDev::admit` in `device.rs`): the file may
@@ -146,13 +147,13 @@ fn get_user<T: AsBytes + FromBytes + Default>(arg: usize, size: usize) -> Result
 impl MemchanFile {
     /// The subscriber slot, or `EBADF` for a file not opened for reading.
     fn slot(&self) -> Result<usize> {
-        self.slot.ok_or(EBADF)
+        self.seat.ok_or(EBADF)
     }
 
     /// `poll` (the file operations table in `device.rs` has it).
     pub(crate) fn poll(&self, file: &File, table: PollTable<'_>) -> u32 {
         let first = self.polled.xchg(1, Relaxed) == 0;
-        self.chan.poll(file, table, self.slot, first)
+        self.chan.poll(file, table, self.seat, first)
     }
 
     /// [`abi::IOC_SEND_BATCH`] of `req`: copies the records in (at most [`abi::SEND_BATCH_MAX`]
@@ -216,21 +217,25 @@ impl MemchanFile {
         owner: bool,
         uid: u32,
     ) -> Result<Pin<KBox<Self>>> {
-        let slot = chan.attach(read, write, uid)?;
-        let me = KBox::pin_init(
-            try_pin_init!(Self {
-                chan: chan.clone(),
-                slot,
-                writer: write,
-                owner,
-                record_mode: Atomic::new(0),
-                polled: Atomic::new(0),
-                producer: Atomic::new(0),
-                bbuf <- new_mutex!(KVVec::new(), "memchan::bbuf"),
-            }),
-            GFP_KERNEL_ACCOUNT,
-        );
-        me.inspect_err(|_| chan.unattach(slot, write))
+        // The memory first: once the seat is taken nothing may fail, so that `open()` never
+        // gives one back, which takes the ring lock if the ring has seen it (under the misc
+        // devices' global mutex).
+        let me = KBox::<Self>::new_uninit(GFP_KERNEL_ACCOUNT)?;
+        let seat = chan.attach(read, write, uid)?;
+        let init = pin_init!(Self {
+            chan: chan.clone(),
+            seat,
+            writer: write,
+            owner,
+            record_mode: Atomic::new(0),
+            polled: Atomic::new(0),
+            producer: Atomic::new(0),
+            bbuf <- new_mutex!(KVVec::new(), "memchan::bbuf"),
+        });
+        match me.write_pin_init(init) {
+            Ok(me) => Ok(me),
+            Err(never) => match never {},
+        }
     }
 
     /// `read()`: one message (or, in record mode, record or batch) into `iov`.
@@ -393,7 +398,7 @@ impl MemchanFile {
             seq_print!(m, "memchan_producer_fault:\t{}\n", u8::from(faulted));
             seq_print!(m, "memchan_take_postponed:\t{}\n", u8::from(postponed));
         }
-        if let Some(Ok(st)) = self.slot.map(|s| self.chan.reader_state(s)) {
+        if let Some(Ok(st)) = self.seat.map(|s| self.chan.reader_state(s)) {
             seq_print!(m, "memchan_cursor:\t{}\n", st.cursor_seq);
             seq_print!(m, "memchan_lag:\t{}\n", st.lag);
             seq_print!(m, "memchan_lost:\t{}\n", st.lost);
@@ -415,6 +420,6 @@ impl PinnedDrop for MemchanFile {
             self.chan.unclaim();
         }
         self.chan
-            .detach(self.slot, self.writer, self.polled.load(Relaxed) != 0);
+            .detach(self.seat, self.writer, self.polled.load(Relaxed) != 0);
     }
 }

@@ -100,21 +100,6 @@ impl Seats {
         }
     }
 
-    /// Gives back what [`Seats::take`] registered if the ring has not seen the seat yet (an
-    /// `open()` that failed after it); false if it has (the caller detaches it from the ring).
-    pub(crate) fn cancel(&mut self, seat: Option<usize>, write: bool) -> bool {
-        if let Some(i) = seat {
-            let Some(k) = self.joined.iter().position(|&j| usize::from(j) == i) else {
-                return false;
-            };
-            if self.joined.remove(k).is_err() {
-                return false;
-            }
-        }
-        self.give_back(seat, write);
-        true
-    }
-
     /// Whether seats were taken since the last [`Seats::take_joined`].
     pub(crate) fn any_joined(&self) -> bool {
         !self.joined.is_empty()

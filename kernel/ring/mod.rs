@@ -768,15 +768,22 @@ impl<S: Storage> Ring<S> {
     /// Moves subscriber `i`'s cursor from `from` to `to`, past the `count` records between,
     /// which its reader copied out without the lock, provided that the cursor is still at
     /// `from` with no overrun pending (no other reader of the file took them, no seek, not
-    /// lapped) and the tail has not passed `from` (none of them was discarded, so none was
-    /// overwritten while being copied). Returns whether the cursor moved.
+    /// lapped), the tail has not passed `from` (none of them was discarded, so none was
+    /// overwritten while being copied), and no producer came or went since the reader found
+    /// them (`claims`, [`Ring::claims`] then: `to` is framed by lengths a producer wrote, which
+    /// its leaving checks only for cursors as they stand then). Returns whether the cursor
+    /// moved.
     pub(crate) fn commit_range(
         &mut self,
         i: usize,
         from: Cursor,
         to: Cursor,
         count: u64,
+        claims: u32,
     ) -> Result<bool> {
+        if claims != self.prod.claims {
+            return Ok(false);
+        }
         // With a producer, its own tail counts as well, loaded now (after the copy): the ring's
         // may be behind it if the last take met it moving. A correct producer raises it before
         // it overwrites records; one that passed `from` overwrote what was copied, which laps

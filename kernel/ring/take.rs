@@ -119,6 +119,10 @@ pub(super) struct Producer {
     /// A take applied a release ([`Slot::consume_to`]) that moved a cursor: under `block`,
     /// a producer waiting for room must look again ([`Ring::take_released`]).
     pub(super) released: bool,
+    /// Claims and unclaims so far (wrapping): what a reader found in the ring under one
+    /// producer is committed only under the same claim ([`Ring::commit_range`]), since a
+    /// record's length, which frames the next one, may be the producer's forgery.
+    pub(super) claims: u32,
 }
 
 impl Producer {
@@ -135,6 +139,7 @@ impl Producer {
             more: false,
             consumes_short: false,
             released: false,
+            claims: 0,
         }
     }
 }
@@ -152,6 +157,12 @@ impl<S: Storage> Ring<S> {
         self.prod.claimed
     }
 
+    /// Which claim (or time without one) the ring's records belong to: changes at every claim
+    /// and unclaim. A reader passes it back to [`Ring::commit_range`].
+    pub(crate) fn claims(&self) -> u32 {
+        self.prod.claims
+    }
+
     /// A producer claims the ring (`EBUSY` if one has): from now on records arrive through
     /// [`Ring::take_produced`]; the producer page already holds the head and tail.
     pub(crate) fn claim(&mut self, slot: usize) -> Result {
@@ -167,6 +178,7 @@ impl<S: Storage> Ring<S> {
         self.store.publish_room(self.low.pos)?;
         self.prod.slot = Some(slot);
         self.prod.claimed = true;
+        self.prod.claims = self.prod.claims.wrapping_add(1);
         self.prod.ever = true;
         self.prod.fault = false;
         self.publish_flags()
@@ -182,6 +194,7 @@ impl<S: Storage> Ring<S> {
         // records may be rewritten, payloads included, so none of them is kept.
         let discarded = !self.store.producer_tail().is_ok_and(|t| t == self.tail.pos);
         self.prod.claimed = false;
+        self.prod.claims = self.prod.claims.wrapping_add(1);
         self.prod.fault = false;
         self.prod.postponed = false;
         self.prod.slot = None;

@@ -160,6 +160,7 @@ mod cases {
                     Cursor { pos, seq: h.seq },
                     Cursor { pos, seq: h.seq }.after(h.len),
                     1,
+                    r.claims(),
                 )?;
                 Ok(Some((h.seq, len)))
             }
@@ -296,7 +297,8 @@ mod cases {
             s,
             Cursor { pos, seq: h.seq },
             Cursor { pos, seq: h.seq }.after(h.len),
-            1
+            1,
+            r.claims()
         )?);
         let st = r.reader_state(s)?;
         assert_eq!((st.lost, st.pending_lost, st.cursor_seq), (2, 2, 3));
@@ -319,7 +321,8 @@ mod cases {
             s,
             Cursor { pos, seq: h.seq },
             Cursor { pos, seq: h.seq }.after(h.len),
-            1
+            1,
+            r.claims()
         )?);
         assert_eq!(r.reader_state(s)?.cursor_seq, 3);
         assert_eq!(r.reader_state(s)?.lost, 0);
@@ -369,8 +372,8 @@ mod cases {
             Cursor { pos, seq: h.seq },
             Cursor { pos, seq: h.seq }.after(h.len),
         );
-        assert!(r.commit_range(s, from, to, 1)?);
-        assert!(!r.commit_range(s, from, to, 1)?);
+        assert!(r.commit_range(s, from, to, 1, r.claims())?);
+        assert!(!r.commit_range(s, from, to, 1, r.claims())?);
         assert_eq!((r.reader_state(s)?.cursor_seq, r.stats.delivered), (2, 1));
         // Record 2 is next, and committing it leaves nothing unread.
         let Next::Record(h2, pos2) = r.next(s)? else {
@@ -387,7 +390,8 @@ mod cases {
                 seq: h2.seq
             }
             .after(h2.len),
-            1
+            1,
+            r.claims()
         )?);
         assert!(matches!(r.next(s)?, Next::Empty));
         Ok(())
@@ -492,7 +496,8 @@ mod cases {
             b,
             Cursor { pos, seq: h.seq },
             Cursor { pos, seq: h.seq }.after(h.len),
-            1
+            1,
+            r.claims()
         )?);
         assert!(!r.would_block(8));
         Ok(())
@@ -785,9 +790,39 @@ mod cases {
         plan_tail(&mut r, &[32, 64], 8)?;
         assert!(!r.take_produced());
         r.store.tail_plan.extend_from_slice(&[64], GFP_KERNEL)?;
-        assert!(!r.commit_range(s, from, from.after(h.len), 1)?);
+        assert!(!r.commit_range(s, from, from.after(h.len), 1, r.claims())?);
         assert!(matches!(r.next(s)?, Next::Overrun));
         assert_eq!(r.reader_state(s)?.pending_lost, 3);
+        Ok(())
+    }
+
+    #[test]
+    fn a_range_framed_under_a_producer_is_not_committed_after_it_left() -> Result {
+        let mut r = ring(256, 32, Policy::Overwrite)?;
+        let s = r.subscribe(0, 0)?;
+        let p = r.subscribe(0, 0)?;
+        r.claim(p)?;
+        let mut at = 0;
+        for seq in 1..=3 {
+            at = produce(&mut r, at, seq, b"x")?;
+        }
+        r.store.prod_head = at;
+        assert!(r.take_produced());
+        let claims = r.claims();
+        let Next::Record(h, pos) = r.next(s)? else {
+            return Err(EINVAL);
+        };
+        let from = Cursor { pos, seq: h.seq };
+        // The reader's copy ends where a length the producer may have forged says (9 bytes:
+        // 40, inside the second record). While it copies, the producer leaves: its records and
+        // the cursors as they stand check out, so they are kept.
+        let to = from.after(h.len.wrapping_add(8));
+        r.unclaim(true)?;
+        assert_eq!(r.head(), Cursor { pos: at, seq: 4 });
+        // The range found under the claim is not committed: the read starts over, at `from`.
+        assert!(!r.commit_range(s, from, to, 1, claims)?);
+        assert_eq!(r.reader_state(s)?.cursor_pos, 0);
+        assert!(matches!(r.next(s)?, Next::Record(h, 0) if h.seq == 1));
         Ok(())
     }
 
