@@ -256,18 +256,27 @@ pub fn pair(max: usize, sleep: bool) -> (Build, Build) {
 }
 
 /// A publisher to `readers` subscribers, which sleep on events if `sleep`: the writer's
-/// builder and one builder per reader.
+/// builder and one builder per reader. Each builder runs in its own thread before the start
+/// barrier and connects its ports there, not at first use: with 8 readers on one CPU, the
+/// last reader's first `receive` (which connects its side) could come after the writer had
+/// filled its 256-sample queue, which iceoryx2 then drops without an error, leaving that
+/// reader waiting forever (the fan-out stall of one full benchmark run).
 pub fn fan(readers: usize, max: usize, sleep: bool) -> (Build, Vec<Build>) {
     let names = Names::new("fan");
     let ends = (0..readers)
         .map(|_| {
             let names = names.clone();
             Box::new(move || {
-                Box::new(Ports::new(None, Some(&names), readers, max, sleep)) as Box<dyn Endpoint>
+                let mut p = Ports::new(None, Some(&names), readers, max, sleep);
+                p.connect();
+                Box::new(p) as Box<dyn Endpoint>
             }) as Build
         })
         .collect();
-    let writer: Build =
-        Box::new(move || Box::new(Ports::new(Some(&names), None, readers, max, sleep)));
+    let writer: Build = Box::new(move || {
+        let mut p = Ports::new(Some(&names), None, readers, max, sleep);
+        p.connect();
+        Box::new(p)
+    });
     (writer, ends)
 }

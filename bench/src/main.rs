@@ -91,6 +91,13 @@ fn limited(workload: &str) {
 }
 
 fn main() {
+    // A panic in any thread ends the run at once, naming itself: a worker that died would
+    // otherwise leave the others waiting at a barrier or in a join, with nothing printed.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::exit(101);
+    }));
     // Helper processes of the network workload, started by it in a network namespace.
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
