@@ -316,12 +316,12 @@ pub(crate) unsafe fn copy_from_iter_nofault(
             break;
         }
         let (folio, iter) = (page.cast(), iov.as_raw());
-        // SAFETY: a `vmalloc` page is an order-0, non-compound page, which is its own folio
-        // (the ring is allocated without `VM_ALLOW_HUGE_VMAP`, and `vm_area_alloc_pages` splits
-        // every higher-order chunk it gets with `split_page`, so even a huge mapping is made of
-        // such pages); `off + n` stays within it; the kernel writes only those `n` bytes of it,
-        // which `dst` (exclusive among writers) covers; the iterator is valid (`as_raw`) and
-        // advanced by what is copied.
+        // Every `vmalloc` page is order-0 and not compound: the ring is allocated without
+        // `VM_ALLOW_HUGE_VMAP`, and `vm_area_alloc_pages` splits each higher-order chunk with
+        // `split_page`, so even a huge mapping is made of such pages.
+        // SAFETY: such a page is its own folio; `off + n` stays within it; the kernel writes
+        // only those `n` bytes, which `dst` (exclusive among writers) covers; the iterator is
+        // valid (`as_raw`) and advanced by what is copied.
         let got = unsafe { bindings::copy_folio_from_iter_atomic(folio, off, n, iter) };
         done = done.wrapping_add(got);
         if got < n {

@@ -238,13 +238,13 @@ impl Pages {
         for off in Iterator::chain(all, data) {
             let pfn = self.mem.pfn(off)?;
             let raw = vma.as_ptr();
-            // SAFETY: in the driver's `mmap` hook (`VmaNew`'s invariant) the mmap lock is held
-            // for writing and the VMA is not visible yet. `addr` is page aligned and its page
-            // lies within the VMA (its length is exactly the pages mapped, checked above), and
-            // nothing is mapped there yet (each page once, in order). The VMA is shared, so
-            // not copy-on-write, and has no `VM_MIXEDMAP`. `pfn` is a page of this channel's
-            // memory, which outlives the VMA (`vm_file` holds the file, which holds the
-            // channel); the entry is special and takes no page reference.
+            // In the driver's `mmap` hook (`VmaNew`'s invariant) the mmap lock is held for
+            // writing and the VMA is not visible yet. The VMA is shared, so not copy-on-write,
+            // and has no `VM_MIXEDMAP`. `pfn` is a page of this channel's memory, which
+            // outlives the VMA (`vm_file` holds the file, which holds the channel).
+            // SAFETY: as above; `addr` is page aligned, its page lies within the VMA (whose
+            // length is exactly the pages mapped, checked above) and is not mapped yet (each
+            // page once, in order); the entry is special and takes no page reference.
             let err = unsafe {
                 bindings::remap_pfn_range(raw, addr, pfn, PAGE_SIZE, (*raw).vm_page_prot)
             };

@@ -752,15 +752,7 @@ mod cases {
 
     #[test]
     fn a_head_moved_back_faults_at_once() -> Result {
-        let mut r = ring(256, 32, Policy::Overwrite)?;
-        let _s = r.subscribe(0, 0)?;
-        let p = r.subscribe(0, 0)?;
-        r.claim(p)?;
-        let mut at = 0;
-        for seq in 1..=4 {
-            at = produce(&mut r, at, seq, b"x")?;
-        }
-        r.store.prod_head = at;
+        let (mut r, _s, at) = produced_records(4)?;
         assert!(r.take_produced());
         // Behind the ring's head but ahead of the tail: refused before any record is read.
         r.store.prod_head = at - 32;
@@ -771,15 +763,7 @@ mod cases {
 
     #[test]
     fn a_copy_overwritten_before_its_commit_is_an_overrun() -> Result {
-        let mut r = ring(256, 32, Policy::Overwrite)?;
-        let s = r.subscribe(0, 0)?;
-        let p = r.subscribe(0, 0)?;
-        r.claim(p)?;
-        let mut at = 0;
-        for seq in 1..=3 {
-            at = produce(&mut r, at, seq, b"x")?;
-        }
-        r.store.prod_head = at;
+        let (mut r, s, _) = produced_records(3)?;
         assert!(r.take_produced());
         let Next::Record(h, pos) = r.next(s)? else {
             return Err(EINVAL);
@@ -798,15 +782,7 @@ mod cases {
 
     #[test]
     fn a_range_framed_under_a_producer_is_not_committed_after_it_left() -> Result {
-        let mut r = ring(256, 32, Policy::Overwrite)?;
-        let s = r.subscribe(0, 0)?;
-        let p = r.subscribe(0, 0)?;
-        r.claim(p)?;
-        let mut at = 0;
-        for seq in 1..=3 {
-            at = produce(&mut r, at, seq, b"x")?;
-        }
-        r.store.prod_head = at;
+        let (mut r, s, at) = produced_records(3)?;
         assert!(r.take_produced());
         let claims = r.claims();
         let Next::Record(h, pos) = r.next(s)? else {
