@@ -81,6 +81,26 @@ if [ -w "$KL" ]; then
 fi
 "#;
 
+/// Takes the network stack's once-only secrets (TCP and UDP hash seeds, IPv4 and IPv6) before
+/// any test runs. The first connect or send flips a static key from a workqueue; under software
+/// emulation a CPU running that very site while the kworker patches it can trap on the int3
+/// the patching left behind ("Oops: int3" in `inet_init_ehash_secret`, seen once on Debian's
+/// kernel at the bridge tests' first connection). Here nothing else runs.
+const NET_ONCE: &str = r#"ip link set lo up 2>/dev/null
+python3 - 2>/dev/null <<'PY'
+import socket
+for fam, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        try:
+            s = socket.socket(fam, kind)
+            s.settimeout(1)
+            s.connect((addr, 9))
+            s.send(b"x")
+        except OSError:
+            pass
+PY
+sleep 1"#;
+
 /// Writes the guest-side scripts: environment, `insmod`, `body` (in its own shell, so that
 /// its `exit` ends only it), then the flavor's checks; the guest exits with `body`'s status.
 fn write_script(dir: &Path, built: &Built, body: &str) -> Result<PathBuf> {
@@ -102,6 +122,7 @@ fn write_script(dir: &Path, built: &Built, body: &str) -> Result<PathBuf> {
          modprobe -q configfs 2>/dev/null\n\
          mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config\n\
          insmod \"$MEMCHAN_KO\" || {{ echo '[guest] insmod failed'; exit 125; }}\n\
+         {net_once}\n\
          sh '{body}' \"$@\"\n\
          rc=$?\n\
          {epilogue}\n\
@@ -119,6 +140,7 @@ fn write_script(dir: &Path, built: &Built, body: &str) -> Result<PathBuf> {
         ),
         scratch = dir.join("scratch").display(),
         body = body_path.display(),
+        net_once = NET_ONCE,
         flavor = if built.kernel.debug {
             "debug"
         } else if built.kernel.stock.is_some() {
