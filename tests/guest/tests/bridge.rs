@@ -425,15 +425,6 @@ fn a_python_zenoh_subscriber_gets_messages_and_sequence_numbers() {
     if python.is_empty() {
         return skip(test, "no Python with eclipse-zenoh (MEMCHAN_PYTHON empty)");
     }
-    if std::env::var("MEMCHAN_FLAVOR").as_deref() != Ok("default") {
-        // On the debug and Debian kernels, Zenoh lost messages between the bridge and Python
-        // in about 1 run in 5 (the stall dump: the bridge published all, Python stayed
-        // connected and missed some); a fault outside memchan, not fixed yet (docs/bridge.md).
-        return skip(
-            test,
-            "Zenoh loses messages to Python on this kernel (docs/bridge.md)",
-        );
-    }
     let Some(_net) = Net::new(test) else {
         return;
     };
@@ -441,11 +432,17 @@ fn a_python_zenoh_subscriber_gets_messages_and_sequence_numbers() {
     let a = TestChannel::new("bra", &[("policy", "block")]);
     let ea = endpoint(ADDR_A);
     let mut out = Bridge::start(NS_A, &a.path, "demo/py", &["--listen", &ea]);
+    // Python is a Zenoh client of the bridge: one session on one link. As a peer (Zenoh's
+    // default) it also listened and gossiped, the bridge connected back, and Zenoh closed
+    // one of the two links while messages were on it: on the debug and Debian kernels
+    // Python missed some of them in about 1 run in 5, with the bridge's `sent` complete.
+    // A client is not among the bridge's `peers`: the probes below wait for the route.
     let script = format!(
         r#"
 import json, struct, sys, threading, time, zenoh
 getattr(zenoh, "init_log_from_env_or", lambda level: None)("warn")
 conf = zenoh.Config()
+conf.insert_json5("mode", '"client"')
 conf.insert_json5("connect/endpoints", '["{ea}"]')
 conf.insert_json5("scouting/multicast/enabled", "false")
 with zenoh.open(conf) as s:
@@ -475,7 +472,6 @@ with zenoh.open(conf) as s:
             .spawn()
             .unwrap(),
     );
-    out.wait_peers(1);
     let (ltx, lines) = mpsc::channel();
     let stdout = py.0.stdout.take().unwrap();
     std::thread::spawn(move || {
