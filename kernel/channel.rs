@@ -1116,6 +1116,9 @@ impl Channel {
         }
         ring.claim(slot)?;
         Self::publish_waiters(&mut ring);
+        drop(ring);
+        // Writers asleep for room under `block` get `EBUSY` now, not when a reader next moves.
+        self.writable.notify_all();
         Ok(())
     }
 

@@ -779,7 +779,7 @@ impl<S: Storage> Ring<S> {
         from: Cursor,
         to: Cursor,
         count: u64,
-        claims: u32,
+        claims: u64,
     ) -> Result<bool> {
         if claims != self.prod.claims {
             return Ok(false);

@@ -121,8 +121,10 @@ pub(super) struct Producer {
     pub(super) released: bool,
     /// Claims and unclaims so far (wrapping): what a reader found in the ring under one
     /// producer is committed only under the same claim ([`Ring::commit_range`]), since a
-    /// record's length, which frames the next one, may be the producer's forgery.
-    pub(super) claims: u32,
+    /// record's length, which frames the next one, may be the producer's forgery. 64 bits: an
+    /// owner cycling claims while a reader's copy is held up cannot bring it round (32 bits
+    /// took 2^31 claims, hours).
+    pub(super) claims: u64,
 }
 
 impl Producer {
@@ -159,7 +161,7 @@ impl<S: Storage> Ring<S> {
 
     /// Which claim (or time without one) the ring's records belong to: changes at every claim
     /// and unclaim. A reader passes it back to [`Ring::commit_range`].
-    pub(crate) fn claims(&self) -> u32 {
+    pub(crate) fn claims(&self) -> u64 {
         self.prod.claims
     }
 

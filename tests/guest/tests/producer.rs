@@ -145,6 +145,35 @@ fn one_producer_at_a_time_and_no_writes_meanwhile() {
 }
 
 #[test]
+fn a_writer_asleep_for_room_gets_ebusy_when_a_producer_claims() {
+    require_guest();
+    let c = Chan::new("prod-busy", 16, Policy::Block);
+    // A reader that never reads: under `block`, the ring fills up and stays full.
+    let stuck = Receiver::open(&c.path).unwrap();
+    let fill = open_path(c.node(), OFlags::WRONLY | OFlags::NONBLOCK).unwrap();
+    while send(&fill, &[7; 512]).is_ok() {}
+    assert_eq!(send(&fill, &[7; 512]), Err(Errno::AGAIN));
+    let node = c.node().to_string();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        let w = open_path(&node, OFlags::WRONLY).unwrap();
+        ready_tx.send(()).unwrap();
+        tx.send(send(&w, &[8; 512])).unwrap();
+    });
+    ready.recv().unwrap();
+    // Asleep in `write()` (a pipe writer with a full pipe is in the same place).
+    std::thread::sleep(Duration::from_millis(500));
+    let p = Producer::open(&c.path).unwrap();
+    // Before the claim woke writers, this one slept on until a reader moved.
+    let got = rx.recv_timeout(PATIENCE);
+    drop(p);
+    drop(stuck);
+    writer.join().unwrap();
+    assert_eq!(got, Ok(Err(Errno::BUSY)), "the sleeping writer's result");
+}
+
+#[test]
 fn sleeping_readers_are_woken_by_the_doorbell_under_stress() {
     require_guest();
     let c = Chan::new("prod-wake", 64, Policy::Block);
