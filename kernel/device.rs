@@ -328,7 +328,7 @@ unsafe impl Sync for SyncFops {}
 /// `zz_rmmod_refused_while_open...` test).
 static FOPS: SyncFops = SyncFops(bindings::file_operations {
     poll: Some(memchan_poll),
-    owner: kernel::module::this_module::<crate::LocalModule>().as_ptr(),
+    owner: crate::compat::this_module().as_ptr(),
     // SAFETY: `into_raw` returns a `miscdevice` whose `fops` points to the `'static` constant
     // vtable the `MiscDevice` machinery builds for `MemchanFile`; reading it at compile time
     // copies that table.

@@ -24,6 +24,9 @@
 //! - [`memory`]: the channel's memory and the raw, bounds-checked accesses to it;
 //! - [`abi`]: the ABI shared with userspace (`abi/src/abi.rs`, also the `memchan-abi` crate).
 //!
+//! Beside them, [`compat`] holds what differs between the kernel versions memchan builds
+//! against (7.2 and 7.3), selected by the cfgs `Kbuild` derives from the kernel's version.
+//!
 //! Unsafe code is next to the concept that needs it, each block with its reason: raw misc
 //! registration, sysfs and `poll` in `device`, the user copy into the ring (and rewinding the
 //! iterator after a failed one) in `file`, credential checks in `access`, ring memory in
@@ -32,6 +35,7 @@
 mod abi;
 mod access;
 mod channel;
+mod compat;
 mod device;
 mod file;
 mod memory;
@@ -115,8 +119,8 @@ const NAMES: [&CStr; abi::CHANNELS_MAX as usize] = [
 
 /// Checks the module parameters; logs the reason and gives `EINVAL` for a bad one.
 fn config() -> Result<(u32, ChannelConfig)> {
-    let channels = module_parameters::channels.value();
-    let policy = module_parameters::policy.value();
+    let channels = compat::param(&module_parameters::channels);
+    let policy = compat::param(&module_parameters::policy);
     if channels == 0 || channels > abi::CHANNELS_MAX {
         pr_err!("channels={channels}: must be 1 to {}\n", abi::CHANNELS_MAX);
         return Err(EINVAL);
@@ -126,15 +130,15 @@ fn config() -> Result<(u32, ChannelConfig)> {
         return Err(EINVAL);
     };
     let sizes = Sizes {
-        ring_kib: module_parameters::ring_kib.value(),
-        msg_max: module_parameters::msg_max.value(),
-        max_readers: module_parameters::max_readers.value(),
+        ring_kib: compat::param(&module_parameters::ring_kib),
+        msg_max: compat::param(&module_parameters::msg_max),
+        max_readers: compat::param(&module_parameters::max_readers),
     };
     let cfg = ChannelConfig::checked(
         sizes,
         policy,
-        module_parameters::stall_ms.value(),
-        module_parameters::readers_per_user.value(),
+        compat::param(&module_parameters::stall_ms),
+        compat::param(&module_parameters::readers_per_user),
     )?;
     Ok((channels, cfg))
 }

@@ -42,10 +42,13 @@ use kernel::{
             Relaxed, //
         },
         Arc,
-        Mutex, //
+        Mutex,
+        SetOnce, //
     }, //
 };
 
+#[allow(unused_imports)] // Used by `configfs_attrs!` on 7.2 only.
+use crate::compat::configfs_scope::*;
 use crate::{
     abi::{
         self,
@@ -58,6 +61,7 @@ use crate::{
         ChannelConfig,
         Sizes, //
     },
+    compat,
     device::ChannelDev,
     ring::Policy, //
 };
@@ -73,17 +77,21 @@ static COUNT: Atomic<u32> = Atomic::new(0);
 /// channels are numbered from [`abi::CHANNELS_MAX`] up (wrapping after 2^32 creations).
 static NEXT_INDEX: Atomic<u32> = Atomic::new(abi::CHANNELS_MAX);
 
-/// The data of `/sys/kernel/config/memchan`: makes named channels.
-#[pin_data]
-pub(crate) struct Named {
-    /// Settings of a new channel (from the module parameters).
-    defaults: ChannelConfig,
-}
+/// Settings of a new named channel (from the module parameters), set once at load.
+static DEFAULTS: SetOnce<ChannelConfig> = SetOnce::new();
 
-/// The configfs subsystem `memchan`.
+/// The data of `/sys/kernel/config/memchan`: makes named channels. It has no fields, since
+/// 7.2's configfs passes its callbacks a reference to the wrong place (see [`compat`]); the
+/// defaults are in [`DEFAULTS`].
+#[pin_data]
+pub(crate) struct Named {}
+
+/// The configfs subsystem `memchan`; new channels get `defaults`.
 pub(crate) fn subsystem(
     defaults: ChannelConfig,
 ) -> impl PinInit<configfs::Subsystem<Named>, Error> {
+    // Once per load: the module's statics are new at every load.
+    DEFAULTS.populate(defaults);
     let item_type = configfs_attrs! {
         container: configfs::Subsystem<Named>,
         data: Named,
@@ -92,7 +100,7 @@ pub(crate) fn subsystem(
             channels: 0,
         ],
     };
-    configfs::Subsystem::new(c"memchan", item_type, try_pin_init!(Named { defaults }))
+    configfs::Subsystem::new(c"memchan", item_type, try_pin_init!(Named {}))
 }
 
 /// `EINVAL` (or `ENAMETOOLONG`) unless `name` is a valid channel name.
@@ -100,7 +108,7 @@ fn check_name(name: &CStr) -> Result {
     let b = name.to_bytes();
     if b.len() > NAME_MAX {
         pr_err!("channel name too long (at most {NAME_MAX} characters)\n");
-        return Err(ENAMETOOLONG);
+        return Err(compat::code::enametoolong());
     }
     let first_ok = b.first().is_some_and(u8::is_ascii_alphanumeric);
     if !first_ok
@@ -139,7 +147,8 @@ impl configfs::GroupOperations for Named {
                 readers_per_user: 9,
             ],
         };
-        let chan = NamedChannel::new(name, self.defaults)?;
+        let defaults = DEFAULTS.copy().ok_or(EINVAL)?;
+        let chan = NamedChannel::new(name, defaults)?;
         Ok(configfs::Group::new(name.try_into()?, item_type, chan))
     }
 }

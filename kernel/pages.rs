@@ -20,19 +20,17 @@ use kernel::{
     mm::virt::VmaNew,
     page::PAGE_SIZE,
     prelude::*,
-    sync::{
-        barrier::{
-            smp_mb,
-            Full,
-            Read,
-            Write, //
-        },
-        Arc, //
-    }, //
+    sync::Arc, //
 };
 
 use crate::{
     abi,
+    compat::barrier::{
+        smp_mb,
+        Full,
+        Read,
+        Write, //
+    },
     memory::{
         self,
         RingAccess,

@@ -22,6 +22,7 @@ use crate::{
         self,
         RecordHeader, //
     },
+    compat::code::ebadmsg,
     memory::RingSpan,
 };
 
@@ -467,7 +468,7 @@ impl<S: Storage> Ring<S> {
         if h.seq != at.seq || h.len > self.msg_max || h.len == 0 {
             if self.prod.ever {
                 // The producer rewrote it (a record it discarded, or a hostile one).
-                return Err(EBADMSG);
+                return Err(ebadmsg());
             }
             // The ring is only written under the lock; a mismatch is a driver bug.
             pr_err!(
@@ -866,7 +867,7 @@ impl<S: Storage> Ring<S> {
             let whole = match self.header_at(cur) {
                 Ok(h) if self.within_head(cur, h.len) => Some(h),
                 Ok(_) => None,
-                Err(e) if e == EBADMSG => None,
+                Err(e) if e == ebadmsg() => None,
                 Err(e) => return Err(e),
             };
             let Some(h) = whole else {
@@ -876,7 +877,7 @@ impl<S: Storage> Ring<S> {
                 if self.prod.ever {
                     break;
                 }
-                return Err(EBADMSG);
+                return Err(ebadmsg());
             };
             cur = cur.after(h.len);
             n = n.wrapping_add(1);

@@ -16,9 +16,15 @@ use super::{
     Ring,
     Storage, //
 };
-use crate::abi::{
-    self,
-    RecordHeader, //
+use crate::{
+    abi::{
+        self,
+        RecordHeader, //
+    },
+    compat::code::{
+        ebadmsg,
+        enodata, //
+    },
 };
 
 /// Most records one try of taking a producer's records checks before it commits them: a try
@@ -515,16 +521,16 @@ impl<S: Storage> Ring<S> {
         // Aligned, and never behind the ring's head nor further ahead than a jump may go.
         let jump = new_head.wrapping_sub(self.head.pos);
         if jump % u64::from(abi::RECORD_ALIGN) != 0 || jump > JUMP_MAX {
-            return Err(EBADMSG);
+            return Err(ebadmsg());
         }
         let tail = match self.check_tail(tail_pos, new_head) {
-            Err(e) if e == ENODATA => return Ok((0, true)),
+            Err(e) if e == enodata() => return Ok((0, true)),
             t => t?,
         };
         // The ring never spans more than its size: a correct producer raises its tail before
         // it publishes the head that needs it, and the tail was the same after the head.
         if new_head.wrapping_sub(tail.pos) > self.size {
-            return Err(EBADMSG);
+            return Err(ebadmsg());
         }
         // If the producer lapped the ring's head, its records now start at its tail.
         let start = if ahead(tail.seq, self.head.seq) > 0 {
@@ -535,7 +541,7 @@ impl<S: Storage> Ring<S> {
         // Between the tail and the head, never behind the ring's head (no head moves back).
         let ahead = new_head.wrapping_sub(start.pos);
         if ahead > new_head.wrapping_sub(tail.pos) {
-            return Err(EBADMSG);
+            return Err(ebadmsg());
         }
         let (mut cur, mut payload, mut count) = (start, 0u64, 0u64);
         let mut bad = false;
@@ -560,7 +566,7 @@ impl<S: Storage> Ring<S> {
             return Err(EAGAIN);
         }
         if bad {
-            return Err(EBADMSG);
+            return Err(ebadmsg());
         }
         if tail.pos != self.tail.pos {
             self.tail = tail;
@@ -601,7 +607,7 @@ impl<S: Storage> Ring<S> {
         }
         let moved = pos.wrapping_sub(self.tail.pos);
         if moved > new_head.wrapping_sub(self.tail.pos) || pos % u64::from(abi::RECORD_ALIGN) != 0 {
-            return Err(EBADMSG);
+            return Err(ebadmsg());
         }
         if pos == new_head {
             if pos == self.head.pos {
@@ -612,9 +618,9 @@ impl<S: Storage> Ring<S> {
             // head's sequence number is not known): nothing to take until the producer
             // publishes, and rings the doorbell if readers wait. Only ahead of the ring's head.
             if (pos.wrapping_sub(self.head.pos) as i64) <= 0 {
-                return Err(EBADMSG);
+                return Err(ebadmsg());
             }
-            return Err(ENODATA);
+            return Err(enodata());
         }
         let mut raw = [0u8; abi::RECORD_HEADER_SIZE as usize];
         self.store.read(pos, &mut raw)?;
@@ -637,7 +643,7 @@ impl<S: Storage> Ring<S> {
             && by_pos.signum() == by_seq.signum()
             && by_seq.unsigned_abs() <= by_pos.unsigned_abs() / record_size(1);
         if !ok {
-            return Err(EBADMSG);
+            return Err(ebadmsg());
         }
         Ok(t)
     }
