@@ -101,6 +101,15 @@ pub(crate) mod barrier {
     }
 }
 
+/// `FIONREAD`, the ioctl (7.3's bindings have it).
+#[cfg(memchan_ge_7_3)]
+pub(crate) const FIONREAD: u32 = kernel::bindings::FIONREAD;
+
+/// `FIONREAD`, the ioctl: 7.2's bindings lack it. The value of `asm-generic/ioctls.h`, which
+/// x86 and arm64 use (alpha, mips, powerpc and sparc have their own, and no Rust kernel).
+#[cfg(not(memchan_ge_7_3))]
+pub(crate) const FIONREAD: u32 = 0x541B;
+
 /// Error codes the `kernel` crate names only from 7.3 on (functions: 7.2 has no `const`
 /// constructor of an `Error`).
 pub(crate) mod code {

@@ -15,7 +15,6 @@
 //!   opened. Write-only opens never hold the ring back.
 
 use kernel::{
-    bindings,
     fs::File,
     ioctl::{
         _IOC_DIR,
@@ -292,7 +291,7 @@ impl MemchanFile {
 
     /// `ioctl(cmd, arg)` on `file`.
     pub(crate) fn ioctl(&self, file: &File, cmd: u32, arg: usize) -> Result<isize> {
-        if cmd == bindings::FIONREAD {
+        if cmd == crate::compat::FIONREAD {
             // Bytes the next `read()` needs (0 if nothing is ready): the payload, plus the
             // header in record mode, plus the padding in batch record mode.
             let n = self.chan.next_size(self.slot()?, self.shape())?;
