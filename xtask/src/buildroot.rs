@@ -1,5 +1,6 @@
-//! The Debian 13 build roots: clang for the debug (KASAN) kernel flavor, Debian's own kernel
-//! toolchain for building against Debian's stock kernel.
+//! The Debian build roots: clang for the debug (KASAN) kernel flavor (Debian 13), Debian's own
+//! kernel toolchain for building against Debian's stock kernels (Debian 13 for
+//! trixie-backports' kernel, forky for forky's), and fresh machines to test `install` in.
 //!
 //! In Linux 7.3 `config RUST` depends on `!KASAN || CC_IS_CLANG`, so a kernel with both Rust and
 //! KASAN must be built with clang, and the module with the same rustc as its kernel. The host
@@ -25,13 +26,12 @@ use anyhow::{bail, Result};
 
 use crate::{cache, run, setup};
 
-/// Debian suite of the build roots.
-const SUITE: &str = "trixie";
-
 /// What a build root is made of.
 pub struct Recipe {
     /// Directory name under `<cache>/buildroot/`.
     name: &'static str,
+    /// The Debian suite it is made from.
+    suite: &'static str,
     /// What it holds (`mmdebstrap --include`).
     packages: &'static [&'static str],
     /// `make` variables selecting its toolchain.
@@ -57,7 +57,8 @@ macro_rules! common_packages {
 
 /// The clang root of the debug (KASAN) flavor.
 pub const CLANG: Recipe = Recipe {
-    name: SUITE,
+    name: "trixie",
+    suite: "trixie",
     packages: common_packages!("clang-19", "lld-19", "llvm-19", "libclang-19-dev"),
     make_vars: &["LLVM=-19"],
     versions: "rustc --version; clang-19 --version | head -n1; bindgen --version; \
@@ -66,9 +67,10 @@ pub const CLANG: Recipe = Recipe {
     backports: false,
 };
 
-/// The root with Debian's kernel toolchain, for Debian's stock kernel.
+/// The root with Debian 13's kernel toolchain, for the trixie-backports kernel.
 pub const STOCK: Recipe = Recipe {
     name: "trixie-stock",
+    suite: "trixie",
     packages: common_packages!("gcc-14", "dwarves", "libclang-19-dev"),
     make_vars: &["CC=gcc-14"],
     versions: "rustc --version; gcc-14 --version | head -n1; bindgen --version; \
@@ -81,6 +83,7 @@ pub const STOCK: Recipe = Recipe {
 /// `cargo xtask install`: what that command is tested in (then booted with its own kernel).
 pub const MACHINE: Recipe = Recipe {
     name: "trixie-machine",
+    suite: "trixie",
     packages: &[
         "linux-image-amd64/trixie-backports",
         "udev",
@@ -93,6 +96,37 @@ pub const MACHINE: Recipe = Recipe {
     versions: "uname -s",
     purpose: "a Debian 13 machine with the newest backports kernel (to test `install` in)",
     backports: true,
+};
+
+/// The root with Debian forky's kernel toolchain (gcc-16, rustc 1.97, bindgen 0.72 and the
+/// libclang it depends on), for forky's 7.2 kernel.
+pub const FORKY_STOCK: Recipe = Recipe {
+    name: "forky-stock",
+    suite: "forky",
+    packages: common_packages!("gcc-16", "dwarves", "libclang-dev"),
+    make_vars: &["CC=gcc-16"],
+    versions: "rustc --version; gcc-16 --version | head -n1; bindgen --version; \
+               clippy-driver --version; pahole --version",
+    purpose: "the build root with Debian forky's kernel toolchain",
+    backports: false,
+};
+
+/// A fresh Debian forky (testing) machine, as [`MACHINE`] is for Debian 13.
+pub const FORKY_MACHINE: Recipe = Recipe {
+    name: "forky-machine",
+    suite: "forky",
+    packages: &[
+        "linux-image-amd64",
+        "udev",
+        "kmod",
+        "passwd",
+        "procps",
+        "busybox-static",
+    ],
+    make_vars: &[],
+    versions: "uname -s",
+    purpose: "a Debian forky machine with its kernel (to test `install` in)",
+    backports: false,
 };
 
 impl Recipe {
@@ -195,7 +229,8 @@ pub fn native(which: &'static Recipe) -> BuildRoot {
 /// Makes the build root if it is missing (about 2 minutes and 1.8 GB) and returns it.
 pub fn ensure(which: &'static Recipe) -> Result<BuildRoot> {
     let dir = cache::root().join("buildroot").join(which.name);
-    let mut recipe = format!("{SUITE}: {}\n", which.packages.join(" "));
+    let suite = which.suite;
+    let mut recipe = format!("{suite}: {}\n", which.packages.join(" "));
     if which.backports {
         recipe.push_str("with trixie-backports\n");
     }
@@ -218,19 +253,24 @@ pub fn ensure(which: &'static Recipe) -> Result<BuildRoot> {
     cache::mkdir(dir.parent().unwrap_or(Path::new("/")))?;
     run::logged(
         &format!(
-            "making {} (Debian {SUITE}) with mmdebstrap (about 2 minutes, 1-2 GB)",
+            "making {} (Debian {suite}) with mmdebstrap (about 2 minutes, 1-2 GB)",
             which.purpose
         ),
         Command::new("mmdebstrap")
             .args(["--variant=minbase", "--mode=root"])
             .arg(format!("--include={}", which.packages.join(",")))
-            .arg(SUITE)
+            .arg(suite)
             .arg(&dir)
-            .arg(format!("deb http://deb.debian.org/debian {SUITE} main"))
+            .arg(if suite == "forky" {
+                // As in `setup::FORKY_SOURCES`: forky's `Release` may have expired on the mirror.
+                "deb [check-valid-until=no] http://deb.debian.org/debian forky main".to_string()
+            } else {
+                format!("deb http://deb.debian.org/debian {suite} main")
+            })
             .args(
                 which
                     .backports
-                    .then(|| format!("deb http://deb.debian.org/debian {SUITE}-backports main")),
+                    .then(|| format!("deb http://deb.debian.org/debian {suite}-backports main")),
             ),
         &run::log_path(&format!("buildroot-{}", which.name)),
         "mmdebstrap needs the Debian mirror (deb.debian.org) and root; see the log.",

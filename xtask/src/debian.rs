@@ -1,4 +1,6 @@
-//! `--debian`: Debian's stock kernel, booted as Debian ships it.
+//! `--debian[=SUITE]`: a Debian stock kernel, booted as Debian ships it: the newest
+//! trixie-backports kernel (`backports`, the default: 7.3, `+deb13`) or forky's (`forky`, Debian
+//! testing: 7.2, `+deb14`), each built against with its own suite's toolchain.
 //!
 //! Debian's headers packages carry no Rust metadata (`rust/*.rmeta`, `libmacros.so`), so an
 //! out-of-tree Rust module cannot be built against them as they are. Rebuilding `prepare` and
@@ -28,8 +30,84 @@ use crate::{cache, run};
 /// Bump when the way the tree is prepared changes, to force a rebuild.
 const RECIPE: u32 = 1;
 
-/// Oldest kernel series memchan builds against.
-pub const MIN_SERIES: (u32, u32, u32) = (7, 3, 0);
+/// A Debian suite whose stock kernel memchan is built and tested against.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Suite {
+    /// Debian 13's trixie-backports (7.3, `+deb13`).
+    #[value(alias = "trixie-backports")]
+    Backports,
+    /// Debian forky, testing (7.2, `+deb14`; sid's kernel has the same ABI and toolchain).
+    #[value(alias = "testing")]
+    Forky,
+}
+
+/// What differs between the suites.
+pub struct Target {
+    /// Short name, for logs and messages.
+    pub name: &'static str,
+    /// The `NN` of the kernel release's `+debNN`.
+    abi: u32,
+    /// Oldest kernel series taken from the suite.
+    pub min_series: (u32, u32, u32),
+    /// The build root with the suite's kernel toolchain.
+    pub stock: &'static buildroot::Recipe,
+    /// A fresh machine of the suite with its kernel (to test `install` in).
+    pub machine: &'static buildroot::Recipe,
+    /// How a user gets the suite's kernel (for messages).
+    pub kernel_hint: &'static str,
+}
+
+/// trixie-backports.
+const BACKPORTS: Target = Target {
+    name: "trixie-backports",
+    abi: 13,
+    min_series: (7, 3, 0),
+    stock: &buildroot::STOCK,
+    machine: &buildroot::MACHINE,
+    kernel_hint: "apt-get install -t trixie-backports linux-image-amd64 linux-headers-amd64",
+};
+
+/// forky.
+const FORKY: Target = Target {
+    name: "forky",
+    abi: 14,
+    min_series: (7, 2, 0),
+    stock: &buildroot::FORKY_STOCK,
+    machine: &buildroot::FORKY_MACHINE,
+    kernel_hint: "apt-get install linux-image-amd64 linux-headers-amd64",
+};
+
+impl Suite {
+    /// What differs for this suite.
+    pub fn target(self) -> &'static Target {
+        match self {
+            Self::Backports => &BACKPORTS,
+            Self::Forky => &FORKY,
+        }
+    }
+
+    /// The suite a kernel release (`7.2.12+deb14-amd64`) comes from.
+    pub fn of_release(release: &str) -> Option<Self> {
+        let abi: u32 = release
+            .split_once("+deb")?
+            .1
+            .split_once('-')?
+            .0
+            .parse()
+            .ok()?;
+        [Self::Backports, Self::Forky]
+            .into_iter()
+            .find(|s| s.target().abi == abi)
+    }
+
+    /// Private apt state with the suite's package lists.
+    fn apt(self) -> Result<Apt> {
+        match self {
+            Self::Backports => Apt::new(),
+            Self::Forky => Apt::forky(),
+        }
+    }
+}
 
 /// Marks a completely unpacked or prepared directory (holds what it was made from).
 const DONE: &str = ".memchan-complete";
@@ -50,8 +128,9 @@ pub fn parse_release(release: &str) -> Option<(u32, u32, u32)> {
     Some((a, b, c))
 }
 
-/// The newest Debian trixie-backports kernel of series 7.3 or later: release and version.
-fn newest(apt: &mut Apt) -> Result<(String, String)> {
+/// The newest kernel of `suite` (of its series or later): release and version.
+fn newest(apt: &mut Apt, suite: Suite) -> Result<(String, String)> {
+    let t = suite.target();
     let mut found: Vec<((u32, u32, u32), String)> = apt
         .names("linux-binary-")?
         .into_iter()
@@ -59,12 +138,13 @@ fn newest(apt: &mut Apt) -> Result<(String, String)> {
             let release = n.strip_prefix("linux-binary-")?.to_string();
             Some((parse_release(&release)?, release))
         })
-        .filter(|(v, _)| *v >= MIN_SERIES)
+        .filter(|(v, r)| *v >= t.min_series && Suite::of_release(r) == Some(suite))
         .collect();
     found.sort();
+    let (a, b, _) = t.min_series;
     let (_, release) = found
         .pop()
-        .context("no Debian linux-binary-7.x (7.3 or later) in trixie-backports")?;
+        .with_context(|| format!("no Debian linux-binary-{a}.{b} or later in {}", t.name))?;
     let version = apt
         .versions(&format!("linux-binary-{release}"))?
         .into_iter()
@@ -73,8 +153,9 @@ fn newest(apt: &mut Apt) -> Result<(String, String)> {
     Ok((release, version))
 }
 
-/// The newest completely prepared stock kernel in the cache, if any (no network needed).
-fn cached() -> Option<(String, String)> {
+/// The newest completely prepared stock kernel of `suite` in the cache, if any (no network
+/// needed).
+fn cached(suite: Suite) -> Option<(String, String)> {
     let mut found: Vec<((u32, u32, u32), String, String)> =
         std::fs::read_dir(cache::root().join("debian"))
             .ok()?
@@ -83,6 +164,9 @@ fn cached() -> Option<(String, String)> {
             .filter_map(|p| {
                 let name = p.file_name()?.to_str()?.to_string();
                 let (release, version) = name.split_once('_')?;
+                if Suite::of_release(release) != Some(suite) {
+                    return None;
+                }
                 Some((parse_release(release)?, release.into(), version.into()))
             })
             .collect();
@@ -104,14 +188,14 @@ fn unpack(apt: &mut Apt, packages: &[String], version: &str, dest: &Path) -> Res
     Ok(())
 }
 
-/// Makes sure Debian's newest stock kernel is unpacked and its tree prepared for module
+/// Makes sure the newest stock kernel of `suite` is unpacked and its tree prepared for module
 /// builds; returns it.
-pub fn ensure() -> Result<KernelTree> {
-    let root = buildroot::ensure(&buildroot::STOCK)?;
+pub fn ensure(suite: Suite) -> Result<KernelTree> {
+    let root = buildroot::ensure(suite.target().stock)?;
     let mut apt = None;
-    let (release, version) = match cached() {
+    let (release, version) = match cached(suite) {
         Some(found) => found,
-        None => newest(apt.get_or_insert(Apt::new()?))?,
+        None => newest(apt.get_or_insert(suite.apt()?), suite)?,
     };
     let dir = cache::root()
         .join("debian")
@@ -140,7 +224,7 @@ pub fn ensure() -> Result<KernelTree> {
     }
     let apt = match apt.as_mut() {
         Some(apt) => apt,
-        None => apt.insert(Apt::new()?),
+        None => apt.insert(suite.apt()?),
     };
     run::stage(&format!(
         "Debian's stock kernel {release} ({version}): packages into {}",

@@ -1,9 +1,10 @@
 //! `cargo xtask install`: build memchan for the Debian kernel this machine runs, install it and
 //! load it.
 //!
-//! On a Debian 13 machine running a 7.3-or-later trixie-backports kernel: installs that
-//! kernel's `linux-headers` and `linux-source` and the toolchain Debian builds its kernels with
-//! (the packages of [`buildroot::STOCK`]), rebuilds the Rust metadata the headers lack from the
+//! On a Debian 13 machine running a 7.3-or-later trixie-backports kernel, or a Debian forky or
+//! sid machine running its 7.2-or-later kernel: installs that kernel's `linux-headers` and
+//! `linux-source` and the toolchain the suite builds its kernels with (the packages of
+//! [`buildroot::STOCK`] or [`buildroot::FORKY_STOCK`]), rebuilds the Rust metadata the headers lack from the
 //! source (as `--debian` does, see `debian.rs`; cached under `<cache>/install/`), builds
 //! `memchan.ko` and the `memchan` command, and installs
 //!
@@ -15,8 +16,8 @@
 //!
 //! then loads the module (`modprobe`, replacing a loaded one). `--remove` undoes all of it.
 //! Steps that need root run through `sudo` when the caller is not root; builds run as the
-//! caller. Tested by `cargo xtask test` in a fresh Debian 13 root, which is then booted with
-//! its own kernel (see [`check`]).
+//! caller. Tested by `cargo xtask test` in a fresh Debian 13 root (and by `--check=forky` in a
+//! forky root), which is then booted with its own kernel (see [`check`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,10 +48,19 @@ pub struct InstallOpts {
     /// Unload and remove everything an earlier install put in place.
     #[arg(long, conflicts_with_all = ["cli", "autoload"])]
     remove: bool,
-    /// Do not install here: test this command in a fresh Debian 13 root, booted with its own
-    /// kernel in QEMU (what `cargo xtask test` runs).
-    #[arg(long, conflicts_with_all = ["release", "cli", "no_load", "autoload", "remove"])]
-    check: bool,
+    /// Do not install here: test this command in a fresh Debian root (13 with backports'
+    /// kernel, or `--check=forky`), booted with its own kernel in QEMU (what `cargo xtask
+    /// test` runs).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "SUITE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "backports",
+        conflicts_with_all = ["release", "cli", "no_load", "autoload", "remove"]
+    )]
+    check: Option<debian::Suite>,
 }
 
 /// Where the files go.
@@ -62,28 +72,32 @@ const GROUP: &str = "memchan";
 
 /// `cargo xtask install`.
 pub fn run(opts: &InstallOpts) -> Result<i32> {
-    if opts.check {
-        return Ok(if check()? { 0 } else { 1 });
+    if let Some(suite) = opts.check {
+        return Ok(if check(suite)? { 0 } else { 1 });
     }
     let start = Instant::now();
     let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
     if !os.lines().any(|l| l == "ID=debian") {
         bail!(
-            "`cargo xtask install` is for Debian 13 with a trixie-backports kernel (this is not \
-             Debian). On another Rust-enabled kernel whose build tree has its Rust metadata, \
+            "`cargo xtask install` is for Debian 13 with a trixie-backports kernel, or Debian \
+             forky or sid (this is not Debian). On another Rust-enabled kernel whose build tree has its Rust metadata, \
              build with `make -C <build tree> M=$PWD/kernel` (README, \"Install\")"
         );
     }
     let running = run::query(Command::new("uname").arg("-r"))?;
     let release = opts.release.clone().unwrap_or_else(|| running.clone());
-    match debian::parse_release(&release) {
-        Some(v) if v >= debian::MIN_SERIES => {}
+    let target = match (
+        debian::parse_release(&release),
+        debian::Suite::of_release(&release),
+    ) {
+        (Some(v), Some(suite)) if v >= suite.target().min_series => suite.target(),
         _ => bail!(
-            "{release} is not a Debian 7.3-or-later kernel (`<x.y.z>+debNN-amd64`): install \
-             one from trixie-backports (apt-get install -t trixie-backports linux-image-amd64), \
-             reboot into it, and run this again"
+            "{release} is not a Debian kernel memchan builds against (7.3 or later from \
+             trixie-backports, `+deb13`; 7.2 or later from forky or sid, `+deb14`): install one \
+             (on Debian 13: apt-get install -t trixie-backports linux-image-amd64), reboot into \
+             it, and run this again"
         ),
-    }
+    };
     let load = release == running && !opts.no_load;
     if opts.remove {
         remove(&release)?;
@@ -93,7 +107,7 @@ pub fn run(opts: &InstallOpts) -> Result<i32> {
 
     run::stage(&format!("packages for building against {release}"));
     let headers = format!("linux-headers-{release}");
-    let mut packages: Vec<&str> = buildroot::STOCK.packages().to_vec();
+    let mut packages: Vec<&str> = target.stock.packages().to_vec();
     packages.push(&headers);
     apt_get(&packages)?;
     let version = run::query(Command::new("dpkg-query").args(["-W", "-f=${Version}", &headers]))?;
@@ -101,13 +115,13 @@ pub fn run(opts: &InstallOpts) -> Result<i32> {
     apt_get(&[&format!("{source}={version}")]).with_context(|| {
         format!(
             "the kernel source of {release} ({source} {version}) is needed to rebuild its Rust \
-             metadata; Debian's archive keeps only the newest: upgrade the kernel \
-             (apt-get install -t trixie-backports linux-image-amd64), reboot, and run this again"
+             metadata; Debian's archive keeps only the newest: upgrade the kernel ({}), \
+             reboot, and run this again",
+            target.kernel_hint
         )
     })?;
 
-    let root =
-        buildroot::native(&buildroot::STOCK).with_make_var(format!("KERNELRELEASE={release}"));
+    let root = buildroot::native(target.stock).with_make_var(format!("KERNELRELEASE={release}"));
     let dir = cache::root()
         .join("install")
         .join(format!("{release}_{version}"));
@@ -300,24 +314,28 @@ modprobe -r memchan
 echo "memchan-install-check: passed"
 "#;
 
-/// `cargo xtask test`'s install test: a fresh Debian 13 root with the newest backports kernel
-/// ([`buildroot::MACHINE`]) gets `cargo xtask install --no-load` (packages, Rust metadata,
-/// module, udev rule, command, `depmod`: everything up to loading), then is booted with its
-/// own kernel in QEMU, where `modprobe memchan`, the udev rule and the command are checked.
+/// `cargo xtask test`'s install test: a fresh Debian root of `suite` with its newest kernel
+/// ([`buildroot::MACHINE`]: Debian 13 with backports' kernel; [`buildroot::FORKY_MACHINE`])
+/// gets `cargo xtask install --no-load` (packages, Rust metadata, module, udev rule, command,
+/// `depmod`: everything up to loading), then is booted with its own kernel in QEMU, where
+/// `modprobe memchan`, the udev rule and the command are checked.
 /// Returns whether it passed.
-pub fn check() -> Result<bool> {
+pub fn check(suite: debian::Suite) -> Result<bool> {
     let start = Instant::now();
     setup::ensure(false)?; // QEMU and virtme-ng
-    let machine = buildroot::ensure(&buildroot::MACHINE)?;
+    let machine = buildroot::ensure(suite.target().machine)?;
     let modules = machine.dir().join("usr/lib/modules");
     let release = std::fs::read_dir(&modules)?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .find(|r| debian::parse_release(r).is_some())
+        .find(|r| debian::parse_release(r).is_some() && debian::Suite::of_release(r) == Some(suite))
         .with_context(|| format!("no Debian kernel in {}", modules.display()))?;
     let xtask = std::env::current_exe()?;
     let cli = demo::build_cli()?;
     run::logged(
-        &format!("`cargo xtask install --no-load` in a Debian 13 root with {release}"),
+        &format!(
+            "`cargo xtask install --no-load` in a Debian {} root with {release}",
+            suite.target().name
+        ),
         machine
             .command(&path(&xtask))
             .args(["install", "--no-load", "--release", &release, "--cli"])

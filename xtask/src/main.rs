@@ -56,11 +56,19 @@ pub struct KernelOpts {
     /// checks, with perf events for profiling (what `bench` uses; built and cached separately).
     #[arg(long, conflicts_with = "debug")]
     perf: bool,
-    /// Use Debian's stock kernel (the newest 7.3-or-later trixie-backports linux-image, booted
-    /// as Debian ships it): the module is built against Rust metadata rebuilt from Debian's
-    /// linux-source with Debian's toolchain.
-    #[arg(long, conflicts_with_all = ["debug", "perf", "kdir", "src"])]
-    debian: bool,
+    /// Use a Debian stock kernel, booted as Debian ships it: the newest trixie-backports
+    /// linux-image (7.3; `--debian` alone) or forky's (7.2; `--debian=forky`). The module is
+    /// built against Rust metadata rebuilt from the suite's linux-source with its toolchain.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "SUITE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "backports",
+        conflicts_with_all = ["debug", "perf", "kdir", "src"]
+    )]
+    debian: Option<debian::Suite>,
 }
 
 #[derive(Subcommand)]

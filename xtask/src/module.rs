@@ -26,12 +26,11 @@ pub fn ensure(opts: &KernelOpts) -> Result<Built> {
     build(opts, false)
 }
 
-/// The kernel tree `opts` select: Debian's stock kernel (`--debian`) or a test kernel.
+/// The kernel tree `opts` select: a Debian stock kernel (`--debian[=SUITE]`) or a test kernel.
 pub fn kernel(opts: &KernelOpts) -> Result<kernel::KernelTree> {
-    if opts.debian {
-        crate::debian::ensure()
-    } else {
-        kernel::ensure(opts)
+    match opts.debian {
+        Some(suite) => crate::debian::ensure(suite),
+        None => kernel::ensure(opts),
     }
 }
 

@@ -181,22 +181,42 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// A private apt configuration: Debian trixie and trixie-backports, state in the cache.
+/// The Debian forky (testing) suite, for its stock kernel. Testing's `Release` files say they
+/// expire within days, and a mirror that lags behind (the one these machines reach serves
+/// forky's of 2026-10-30) is refused unless that check is off; signatures are still checked.
+const FORKY_SOURCES: &str = "\
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg check-valid-until=no] http://deb.debian.org/debian forky main
+";
+
+/// A private apt configuration (Debian trixie and trixie-backports, or forky), state in the
+/// cache.
 pub struct Apt {
     dir: PathBuf,
     updated: bool,
+    /// The suites, for messages.
+    label: &'static str,
 }
 
 impl Apt {
+    /// Debian trixie and trixie-backports (the kernel source, `rust-src`, backports' kernel).
     pub fn new() -> Result<Self> {
-        let dir = cache::apt_dir();
+        Self::with(cache::apt_dir(), APT_SOURCES, "trixie(-backports)")
+    }
+
+    /// Debian forky (its stock kernel); state apart from trixie's.
+    pub fn forky() -> Result<Self> {
+        Self::with(cache::root().join("apt-forky"), FORKY_SOURCES, "forky")
+    }
+
+    fn with(dir: PathBuf, sources: &str, label: &'static str) -> Result<Self> {
         for sub in ["lists/partial", "cache/archives/partial", "debs"] {
             cache::mkdir(&dir.join(sub))?;
         }
-        std::fs::write(dir.join("sources.list"), APT_SOURCES)?;
+        std::fs::write(dir.join("sources.list"), sources)?;
         Ok(Self {
             dir,
             updated: false,
+            label,
         })
     }
 
@@ -224,10 +244,14 @@ impl Apt {
     /// Refreshes the package lists (once per run).
     fn update(&mut self) -> Result<()> {
         if !self.updated {
+            let (what, log) = (
+                format!("fetching Debian {} package lists", self.label),
+                format!("setup-apt-lists-{}", self.label.replace(['(', ')'], "")),
+            );
             run::logged(
-                "fetching Debian trixie(-backports) package lists",
+                &what,
                 self.cmd("apt-get").arg("update"),
-                &run::log_path("setup-apt-lists"),
+                &run::log_path(&log),
                 "Check that deb.debian.org is reachable.",
             )?;
             self.updated = true;

@@ -96,13 +96,13 @@ pub fn run(opts: &KernelOpts, quick: bool) -> Result<i32> {
     // The test kernel, then (unless --quick, or an option chose one kernel) its debug flavor
     // and Debian's stock kernel.
     let mut flavors = vec![opts.clone()];
-    if !quick && !opts.debug && !opts.debian && opts.kdir.is_none() && opts.src.is_none() {
+    if !quick && !opts.debug && opts.debian.is_none() && opts.kdir.is_none() && opts.src.is_none() {
         flavors.push(KernelOpts {
             debug: true,
             ..opts.clone()
         });
         flavors.push(KernelOpts {
-            debian: true,
+            debian: Some(crate::debian::Suite::Backports),
             ..opts.clone()
         });
     }
@@ -154,7 +154,7 @@ pub fn run(opts: &KernelOpts, quick: bool) -> Result<i32> {
     }
     if flavors.len() > 1 {
         // After the suite on Debian's kernel: the install path on a fresh Debian machine.
-        let ok = install::check()?;
+        let ok = install::check(crate::debian::Suite::Backports)?;
         lines.push(format!(
             "install on Debian: {}",
             if ok { "passed" } else { "FAILED" }
