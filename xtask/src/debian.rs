@@ -5,8 +5,8 @@
 //! Debian's headers packages carry no Rust metadata (`rust/*.rmeta`, `libmacros.so`), so an
 //! out-of-tree Rust module cannot be built against them as they are. Rebuilding `prepare` and
 //! `rust/` from Debian's own `linux-source` with the headers' `.config`, Debian's release
-//! string and Debian's toolchain (the [`buildroot::STOCK`] root) reproduces the crate hashes
-//! in Debian's `Module.symvers`; with that `Module.symvers` and the headers' `vmlinux` (the
+//! string and the suite's toolchain (its stock build root, [`Target::stock`]) reproduces the
+//! crate hashes in Debian's `Module.symvers`; with that `Module.symvers` and the headers' `vmlinux` (the
 //! BTF base) copied into the tree, `memchan.ko` links against Debian's kernel and its
 //! `struct module` matches (BTF must stay on: without it the layout differs and `insmod`
 //! refuses the module).
@@ -329,8 +329,19 @@ fn prepare(root: &BuildRoot, release: &str, hdr: &Path, src: &Path, build: &Path
     let _ = std::fs::remove_dir_all(build);
     cache::mkdir(build)?;
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get() + 1);
+    // The crate hashes match Debian's only with the very rustc and bindgen that built the
+    // kernel (the headers' `.config` names them); a rolling suite's toolchain moves on.
     let script = format!(
-        "set -e; cp '{hdr}/.config' '{build}/.config'; \
+        "set -e; \
+         want() {{ sed -n \"s/^$1=\\\"\\(.*\\)\\\"$/\\1/p\" '{hdr}/.config'; }}; \
+         for t in 'RUSTC rustc' 'BINDGEN bindgen'; do set -- $t; w=$(want CONFIG_$1_VERSION_TEXT); \
+           h=$($2 --version | head -n1); \
+           [ -z \"$w\" ] || [ \"$w\" = \"$h\" ] || {{ echo \"memchan: Debian built {release} with \
+             '$w', this build root has '$h': the Rust metadata would not match the \
+             kernel's. Remove the build root (or on a machine, install that $2) and run \
+             again.\"; exit 1; }}; \
+         done; \
+         cp '{hdr}/.config' '{build}/.config'; \
          '{src}/scripts/config' --file '{build}/.config' --set-str SYSTEM_TRUSTED_KEYS '' \
            --set-str SYSTEM_REVOCATION_KEYS '' --set-str MODULE_SIG_KEY certs/signing_key.pem; \
          make -C '{src}' O='{build}' $MAKE_VARS olddefconfig; \
