@@ -4,8 +4,8 @@
 //! else: the one place that knows kernel versions. `Kbuild` passes a `memchan_ge_X_Y` cfg for
 //! every series up to the kernel's own; the rest of the module calls what is here.
 //!
-//! Everything else memchan uses from the `kernel` crate is the same in 7.2.13 and 7.3.4 (both
-//! Debian's `linux-source`). One difference is not an API: 7.2's configfs hands the callbacks
+//! Everything else memchan uses from the `kernel` crate is the same in 7.2.12/7.2.13 and 7.3.4
+//! (Debian's `linux-source`). One difference is not an API: 7.2's configfs hands the callbacks
 //! of a subsystem's root group a `&Data` taken from the wrong container, so
 //! [`crate::named::Named`] holds no data (asserted here).
 

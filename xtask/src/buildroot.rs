@@ -215,7 +215,7 @@ impl BuildRoot {
     }
 }
 
-/// This machine itself standing in for a root of `which` (a Debian 13 machine that has its
+/// This machine itself standing in for a root of `which` (a Debian machine that has its
 /// packages, see `install.rs`): commands run directly with the system's `PATH`, so Debian's
 /// rustc and bindgen are used, not rustup's.
 pub fn native(which: &'static Recipe) -> BuildRoot {

@@ -4,8 +4,9 @@
 //! On a Debian 13 machine running a 7.3-or-later trixie-backports kernel, or a Debian forky or
 //! sid machine running its 7.2-or-later kernel: installs that kernel's `linux-headers` and
 //! `linux-source` and the toolchain the suite builds its kernels with (the packages of
-//! [`buildroot::STOCK`] or [`buildroot::FORKY_STOCK`]), rebuilds the Rust metadata the headers lack from the
-//! source (as `--debian` does, see `debian.rs`; cached under `<cache>/install/`), builds
+//! [`buildroot::STOCK`] or [`buildroot::FORKY_STOCK`]), rebuilds the Rust metadata the headers
+//! lack from the source (as `--debian` does, see `debian.rs`; cached under
+//! `<cache>/install/`), builds
 //! `memchan.ko` and the `memchan` command, and installs
 //!
 //! - `/lib/modules/<release>/updates/memchan.ko` (then `depmod`, so that `modprobe memchan`
@@ -80,8 +81,8 @@ pub fn run(opts: &InstallOpts) -> Result<i32> {
     if !os.lines().any(|l| l == "ID=debian") {
         bail!(
             "`cargo xtask install` is for Debian 13 with a trixie-backports kernel, or Debian \
-             forky or sid (this is not Debian). On another Rust-enabled kernel whose build tree has its Rust metadata, \
-             build with `make -C <build tree> M=$PWD/kernel` (README, \"Install\")"
+             forky or sid (this is not Debian). On another Rust-enabled kernel whose build \
+             tree has its Rust metadata, build with `make -C <build tree> M=$PWD/kernel` (README, \"Install\")"
         );
     }
     let running = run::query(Command::new("uname").arg("-r"))?;
@@ -215,8 +216,8 @@ fn apt_get(packages: &[&str]) -> Result<()> {
             missing.join(" ")
         )),
         &log,
-        "Are trixie-backports in the apt sources? (deb http://deb.debian.org/debian \
-         trixie-backports main)",
+        "On Debian 13, are trixie-backports in the apt sources? (deb \
+         http://deb.debian.org/debian trixie-backports main)",
     )
 }
 

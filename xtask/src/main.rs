@@ -142,9 +142,9 @@ enum Verb {
         #[arg(long, conflicts_with = "render")]
         profile: bool,
     },
-    /// On a Debian 13 machine running a 7.3+ backports kernel: build memchan for it (Rust
-    /// metadata rebuilt from its linux-source), install module, udev rule and command, and
-    /// load it (root steps through sudo).
+    /// On Debian 13 running a 7.3+ backports kernel, or Debian forky/sid running its 7.2+
+    /// kernel: build memchan for it (Rust metadata rebuilt from its linux-source), install
+    /// module, udev rule and command, and load it (root steps through sudo).
     Install {
         #[command(flatten)]
         opts: install::InstallOpts,

@@ -81,8 +81,9 @@ if [ -w "$KL" ]; then
 fi
 "#;
 
-/// Takes the network stack's once-only secrets (TCP and UDP hash seeds, IPv4 and IPv6) before
-/// any test runs. The first connect or send flips a static key from a workqueue; under software
+/// Takes the network stack's once-only secrets (the TCP connection hash seeds, IPv4 and IPv6;
+/// UDP sends on the way, for what they take) before any test runs. The first connect flips a
+/// static key from a workqueue; under software
 /// emulation a CPU running that very site while the kworker patches it can trap on the int3
 /// the patching left behind ("Oops: int3" in `inet_init_ehash_secret`, seen once on Debian's
 /// kernel at the bridge tests' first connection). Here nothing else runs.
@@ -101,7 +102,7 @@ for fam, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
 PY
 sleep 1"#;
 
-/// Writes the guest-side scripts: environment, `insmod`, `body` (in its own shell, so that
+/// Writes the guest-side scripts: environment, `insmod`, [`NET_ONCE`], `body` (in its own shell, so that
 /// its `exit` ends only it), then the flavor's checks; the guest exits with `body`'s status.
 fn write_script(dir: &Path, built: &Built, body: &str) -> Result<PathBuf> {
     let script = dir.join("guest.sh");

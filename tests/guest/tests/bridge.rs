@@ -433,9 +433,9 @@ fn a_python_zenoh_subscriber_gets_messages_and_sequence_numbers() {
     let ea = endpoint(ADDR_A);
     let mut out = Bridge::start(NS_A, &a.path, "demo/py", &["--listen", &ea]);
     // Python is a Zenoh client of the bridge: one session on one link. As a peer (Zenoh's
-    // default) it also listened and gossiped, the bridge connected back, and Zenoh closed
-    // one of the two links while messages were on it: on the debug and Debian kernels
-    // Python missed some of them in about 1 run in 5, with the bridge's `sent` complete.
+    // default) it also listened and gossiped, and on the debug and Debian kernels it missed
+    // messages in about 1 run in 5, with the bridge's `sent` complete: likely the bridge
+    // connected back and Zenoh closed one of the two links with messages on it.
     // A client is not among the bridge's `peers`: the probes below wait for the route.
     let script = format!(
         r#"

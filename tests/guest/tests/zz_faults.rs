@@ -119,8 +119,8 @@ fn allocation_failures_during_load_fail_cleanly() {
     // Every `stride`th allocation point (each needs a module load, slow on the debug kernel
     // under emulation); MEMCHAN_FAULT_STRIDE=1 covers every one. Two channels, so that a
     // later channel's failure unwinds an earlier one: each more channel adds ~120 points
-    // (four made 793, two make 547) and a minute of loads on the debug kernel, but no new
-    // path.
+    // (four made 793, two make 547) and about two minutes of loads on the debug kernel, but
+    // no new path.
     let stride: u32 = std::env::var("MEMCHAN_FAULT_STRIDE")
         .ok()
         .and_then(|s| s.parse().ok())
